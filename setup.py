@@ -1,0 +1,50 @@
+"""ase-mllm: Aesthetic Image Captioning with Saliency Enhanced MLLMs, on Hugging Face Transformers."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+
+# torch is pinned exactly: the CPU wheel for 2.13.0 lies on disk, and any looser spec can pull a multi-GB
+# CUDA build. Nothing may depend on torchvision (no build of it works with this torch).
+CORE = [
+    "torch==2.13.0",
+    "transformers==5.23.0",
+    "tokenizers>=0.22",
+    "safetensors>=0.5",
+    "huggingface-hub>=1.0",
+    "accelerate>=1.10",
+    "numpy>=1.26",
+    "pillow>=10.0",
+    "pyyaml>=6.0",
+    "tqdm>=4.66",
+]
+TRAIN = ["trl==1.16.0", "peft==0.21.2", "datasets==5.2.0"]
+EVAL = ["pycocoevalcap==1.2", "evaluate==0.4.6", "datasets==5.2.0"]
+DEMO = ["scikit-image>=0.24", "matplotlib>=3.8"]
+DEV = sorted(set(TRAIN + EVAL + DEMO + ["pytest>=8", "pytest-timeout>=2.3"]))
+
+setup(
+    name="ase-mllm",
+    version="0.1.0",
+    description="ASE-MLLM (arXiv 2509.04378): InternVL2 with aesthetic saliency, Hugging Face native.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    # The presets live in top-level folders of the repository but install *inside* our package, so no
+    # top-level package named `configuration` or `processing` is ever installed.
+    packages=["modeling_ase_mllm", "modeling_ase_mllm._configuration", "modeling_ase_mllm._processing"],
+    package_dir={
+        "modeling_ase_mllm._configuration": "configuration",
+        "modeling_ase_mllm._processing": "processing",
+    },
+    package_data={
+        "modeling_ase_mllm._configuration": ["**/*.json", "**/*.yaml"],
+        "modeling_ase_mllm._processing": ["**/*.json", "**/*.jinja", "**/*.yaml"],
+    },
+    install_requires=CORE,
+    extras_require={"train": TRAIN, "eval": EVAL, "demo": DEMO, "dev": DEV},
+    entry_points={"console_scripts": ["ase-mllm=modeling_ase_mllm.cli:main"]},
+)
