@@ -1,0 +1,1 @@
+"""Processor presets and dataset-preparation entry points; installed as `modeling_ase_mllm._processing`."""

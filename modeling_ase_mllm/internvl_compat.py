@@ -1,0 +1,70 @@
+"""Move between transformers' native InternVL and ASE-MLLM: configs and weights.
+
+ASE-MLLM keeps every InternVL parameter name, so an InternVL state dict is an ASE-MLLM state dict minus the
+IAS additions (`saliency_embeddings.*` and each block's `saliency_*`).
+"""
+
+import torch
+from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+from .configuration_ase_mllm import AseMllmConfig, AseMllmVisionConfig
+
+
+IAS_KEY_MARKERS = (".saliency_embeddings.", ".saliency_")
+VISION_ONLY_FIELDS = ("drop_path_rate", "ias_layers", "ias_gate_init", "saliency_embed_dim")
+COMPOSITE_FIELDS = (
+    "image_token_id",
+    "image_seq_length",
+    "downsample_ratio",
+    "projector_hidden_act",
+    "vision_feature_layer",
+    "vision_feature_select_strategy",
+    "tie_word_embeddings",
+)
+
+
+def is_ias_key(name: str) -> bool:
+    """True for parameters that ASE-MLLM adds to InternVL."""
+    return any(marker in f".{name}" for marker in IAS_KEY_MARKERS)
+
+
+def _clean(config_dict: dict) -> dict:
+    for key in ("model_type", "architectures", "transformers_version", "auto_map", "dtype"):
+        config_dict.pop(key, None)
+    return config_dict
+
+
+def internvl_config_from_ase(config: AseMllmConfig) -> InternVLConfig:
+    """The transformers InternVL config with the same shapes (IAS and saliency settings dropped)."""
+    vision = _clean(config.vision_config.to_dict())
+    for key in VISION_ONLY_FIELDS:
+        vision.pop(key, None)
+    return InternVLConfig(
+        vision_config=vision,
+        text_config=config.text_config.to_dict(),
+        **{key: getattr(config, key) for key in COMPOSITE_FIELDS},
+    )
+
+
+def ase_config_from_internvl(config: InternVLConfig, **overrides) -> AseMllmConfig:
+    """An ASE-MLLM config around an InternVL config's shapes; `overrides` set top-level fields."""
+    vision = AseMllmVisionConfig(**_clean(config.vision_config.to_dict()))
+    fields = {key: getattr(config, key) for key in COMPOSITE_FIELDS}
+    fields.update(overrides)
+    return AseMllmConfig(vision_config=vision, text_config=config.text_config.to_dict(), **fields)
+
+
+def internvl_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The ASE-MLLM state dict without its IAS parameters."""
+    return {name: tensor for name, tensor in model.state_dict().items() if not is_ias_key(name)}
+
+
+def build_internvl_twin(model: torch.nn.Module) -> InternVLForConditionalGeneration:
+    """transformers' `InternVLForConditionalGeneration` holding exactly `model`'s non-IAS weights."""
+    twin = InternVLForConditionalGeneration(internvl_config_from_ase(model.config)).to(model.dtype)
+    missing, unexpected = twin.load_state_dict(internvl_state_dict(model), strict=False)
+    # Tied heads are the only keys an InternVL state dict may legitimately lack.
+    missing = [key for key in missing if key != "lm_head.weight" or not twin.config.tie_word_embeddings]
+    if missing or unexpected:
+        raise RuntimeError(f"InternVL twin does not match: missing {missing}, unexpected {unexpected}")
+    return twin.eval()

@@ -1,0 +1,508 @@
+"""ASE-MLLM: InternVL2 whose vision encoder (IAS-ViT) attends to an aesthetic-saliency map.
+
+Built on transformers' InternVL, the way its own `modular_*.py` files build on other models: the ViT block,
+its attention, the embeddings, the projector, the pixel shuffle, the merge of image features into the text
+and the LM head are InternVL's. This module only adds
+
+- `AseMllmSaliencyEmbeddings`: one saliency feature vector per ViT token;
+- `AseMllmSaliencyCrossAttention`: queries from saliency features, keys and values from image features;
+- `AseMllmVisionLayer`: InternVL's block with that cross-attention after self-attention, behind a
+  zero-initialised `tanh` gate, so that a converted InternVL2 checkpoint computes exactly InternVL2.
+
+Remote code: imports only torch, transformers and sibling modules.
+"""
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.auto import AutoModel
+from transformers.models.internvl.modeling_internvl import (
+    NORM2FN,
+    InternVLForConditionalGeneration,
+    InternVLModel,
+    InternVLMultiModalProjector,
+    InternVLPreTrainedModel,
+    InternVLVisionAttention,
+    InternVLVisionEmbeddings,
+    InternVLVisionLayer,
+    InternVLVisionModelOutputWithPooling,
+    InternVLVisionPreTrainedModel,
+    eager_attention_forward,
+)
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+
+from .configuration_ase_mllm import AseMllmConfig, AseMllmVisionConfig
+
+
+# Files that make up a Hub checkpoint's remote code; `save_pretrained` copies all of them so that any saved
+# folder (model alone or model + processor) resolves every `auto_map` entry.
+REMOTE_CODE_FILES = (
+    "configuration_ase_mllm.py",
+    "saliency_ase_mllm.py",
+    "image_processing_ase_mllm.py",
+    "processing_ase_mllm.py",
+    "modeling_ase_mllm.py",
+)
+
+
+class AseMllmDropPath(nn.Module):
+    """Stochastic depth per sample (InternViT trains with it; identity at inference and at rate 0)."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return hidden_states
+        keep = 1.0 - self.drop_prob
+        mask = hidden_states.new_empty((hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)).bernoulli_(keep)
+        return hidden_states * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.drop_prob}"
+
+
+class AseMllmSaliencyEmbeddings(nn.Module):
+    """Turns each tile's saliency map into one feature vector per ViT token.
+
+    The map is area-pooled onto the tile's patch grid, giving one value `s_i ∈ [0, 1]` per patch (the CLS token
+    gets the tile's mean), and each value is embedded by a small MLP: `z_i = W₂ act(W₁ s_i + b₁) + b₂`.
+    It is initialised so that `z` has the unit scale of a normalised token: with the transformers default
+    (std 0.02 on a scalar input) `z` would start ~1e-3 and the queries would ignore saliency.
+    """
+
+    def __init__(self, config: AseMllmVisionConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(1, config.saliency_embed_dim)
+        self.activation_fn = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.saliency_embed_dim, config.hidden_size)
+        # (weight std, bias range) for `_init_weights`: spread the first layer's kinks over s ∈ [0, 1] and keep
+        # the output at the unit scale of a LayerNorm'd token.
+        self.fc1.saliency_init = (1.0, (-1.0, 0.0))
+        self.fc2.saliency_init = (config.saliency_embed_dim**-0.5, (0.0, 0.0))
+
+    def forward(self, saliency_maps: torch.Tensor, patch_grid: tuple[int, int]) -> torch.Tensor:
+        """
+        Args:
+            saliency_maps: `(num_tiles, G, G)`, any grid side `G`.
+            patch_grid: `(rows, cols)` of ViT patches in a tile (32 × 32 at 448 px).
+        Returns:
+            `(num_tiles, 1 + rows * cols, hidden_size)` saliency features, aligned with the ViT tokens.
+        """
+        per_patch = F.adaptive_avg_pool2d(saliency_maps[:, None].to(self.fc1.weight.dtype), patch_grid).flatten(1)
+        per_token = torch.cat([per_patch.mean(dim=1, keepdim=True), per_patch], dim=1)
+        return self.fc2(self.activation_fn(self.fc1(per_token[..., None])))
+
+
+class AseMllmSaliencyCrossAttention(InternVLVisionAttention):
+    """InternVL's vision attention with queries and keys/values taken from two different inputs."""
+
+    def forward(
+        self, query_input: torch.Tensor, key_value_input: torch.Tensor, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            query_input: `(batch, seq, hidden)` saliency features.
+            key_value_input: `(batch, seq_kv, hidden)` image features.
+        Returns:
+            `(batch, seq, hidden)` attention output and the attention weights (eager only).
+        """
+        batch_size, seq_len, _ = query_input.shape
+        kv_len = key_value_input.shape[1]
+        query_states = self.q_norm(self.q_proj(query_input))
+        key_states = self.k_norm(self.k_proj(key_value_input))
+        value_states = self.v_proj(key_value_input)
+
+        query_states = query_states.view(batch_size, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
+        key_states = key_states.view(batch_size, kv_len, self.num_heads, self.head_dim).transpose(1, 2)
+        value_states = value_states.view(batch_size, kv_len, self.num_heads, self.head_dim).transpose(1, 2)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query_states,
+            key_states,
+            value_states,
+            None,
+            dropout=0.0 if not self.training else self.attention_dropout,
+            scaling=self.scale,
+            is_causal=False,
+            **kwargs,
+        )
+        attn_output = attn_output.reshape(batch_size, seq_len, self.embed_dim)
+        return self.projection_dropout(self.projection_layer(attn_output)), attn_weights
+
+
+class AseMllmVisionLayer(InternVLVisionLayer):
+    """An IAS-ViT block: InternVL's ViT block, plus (when `has_saliency_cross_attention`)
+
+        h ← h + tanh(g) ⊙ CrossAttn(q = LN_q(h) + z, k = v = LN_kv(h))
+
+    between the self-attention and the MLP residuals, `z` being the saliency features of the tile's tokens.
+    With `g = 0` the block is exactly InternVL's.
+    """
+
+    def __init__(self, config: AseMllmVisionConfig, layer_idx: int, drop_path_rate: float = 0.0) -> None:
+        super().__init__(config)
+        self.drop_path = AseMllmDropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+        self.has_saliency_cross_attention = layer_idx in config.ias_layer_indices
+        if self.has_saliency_cross_attention:
+            norm = NORM2FN[config.norm_type]
+            self.saliency_query_norm = norm(config.hidden_size, eps=config.layer_norm_eps)
+            self.saliency_key_value_norm = norm(config.hidden_size, eps=config.layer_norm_eps)
+            self.saliency_cross_attention = AseMllmSaliencyCrossAttention(config)
+            # Fan-in init for the new query/key maps: with std 0.02 the attention logits start ~0, the attention is
+            # uniform and ignores the (saliency-tagged) queries until training sharpens it.
+            for projection in (self.saliency_cross_attention.q_proj, self.saliency_cross_attention.k_proj):
+                projection.saliency_init = (config.hidden_size**-0.5, (0.0, 0.0))
+            self.saliency_gate = nn.Parameter(torch.full((config.hidden_size,), float(config.ias_gate_init)))
+
+    def forward(self, hidden_states: torch.Tensor, saliency_features: torch.Tensor | None = None) -> torch.Tensor:
+        """
+        Args:
+            hidden_states: `(num_tiles, 1 + num_patches, hidden)`.
+            saliency_features: `(num_tiles, 1 + num_patches, hidden)`; required when the block has a cross-attention.
+        """
+        attention_output, _ = self.attention(self.layernorm_before(hidden_states))
+        hidden_states = self.drop_path(self.lambda_1 * attention_output) + hidden_states
+
+        if self.has_saliency_cross_attention:
+            # Saliency features: the normalised image tokens, each tagged with the embedding of its saliency.
+            queries = self.saliency_query_norm(hidden_states) + saliency_features
+            cross_output, _ = self.saliency_cross_attention(queries, self.saliency_key_value_norm(hidden_states))
+            hidden_states = self.drop_path(torch.tanh(self.saliency_gate) * cross_output) + hidden_states
+
+        layer_output = self.dropout(self.mlp(self.layernorm_after(hidden_states)))
+        return self.drop_path(self.lambda_2 * layer_output) + hidden_states
+
+
+class AseMllmVisionEncoder(nn.Module):
+    def __init__(self, config: AseMllmVisionConfig) -> None:
+        super().__init__()
+        self.config = config
+        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        self.layer = nn.ModuleList(
+            [AseMllmVisionLayer(config, index, rate) for index, rate in enumerate(rates)]
+        )
+        self.gradient_checkpointing = False
+
+    def forward(self, hidden_states: torch.Tensor, saliency_features: torch.Tensor) -> BaseModelOutput:
+        for layer_module in self.layer:
+            hidden_states = layer_module(hidden_states, saliency_features)
+        return BaseModelOutput(last_hidden_state=hidden_states)
+
+
+class AseMllmVisionPreTrainedModel(InternVLVisionPreTrainedModel):
+    config: AseMllmVisionConfig
+    _no_split_modules = ["AseMllmVisionLayer"]
+    _can_record_outputs = {
+        "hidden_states": AseMllmVisionLayer,
+        # Only the self-attention: the saliency cross-attention is not a ViT layer's attention map.
+        "attentions": OutputRecorder(InternVLVisionAttention, layer_name="attention"),
+    }
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear) and hasattr(module, "saliency_init"):
+            weight_std, bias_range = module.saliency_init
+            init.normal_(module.weight, std=weight_std)
+            if module.bias is not None:
+                init.uniform_(module.bias, *bias_range)
+            return
+        super()._init_weights(module)
+        if isinstance(module, AseMllmVisionLayer) and module.has_saliency_cross_attention:
+            init.constant_(module.saliency_gate, self.config.ias_gate_init)
+
+
+class AseMllmVisionModel(AseMllmVisionPreTrainedModel):
+    """IAS-ViT: InternViT embeddings + IAS blocks; InternVL2's ViT has no final norm (`use_mean_pooling`)."""
+
+    def __init__(self, config: AseMllmVisionConfig) -> None:
+        super().__init__(config)
+        self.embeddings = InternVLVisionEmbeddings(config)
+        self.saliency_embeddings = AseMllmSaliencyEmbeddings(config)
+        self.encoder = AseMllmVisionEncoder(config)
+        self.layernorm = (
+            nn.Identity() if config.use_mean_pooling else nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        )
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.patch_embeddings
+
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        saliency_maps: torch.Tensor,
+        bool_masked_pos: torch.BoolTensor | None = None,
+        **kwargs,
+    ) -> InternVLVisionModelOutputWithPooling:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(num_tiles, 3, H, W)`):
+            Normalised tiles.
+        saliency_maps (`torch.FloatTensor` of shape `(num_tiles, G, G)`):
+            One saliency map per tile, aligned with `pixel_values`.
+        """
+        check_saliency_maps(saliency_maps, pixel_values)
+        embedding_output = self.embeddings(pixel_values, bool_masked_pos=bool_masked_pos)
+        patch_size = self.config.patch_size
+        patch_grid = (pixel_values.shape[-2] // patch_size[0], pixel_values.shape[-1] // patch_size[1])
+        saliency_features = self.saliency_embeddings(saliency_maps, patch_grid).to(embedding_output.dtype)
+        encoder_outputs = self.encoder(embedding_output, saliency_features)
+        sequence_output = self.layernorm(encoder_outputs.last_hidden_state)
+        return InternVLVisionModelOutputWithPooling(last_hidden_state=sequence_output)
+
+
+def check_pixel_values(pixel_values: torch.Tensor, image_size: tuple[int, int]) -> None:
+    """Reject tiles of the wrong shape before they fail deep inside a convolution."""
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"`pixel_values` must be a torch.Tensor, got {type(pixel_values).__name__}.")
+    expected = (3, *image_size)
+    if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
+        raise ValueError(
+            f"`pixel_values` must have shape (num_tiles, {', '.join(map(str, expected))}), got {tuple(pixel_values.shape)}; "
+            "pass the processor's output unchanged."
+        )
+
+
+def check_saliency_maps(saliency_maps: torch.Tensor | None, pixel_values: torch.Tensor) -> None:
+    """Saliency maps must come one per tile, square, and finite."""
+    if not isinstance(saliency_maps, torch.Tensor):
+        raise TypeError(
+            f"`saliency_maps` must be a torch.Tensor of shape (num_tiles, G, G), got {type(saliency_maps).__name__}; "
+            "AseMllmProcessor returns it next to `pixel_values`."
+        )
+    num_tiles = pixel_values.shape[0]
+    if saliency_maps.ndim != 3 or saliency_maps.shape[0] != num_tiles or saliency_maps.shape[1] != saliency_maps.shape[2]:
+        raise ValueError(
+            f"`saliency_maps` has shape {tuple(saliency_maps.shape)} but `pixel_values` has {num_tiles} tiles; "
+            f"expected ({num_tiles}, G, G), one map per tile in the same order."
+        )
+    if not torch.isfinite(saliency_maps).all():
+        raise ValueError("`saliency_maps` contains NaN or infinite values.")
+
+
+class AseMllmPreTrainedModel(InternVLPreTrainedModel):
+    config: AseMllmConfig
+    _no_split_modules = ["AseMllmVisionLayer"]
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus every remote-code file, so the folder loads without this package."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        copy_remote_code(save_directory)
+
+
+def copy_remote_code(save_directory) -> list[Path]:
+    """Copy the flat remote-code modules next to a saved config/processor."""
+    source = Path(__file__).parent
+    copied = []
+    for name in REMOTE_CODE_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, Path(save_directory) / name)
+            copied.append(Path(save_directory) / name)
+    return copied
+
+
+class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
+    """IAS-ViT → drop CLS → pixel shuffle → InternVL's MLP projector → the language model."""
+
+    def __init__(self, config: AseMllmConfig):
+        AseMllmPreTrainedModel.__init__(self, config)
+        self.vision_tower = AseMllmVisionModel(config.vision_config)
+        self.multi_modal_projector = InternVLMultiModalProjector(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def resolve_saliency_maps(self, pixel_values: torch.Tensor, saliency_maps: torch.Tensor | None) -> torch.Tensor:
+        """The maps to use: the given ones, or all-ones for the `uniform` source; otherwise a clear error."""
+        if saliency_maps is not None:
+            return saliency_maps
+        if self.config.saliency_config.source == "uniform":
+            grid = self.config.saliency_config.grid_size
+            return pixel_values.new_ones((pixel_values.shape[0], grid, grid))
+        raise ValueError(
+            f"`saliency_maps` is required with the {self.config.saliency_config.source!r} saliency source: "
+            "pass the `saliency_maps` that AseMllmProcessor returns with `pixel_values`."
+        )
+
+    def get_image_features(
+        self,
+        pixel_values: torch.FloatTensor,
+        saliency_maps: torch.FloatTensor | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        **kwargs,
+    ):
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(num_tiles, 3, 448, 448)`):
+            Normalised tiles of every image in the batch.
+        saliency_maps (`torch.FloatTensor` of shape `(num_tiles, G, G)`):
+            One saliency map per tile.
+
+        Returns a `BaseModelOutputWithPooling` whose `pooler_output` is `(num_tiles, 256, text_hidden_size)`.
+        """
+        check_pixel_values(pixel_values, tuple(self.config.vision_config.image_size))
+        saliency_maps = self.resolve_saliency_maps(pixel_values, saliency_maps)
+        return super().get_image_features(
+            pixel_values=pixel_values,
+            saliency_maps=saliency_maps,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            **kwargs,
+        )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        saliency_maps: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        mm_encoder_outputs: dict | None = None,
+        **kwargs,
+    ):
+        if pixel_values is not None and (mm_encoder_outputs or {}).get("image") is None:
+            image_outputs = self.get_image_features(
+                pixel_values=pixel_values,
+                saliency_maps=saliency_maps,
+                vision_feature_layer=vision_feature_layer,
+                vision_feature_select_strategy=vision_feature_select_strategy,
+                return_dict=True,
+            )
+            mm_encoder_outputs = {**(mm_encoder_outputs or {}), "image": image_outputs}
+        if mm_encoder_outputs and mm_encoder_outputs.get("image") is not None and input_ids is not None:
+            check_image_token_count(input_ids, mm_encoder_outputs["image"].pooler_output, self.config.image_token_id)
+        return super().forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            mm_encoder_outputs=mm_encoder_outputs,
+            **kwargs,
+        )
+
+
+def check_image_token_count(input_ids: torch.Tensor, image_features: torch.Tensor, image_token_id: int) -> None:
+    """Every `<IMG_CONTEXT>` must receive one image feature, per sample; say which sample is off."""
+    num_tokens = int((input_ids == image_token_id).sum())
+    num_features = image_features.shape[0] * image_features.shape[1]
+    if num_tokens != num_features:
+        per_sample = (input_ids == image_token_id).sum(dim=1).tolist()
+        raise ValueError(
+            f"input_ids hold {num_tokens} image tokens (per sample: {per_sample}) but the images give "
+            f"{image_features.shape[0]} tiles × {image_features.shape[1]} = {num_features} features. "
+            "Use the processor's `input_ids` and `pixel_values` together, unmodified."
+        )
+
+
+class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditionalGeneration):
+    """ASE-MLLM with a language-modelling head; `generate()` encodes the images once, at prefill."""
+
+    def __init__(self, config: AseMllmConfig):
+        AseMllmPreTrainedModel.__init__(self, config)
+        self.model = AseMllmModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_image_features(
+        self,
+        pixel_values: torch.FloatTensor,
+        saliency_maps: torch.FloatTensor | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        **kwargs,
+    ):
+        return self.model.get_image_features(
+            pixel_values=pixel_values,
+            saliency_maps=saliency_maps,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            **kwargs,
+        )
+
+    def mask_labels(
+        self,
+        labels: torch.LongTensor,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.LongTensor:
+        """Never train on image tokens (`<img>`, `<IMG_CONTEXT>`, `</img>`) or padding.
+
+        Prompt tokens are masked upstream: the chat template's `{% generation %}` block gives the assistant mask
+        (`return_assistant_tokens_mask=True`, TRL's `assistant_only_loss=True`, or our data collator).
+        """
+        image_ids = torch.tensor(self.config.image_special_token_ids, device=labels.device)
+        ignore = torch.isin(labels, image_ids)
+        if input_ids is not None:
+            ignore |= torch.isin(input_ids, image_ids)
+        if attention_mask is not None and attention_mask.shape == labels.shape:
+            ignore |= attention_mask == 0
+        return labels.masked_fill(ignore, -100)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        saliency_maps: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        mm_encoder_outputs: dict | None = None,
+        **kwargs,
+    ):
+        r"""
+        saliency_maps (`torch.FloatTensor` of shape `(num_tiles, G, G)`, *optional*):
+            One saliency map per tile of `pixel_values` (from [`AseMllmProcessor`]).
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Next-token targets; image tokens and padding are set to -100 here.
+        """
+        if labels is not None:
+            labels = self.mask_labels(labels, input_ids, attention_mask)
+        return super().forward(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            saliency_maps=saliency_maps,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            labels=labels,
+            logits_to_keep=logits_to_keep,
+            mm_encoder_outputs=mm_encoder_outputs,
+            **kwargs,
+        )
+
+
+__all__ = [
+    "AseMllmVisionModel",
+    "AseMllmVisionLayer",
+    "AseMllmPreTrainedModel",
+    "AseMllmModel",
+    "AseMllmForConditionalGeneration",
+]

@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny tokenizer/processor trained on the spot, random models, generated images."""
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from modeling_ase_mllm.tiny import build_processor, build_tiny_model, build_tokenizer, tiny_config
+
+
+PROMPT = "Comment on this image from an aesthetic perspective."
+
+torch.set_num_threads(2)
+
+
+def random_image(height: int, width: int, seed: int = 0, mode: str = "RGB") -> PIL.Image.Image:
+    """A smooth random photo-like image (noise + gradients), so that saliency has structure to find."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width]
+    base = np.stack([xs / max(width, 1), ys / max(height, 1), (xs + ys) / max(width + height, 1)], axis=-1) * 180
+    pixels = np.clip(base + rng.normal(0, 30, (height, width, 3)), 0, 255).astype(np.uint8)
+    return PIL.Image.fromarray(pixels).convert(mode)
+
+
+def user_turn(n_images: int = 1, prompt: str = PROMPT) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]}]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def processor(tokenizer):
+    return build_processor(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def two_images():
+    """One wide image that gives several tiles (3x1 + thumbnail) and one square image that gives a single tile."""
+    return [random_image(300, 1000, seed=1), random_image(448, 448, seed=2)]
+
+
+@pytest.fixture
+def make_model():
+    def make(text_model_type: str = "llama", gate: float | None = 0.0, seed: int = 0, **overrides):
+        return build_tiny_model(tiny_config(text_model_type, **overrides), seed=seed, gate=gate)
+
+    return make

@@ -1,0 +1,59 @@
+"""With every saliency gate at zero, ASE-MLLM is transformers' InternVL given the same weights and inputs."""
+
+import pytest
+import torch
+
+from conftest import user_turn
+from modeling_ase_mllm.internvl_compat import build_internvl_twin, is_ias_key
+from modeling_ase_mllm.tiny import set_saliency_gates
+
+
+@pytest.fixture
+def batch(processor, two_images):
+    text = [processor.apply_chat_template(user_turn(), add_generation_prompt=True) for _ in two_images]
+    text[1] = text[1].replace("aesthetic perspective", "aesthetic point of view, briefly")  # unequal lengths
+    return processor(images=two_images, text=text, return_tensors="pt", padding=True)
+
+
+@pytest.mark.parametrize("text_model_type", ["llama", "qwen2"])
+def test_logits_equal_internvl_at_zero_gate(make_model, batch, text_model_type):
+    model = make_model(text_model_type, gate=0.0)
+    twin = build_internvl_twin(model)
+    assert batch["pixel_values"].shape[0] == 5  # 3 tiles + thumbnail, and 1 tile
+    with torch.no_grad():
+        ours = model(**batch).logits
+        reference = twin(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"]
+        ).logits
+    diff = (ours - reference).abs().max().item()
+    print(f"{text_model_type}: max |logits - InternVL| = {diff:.3e}")
+    assert diff <= 1e-5
+
+    # The comparison is sharp: opening the gates moves the logits away from InternVL's.
+    set_saliency_gates(model, 0.5)
+    with torch.no_grad():
+        gated = model(**batch).logits
+    assert (gated - reference).abs().max().item() > 1e-4
+
+
+@pytest.mark.parametrize("text_model_type", ["llama", "qwen2"])
+def test_greedy_generate_equals_internvl(make_model, batch, text_model_type):
+    model = make_model(text_model_type, gate=0.0, seed=3)
+    twin = build_internvl_twin(model)
+    kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
+    ours = model.generate(**batch, **kwargs)
+    reference = twin.generate(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"], **kwargs
+    )
+    assert ours.shape[1] == batch["input_ids"].shape[1] + 8
+    assert torch.equal(ours, reference)
+
+
+def test_state_dict_is_internvl_plus_ias_keys(make_model):
+    model = make_model()
+    twin_keys = set(build_internvl_twin(model).state_dict())
+    ours = set(model.state_dict())
+    assert twin_keys <= ours
+    extra = ours - twin_keys
+    assert extra and all(is_ias_key(key) for key in extra)
+    assert any(key.endswith("saliency_gate") for key in extra)

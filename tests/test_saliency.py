@@ -1,0 +1,89 @@
+"""Saliency sources, their mapping onto tiles, and the gate that lets them reach the image features."""
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from conftest import random_image
+from modeling_ase_mllm.saliency_ase_mllm import map_saliency_to_tiles, normalize_saliency, spectral_residual_saliency
+
+
+def test_spectral_residual_finds_an_odd_patch():
+    # A textured background with one flat bright square: the square is the "unexpected" part of the spectrum.
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:256, 0:256]
+    gray = 0.5 + 0.2 * np.sin(xs / 3.0) * np.sin(ys / 3.0) + rng.normal(0, 0.01, (256, 256))
+    gray[160:200, 40:80] = 1.0
+    saliency = spectral_residual_saliency(torch.tensor(gray, dtype=torch.float32), working_size=64)
+    assert saliency.shape == (64, 64)
+    assert saliency.min().item() == 0.0 and saliency.max().item() == pytest.approx(1.0)
+    inside = saliency[40:50, 10:20].mean().item()  # the square, at 64/256 scale
+    outside = torch.cat([saliency[:30].flatten(), saliency[:, 30:].flatten()]).mean().item()
+    assert inside > 2 * outside
+
+
+def test_flat_image_gives_uniform_map_not_nan():
+    saliency = spectral_residual_saliency(torch.full((50, 70), 0.3))
+    assert torch.equal(saliency, torch.ones(64, 64))
+    assert torch.equal(normalize_saliency(torch.zeros(2, 5, 5)), torch.ones(2, 5, 5))
+
+
+@pytest.mark.parametrize("cols,rows", [(3, 2), (1, 1), (4, 1)])
+def test_hot_spot_lands_in_the_right_tile_and_patch(cols, rows):
+    grid = 32
+    image_map = torch.zeros(rows * 64, cols * 64)
+    # Hot spot at tile (row r, col c), patch (py, px) of that tile, in a map twice as fine as the tile grid.
+    r, c, py, px = rows - 1, cols - 1, 5, 20
+    image_map[r * 64 + 2 * py : r * 64 + 2 * py + 2, c * 64 + 2 * px : c * 64 + 2 * px + 2] = 1.0
+    tiles = map_saliency_to_tiles(image_map, (cols, rows), use_thumbnail=True, grid_size=grid)
+    n = cols * rows
+    assert tiles.shape == (n + (1 if n > 1 else 0), grid, grid)
+    hottest_tile = int(tiles[:n].flatten(1).amax(1).argmax())
+    assert hottest_tile == r * cols + c  # row-major, as the processor orders tiles
+    assert divmod(int(tiles[hottest_tile].argmax()), grid) == (py, px)
+    if n > 1:  # the thumbnail sees the whole image at the tile grid
+        ty, tx = divmod(int(tiles[-1].argmax()), grid)
+        assert abs(ty - (r * grid + py) // rows) <= 1 and abs(tx - (c * grid + px) // cols) <= 1
+
+
+def test_processor_maps_are_computed_once_per_image_and_aligned(processor):
+    image = random_image(300, 1000, seed=4)
+    out = processor.image_processor([image], return_tensors="pt")
+    maps = out["saliency_maps"]
+    assert maps.shape == (4, 32, 32) and 0.0 <= maps.min() and maps.max() <= 1.0
+    # The three tiles side by side, shrunk to the thumbnail's grid, are the thumbnail's map.
+    canvas = torch.cat(list(maps[:3]), dim=1)[None, None]
+    shrunk = torch.nn.functional.interpolate(canvas, size=(32, 32), mode="area")[0, 0]
+    assert (shrunk - maps[3]).abs().mean() < 0.05
+    uniform = processor.image_processor([image], saliency_source="uniform", return_tensors="pt")["saliency_maps"]
+    assert torch.equal(uniform, torch.ones(4, 32, 32))
+
+
+def test_gate_decides_whether_saliency_reaches_the_features(make_model, processor):
+    image = random_image(448, 448, seed=5)
+    pixel_values = processor.image_processor([image], return_tensors="pt")["pixel_values"]
+    flat = torch.ones(1, 32, 32)
+    peaked = torch.zeros(1, 32, 32)
+    peaked[0, 10:14, 20:24] = 1.0
+    for gate, should_differ in [(0.0, False), (0.5, True)]:
+        model = make_model(gate=gate)
+        with torch.no_grad():
+            a = model.get_image_features(pixel_values=pixel_values, saliency_maps=flat).pooler_output
+            b = model.get_image_features(pixel_values=pixel_values, saliency_maps=peaked).pooler_output
+        assert a.shape == (1, 256, 64)
+        if should_differ:
+            assert ((a - b).norm() / a.norm()).item() > 5e-4  # measured ~1.2e-3 at gate 0.5
+        else:
+            assert torch.equal(a, b)
+
+
+def test_uniform_source_needs_no_maps_and_others_do(make_model, processor):
+    pixel_values = processor.image_processor([random_image(448, 448)], return_tensors="pt")["pixel_values"]
+    model = make_model(gate=0.5, saliency_config={"source": "uniform"})
+    with torch.no_grad():
+        implicit = model.get_image_features(pixel_values=pixel_values).pooler_output
+        explicit = model.get_image_features(pixel_values=pixel_values, saliency_maps=torch.ones(1, 32, 32)).pooler_output
+    assert torch.equal(implicit, explicit)
+    with pytest.raises(ValueError, match="saliency_maps` is required"):
+        make_model(gate=0.5).get_image_features(pixel_values=pixel_values)
