@@ -192,7 +192,9 @@ class AseMllmVisionEncoder(nn.Module):
     def __init__(self, config: AseMllmVisionConfig) -> None:
         super().__init__()
         self.config = config
-        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        # Linear stochastic-depth schedule, computed in Python so that building on the `meta` device works.
+        last = max(config.num_hidden_layers - 1, 1)
+        rates = [config.drop_path_rate * index / last for index in range(config.num_hidden_layers)]
         self.layer = nn.ModuleList(
             [AseMllmVisionLayer(config, index, rate) for index, rate in enumerate(rates)]
         )

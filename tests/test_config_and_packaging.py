@@ -1,0 +1,81 @@
+"""Config round trips, presets, packaging rules and the README's main command."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from modeling_ase_mllm import AUTO_MAP, AseMllmConfig
+from modeling_ase_mllm.presets import list_model_presets, load_model_preset
+from modeling_ase_mllm.tiny import SPECIAL_TOKENS
+
+
+def test_config_round_trip_keeps_sub_configs(tmp_path):
+    config = load_model_preset("tiny", vision_config={**load_model_preset("tiny").vision_config.to_dict(), "ias_layers": [1]})
+    config.save_pretrained(tmp_path)
+    loaded = AseMllmConfig.from_pretrained(tmp_path)
+    assert loaded.vision_config.ias_layer_indices == [1]
+    assert loaded.saliency_config.source == "spectral_residual" and loaded.saliency_config.grid_size == 32
+    assert loaded.text_config.model_type == "llama" and loaded.auto_map == AUTO_MAP
+    assert loaded.to_dict() == config.to_dict()
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="ias_layers"):
+        AseMllmConfig(vision_config={"num_hidden_layers": 2, "ias_layers": [5]})
+    with pytest.raises(ValueError, match="saliency `source`"):
+        AseMllmConfig(saliency_config={"source": "eye_tracker"})
+    with pytest.raises(ValueError, match="image_seq_length"):
+        AseMllmConfig(image_seq_length=100)
+
+
+def test_presets_and_tiny_token_ids(tokenizer):
+    assert {"tiny", "internvl2-1b", "internvl2-2b", "internvl2-4b", "internvl2-8b"} <= set(list_model_presets())
+    tiny = load_model_preset("tiny")
+    ids = dict(zip(SPECIAL_TOKENS, tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)))
+    assert (tiny.image_token_id, tiny.start_image_token_id, tiny.end_image_token_id) == (
+        ids["<IMG_CONTEXT>"], ids["<img>"], ids["</img>"])
+    assert tiny.text_config.eos_token_id == tokenizer.eos_token_id and tiny.text_config.pad_token_id == tokenizer.pad_token_id
+    assert len(tokenizer) <= tiny.text_config.vocab_size
+
+
+def test_no_top_level_configuration_or_processing_package(tmp_path):
+    probe = "import importlib.util, json; print(json.dumps([importlib.util.find_spec(n) is None for n in ('configuration', 'processing')]))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [True, True]
+
+
+def test_remote_code_modules_import_only_each_other():
+    """Hub folders get these files flattened; they may import transformers, torch, numpy, PIL and each other."""
+    import ast
+    from pathlib import Path
+
+    from modeling_ase_mllm.modeling_ase_mllm import REMOTE_CODE_FILES
+
+    allowed = {"transformers", "torch", "numpy", "PIL", "huggingface_hub", "math", "json", "sys", "shutil",
+               "functools", "io", "pathlib", "collections"}
+    package = Path(__file__).resolve().parent.parent / "modeling_ase_mllm"
+    for name in REMOTE_CODE_FILES:
+        tree = ast.parse((package / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level == 1:
+                    assert f"{node.module}.py" in REMOTE_CODE_FILES, f"{name}: from .{node.module}"
+                    continue
+                roots = {node.module.split(".")[0]}
+            else:
+                continue
+            assert roots <= allowed, f"{name} imports {roots - allowed}"
+
+
+def test_demo_runs_and_writes_a_report(tmp_path):
+    from modeling_ase_mllm.cli import main
+
+    assert main(["demo", "--output-dir", str(tmp_path), "--max-new-tokens", "3"]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert report.count("- **") == 3
+    assert (tmp_path / "ase-mllm-tiny" / "config.json").is_file()
+    assert len(list(tmp_path.glob("*_saliency_tile0.png"))) == 3

@@ -1,0 +1,89 @@
+"""generate(): images encoded once, batched left-padded output equals one-by-one output."""
+
+import torch
+
+from conftest import PROMPT, random_image, user_turn
+
+
+def _encode_calls(model):
+    calls = []
+    handle = model.model.vision_tower.register_forward_hook(lambda *args: calls.append(1))
+    return calls, handle
+
+
+def test_generate_encodes_images_once_with_kv_cache(make_model, processor, two_images):
+    model = make_model(gate=0.5)
+    text = [processor.apply_chat_template(user_turn(), add_generation_prompt=True)] * 2
+    inputs = processor(images=two_images, text=text, return_tensors="pt", padding=True)
+    calls, handle = _encode_calls(model)
+    out = model.generate(**inputs, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    handle.remove()
+    assert out.shape == (2, inputs["input_ids"].shape[1] + 6)
+    assert len(calls) == 1  # pre-encoded into `mm_encoder_outputs`, dropped after prefill
+
+    # Cached decoding gives the tokens of a full re-run without cache.
+    no_cache = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=False, pad_token_id=0)
+    assert torch.equal(out, no_cache)
+
+
+def test_batched_left_padded_generation_equals_one_by_one(make_model, processor):
+    """A batch mixing image sizes, a two-image sample and a text-only sample, vs each sample alone."""
+    model = make_model(gate=0.5, seed=7)
+    samples = [
+        ([random_image(300, 1000, seed=1)], user_turn(1)),
+        ([random_image(500, 400, seed=2), random_image(120, 90, seed=3)], user_turn(2, "Compare these two photos.")),
+        ([], [{"role": "user", "content": [{"type": "text", "text": "What makes a photo pleasing?"}]}]),
+        ([random_image(448, 448, seed=4)], user_turn(1, "Comment on the composition of this image.")),
+    ]
+    kwargs = dict(max_new_tokens=7, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
+    texts = [processor.apply_chat_template(turn, add_generation_prompt=True) for _, turn in samples]
+    batch = processor(images=[images for images, _ in samples], text=texts, return_tensors="pt", padding=True)
+    assert processor.tokenizer.padding_side == "left"
+    assert batch["attention_mask"][:, 0].tolist().count(0) >= 2  # really padded on the left
+    batched = model.generate(**batch, **kwargs)[:, batch["input_ids"].shape[1] :]
+    for index, (images, _) in enumerate(samples):
+        single = processor(images=images or None, text=[texts[index]], return_tensors="pt")
+        alone = model.generate(**single, **kwargs)[:, single["input_ids"].shape[1] :]
+        assert torch.equal(alone[0], batched[index]), f"sample {index}"
+
+
+def test_sdpa_is_default_and_matches_eager(make_model, processor, two_images):
+    model = make_model(gate=0.5)
+    assert model.config._attn_implementation == "sdpa"
+    assert model.model.vision_tower.config._attn_implementation == "sdpa"
+    inputs = processor(images=two_images, text=["<image>\n" + PROMPT] * 2, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        sdpa = model(**inputs).logits
+        model.set_attn_implementation("eager")
+        eager = model(**inputs).logits
+    attended = inputs["attention_mask"].bool()  # padded rows attend to nothing: their logits are arbitrary
+    assert (sdpa - eager)[attended].abs().max().item() < 1e-5
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(make_model, processor, two_images):
+    inputs = processor(images=two_images, text=["<image>\n" + PROMPT] * 2, return_tensors="pt", padding=True)
+    labels = inputs["input_ids"].clone()
+    grads = []
+    for checkpointing in (False, True):
+        model = make_model(gate=0.5).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert model.model.vision_tower.encoder.layer[0].gradient_checkpointing
+            assert model.model.language_model.layers[0].gradient_checkpointing
+        model(**inputs, labels=labels).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert any("saliency_cross_attention" in n for n in grads[0])
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
+
+
+def test_bfloat16_forward_is_finite_and_close(make_model, processor, two_images):
+    model = make_model(gate=0.5)
+    inputs = processor(images=two_images, text=["<image>\n" + PROMPT] * 2, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        fp32 = model(**inputs).logits
+        model.to(torch.bfloat16)
+        bf16 = model(**{**inputs, "pixel_values": inputs["pixel_values"].bfloat16()}).logits
+    assert bf16.dtype == torch.bfloat16 and torch.isfinite(bf16).all()
+    assert (bf16.float() - fp32).abs().max().item() < 0.1

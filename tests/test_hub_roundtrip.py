@@ -1,0 +1,116 @@
+"""A saved folder loads in a fresh process that cannot import our package, offline, with trust_remote_code."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from conftest import PROMPT, random_image
+from modeling_ase_mllm import AUTO_MAP
+
+
+FRESH_PROCESS = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+
+    class BlockOurPackage(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "modeling_ase_mllm" or name.startswith("modeling_ase_mllm."):
+                raise ImportError(f"{name} is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, BlockOurPackage())
+    try:
+        import modeling_ase_mllm  # noqa: F401
+        raise SystemExit("our package was importable")
+    except ImportError:
+        pass
+
+    import PIL.Image
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoProcessor, pipeline
+
+    folder, image_path, prompt = sys.argv[1:4]
+    image = PIL.Image.open(image_path)
+    model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": prompt}]}]
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    tokens = model.generate(**inputs, max_new_tokens=8, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    generation = {"max_new_tokens": 8, "do_sample": False}
+    texts = {}
+    for task in ("image-text-to-text", "image-to-text"):
+        pipe = pipeline(task, model=folder, trust_remote_code=True)
+        texts[task] = pipe(text=messages, generate_kwargs=generation, return_full_text=False)[0]["generated_text"]
+    print("RESULT" + json.dumps({
+        "classes": [type(model).__name__, type(processor).__name__, type(processor.image_processor).__name__,
+                    type(AutoConfig.from_pretrained(folder, trust_remote_code=True)).__name__,
+                    type(AutoModel.from_pretrained(folder, trust_remote_code=True)).__name__,
+                    type(AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)).__name__],
+        "module": type(model).__module__,
+        "tokens": tokens.tolist(),
+        "decoded": processor.decode(tokens, skip_special_tokens=True),
+        "pipelines": texts,
+    }))
+    """
+)
+
+
+@pytest.mark.slow
+def test_saved_folder_loads_and_generates_in_a_fresh_process(tmp_path, make_model, processor):
+    model = make_model(gate=0.5, seed=11)
+    folder = tmp_path / "ase-mllm-tiny"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"] == AUTO_MAP
+    processor_map = json.loads((folder / "processor_config.json").read_text())["auto_map"]
+    assert set(processor_map) == {"AutoProcessor", "AutoImageProcessor"}
+    for module in {entry.split(".")[0] for entry in AUTO_MAP.values()}:
+        assert (folder / f"{module}.py").is_file(), module
+
+    image_path = tmp_path / "photo.png"
+    random_image(300, 700, seed=3).save(image_path)
+    messages = [{"role": "user", "content": [{"type": "image", "image": str(image_path)}, {"type": "text", "text": PROMPT}]}]
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    expected = model.generate(**inputs, max_new_tokens=8, do_sample=False)[0, inputs["input_ids"].shape[1] :]
+    assert inputs["pixel_values"].shape[0] == 11  # 5x2 tiles + thumbnail
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    run = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(folder), str(image_path), PROMPT],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.split("RESULT", 1)[1])
+    assert result["classes"] == [
+        "AseMllmForConditionalGeneration", "AseMllmProcessor", "AseMllmImageProcessor", "AseMllmConfig",
+        "AseMllmModel", "AseMllmImageProcessor",
+    ]
+    assert result["module"].startswith("transformers_modules.")
+    assert result["tokens"] == expected.tolist()
+    decoded = processor.decode(expected, skip_special_tokens=True)
+    assert result["decoded"] == decoded
+    assert result["pipelines"] == {"image-text-to-text": decoded, "image-to-text": decoded}
+
+
+def test_save_load_roundtrip_in_process(tmp_path, make_model, processor, two_images):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = make_model(gate=0.5, seed=5)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
+    loaded_processor = AutoProcessor.from_pretrained(tmp_path)
+    assert type(loaded).__module__ == "modeling_ase_mllm.modeling_ase_mllm"  # the installed classes, no remote code
+    text = ["<image>\n" + PROMPT] * 2
+    a = processor(images=two_images, text=text, return_tensors="pt", padding=True)
+    b = loaded_processor(images=two_images, text=text, return_tensors="pt", padding=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with torch.no_grad():
+        assert torch.equal(model(**a).logits, loaded(**b).logits)
