@@ -228,7 +228,8 @@ def read_json_file(path: Path, what: str = "annotation file") -> Any:
 def read_csv_rows(path: Path, required_columns: Sequence[str], what: str) -> Iterator[tuple[int, dict]]:
     """Yield ``(data_row_number, row)`` from a CSV file with a header; rows are numbered from 1."""
     _require_file(path, what)
-    with open(path, encoding="utf-8", newline="") as handle:
+    # utf-8-sig: spreadsheet tools often prepend a byte-order mark, which would hide the first column name.
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [name for name in required_columns if name not in (reader.fieldnames or [])]
         if missing:
@@ -481,7 +482,7 @@ RPCD_NON_CRITIQUE_MARKERS = (
 def read_id_file(path: Path, what: str) -> list[str]:
     """Read a one-id-per-line file (first CSV column; blank lines ignored)."""
     _require_file(path, what)
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         return [row[0].strip() for row in csv.reader(handle) if row and row[0].strip()]
 
 

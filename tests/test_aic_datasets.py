@@ -293,6 +293,13 @@ def test_dpc2022_malformed_record(tmp_path: Path, mutate, expected):
         load_dpc2022(root)
 
 
+def test_dpc2022_split_file_with_byte_order_mark(tmp_path: Path):
+    root = fx.write_dpc2022_release(tmp_path / "DPC2022")
+    (root / "anotation/test_and_val/val.csv").write_text("\ufeffID,score\n1003,5.0\n", encoding="utf-8")
+    dataset = load_dpc2022(root, splits=["val"])
+    assert dataset["val"]["image_id"] == ["1003"]
+
+
 def test_dpc2022_split_file_without_id_column(tmp_path: Path):
     root = fx.write_dpc2022_release(tmp_path / "DPC2022")
     fx.write_csv(root / "anotation/test_and_val/val.csv", ["image", "score"], [[1003, 5.0]])
