@@ -104,6 +104,16 @@ def test_pccd_accepts_guru_val_and_split_subset(tmp_path: Path):
         load_pccd(root, splits=["dev"])
 
 
+def test_pccd_reads_aestheval_processed_records(tmp_path: Path):
+    records = fx.pccd_records()
+    for split_records in records.values():
+        for record in split_records:
+            record["im_name"] = record.pop("title")  # Aestheval's processed files rename the field
+    root = fx.write_pccd_release(tmp_path / "PCCD", records)
+    dataset, _ = load_quietly(load_pccd, root, splits=["train"])
+    assert dataset["train"]["image_id"] == ["1_alpha", "2_beta"]
+
+
 def test_pccd_missing_split_file_names_the_file(pccd_root: Path):
     (pccd_root / "guru_test.json").unlink()
     with pytest.raises(AnnotationFileNotFoundError, match=r"guru_test\.json.*not found") as info:
@@ -164,6 +174,17 @@ def test_rpcd_from_prepared_json(tmp_path: Path):
     assert "skipped 1 of 5" in messages[UnavailableRecordWarning]
     assert "train/gone9" in messages[UnavailableRecordWarning]
     assert "cc1-image.jpg" in messages[MissingImageWarning]
+
+
+def test_rpcd_json_as_a_list_of_records(tmp_path: Path):
+    root = fx.write_rpcd_json_release(tmp_path / "RPCD")
+    path = root / "reddit_photocritique_image_comments.json"
+    columns = json.loads(path.read_text(encoding="utf-8"))
+    records = [dict(zip(columns, values)) for values in zip(*columns.values())]
+    fx.write_json(path, records)
+    dataset, _ = load_quietly(load_rpcd, root, source="json")
+    assert dataset["train"]["image_id"] == ["aa1", "aa2"]
+    assert dataset["train"]["references"][1] == ["Only critique for aa2."]
 
 
 def test_rpcd_from_raw_comment_files(tmp_path: Path):
