@@ -958,9 +958,10 @@ def _dataset_argument(value: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
+def build_arg_parser(prog: str = "prepare_dataset") -> argparse.ArgumentParser:
+    """Arguments of :func:`main`; ``prog`` names the command in usage and help texts."""
     parser = argparse.ArgumentParser(
-        prog="prepare_dataset",
+        prog=prog,
         description="Read an AIC dataset release and save it as a datasets.DatasetDict (save_to_disk).",
     )
     parser.add_argument("--dataset", required=True, type=_dataset_argument, help=f"one of {sorted(DATASET_LOADERS)}")
@@ -971,9 +972,14 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``prepare_dataset`` / ``ase-mllm prepare-data``; returns the exit status."""
-    args = build_arg_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "prepare_dataset") -> int:
+    """Entry point of ``prepare_dataset`` / ``ase-mllm prepare-data``; returns the exit status.
+
+    Args:
+        argv: command-line arguments without the program name (``sys.argv[1:]`` when ``None``).
+        prog: program name shown in usage messages, e.g. ``"ase-mllm prepare-data"``.
+    """
+    args = build_arg_parser(prog).parse_args(argv)
     kwargs: dict[str, Any] = {}
     if args.splits:
         kwargs["splits"] = args.splits
