@@ -22,7 +22,8 @@ CORE = [
 ]
 TRAIN = ["trl==1.16.0", "peft==0.21.2", "datasets==5.2.0"]
 EVAL = ["pycocoevalcap==1.2", "evaluate==0.4.6", "datasets==5.2.0"]
-DEMO = ["scikit-image>=0.24", "matplotlib>=3.8"]
+# datasets: the demo loads the bundled mini AIC set (modeling_ase_mllm/mini_aic.py) as a DatasetDict.
+DEMO = ["scikit-image>=0.24", "matplotlib>=3.8", "datasets==5.2.0"]
 DEV = sorted(set(TRAIN + EVAL + DEMO + ["pytest>=8", "pytest-timeout>=2.3"]))
 
 setup(
@@ -41,6 +42,7 @@ setup(
         "modeling_ase_mllm._processing": "processing",
     },
     package_data={
+        "modeling_ase_mllm": ["data/*.json"],
         "modeling_ase_mllm._configuration": ["**/*.json", "**/*.yaml"],
         "modeling_ase_mllm._processing": ["**/*.json", "**/*.jinja", "**/*.yaml"],
     },
