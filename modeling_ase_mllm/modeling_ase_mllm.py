@@ -104,6 +104,17 @@ class AseMllmSaliencyEmbeddings(nn.Module):
         return self.fc2(self.activation_fn(self.fc1(per_token[..., None])))
 
 
+class AseMllmSaliencyGate(nn.Module):
+    """Per-channel `tanh` gate; its own module so that PEFT's `modules_to_save` can train and save it alone."""
+
+    def __init__(self, hidden_size: int, init_value: float = 0.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((hidden_size,), float(init_value)))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.weight) * hidden_states
+
+
 class AseMllmSaliencyCrossAttention(InternVLVisionAttention):
     """InternVL's vision attention with queries and keys/values taken from two different inputs."""
 
@@ -167,7 +178,7 @@ class AseMllmVisionLayer(InternVLVisionLayer):
             # uniform and ignores the (saliency-tagged) queries until training sharpens it.
             for projection in (self.saliency_cross_attention.q_proj, self.saliency_cross_attention.k_proj):
                 projection.saliency_init = (config.hidden_size**-0.5, (0.0, 0.0))
-            self.saliency_gate = nn.Parameter(torch.full((config.hidden_size,), float(config.ias_gate_init)))
+            self.saliency_gate = AseMllmSaliencyGate(config.hidden_size, config.ias_gate_init)
 
     def forward(self, hidden_states: torch.Tensor, saliency_features: torch.Tensor | None = None) -> torch.Tensor:
         """
@@ -182,7 +193,7 @@ class AseMllmVisionLayer(InternVLVisionLayer):
             # Saliency features: the normalised image tokens, each tagged with the embedding of its saliency.
             queries = self.saliency_query_norm(hidden_states) + saliency_features
             cross_output, _ = self.saliency_cross_attention(queries, self.saliency_key_value_norm(hidden_states))
-            hidden_states = self.drop_path(torch.tanh(self.saliency_gate) * cross_output) + hidden_states
+            hidden_states = self.drop_path(self.saliency_gate(cross_output)) + hidden_states
 
         layer_output = self.dropout(self.mlp(self.layernorm_after(hidden_states)))
         return self.drop_path(self.lambda_2 * layer_output) + hidden_states
@@ -224,8 +235,8 @@ class AseMllmVisionPreTrainedModel(InternVLVisionPreTrainedModel):
                 init.uniform_(module.bias, *bias_range)
             return
         super()._init_weights(module)
-        if isinstance(module, AseMllmVisionLayer) and module.has_saliency_cross_attention:
-            init.constant_(module.saliency_gate, self.config.ias_gate_init)
+        if isinstance(module, AseMllmSaliencyGate):
+            init.constant_(module.weight, self.config.ias_gate_init)
 
 
 class AseMllmVisionModel(AseMllmVisionPreTrainedModel):

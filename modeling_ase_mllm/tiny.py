@@ -96,5 +96,5 @@ def set_saliency_gates(model: torch.nn.Module, value: float) -> None:
     """Fill every IAS-ViT saliency gate with `value` (0.0 = exactly InternVL)."""
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if name.endswith("saliency_gate"):
+            if name.endswith("saliency_gate.weight"):
                 parameter.fill_(value)

@@ -49,7 +49,7 @@ def test_internvl2_8b_shapes():
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     assert len(model.model.vision_tower.encoder.layer) == 24
     assert shapes["model.vision_tower.encoder.layer.23.saliency_cross_attention.q_proj.weight"] == (1024, 1024)
-    assert shapes["model.vision_tower.encoder.layer.0.saliency_gate"] == (1024,)
+    assert shapes["model.vision_tower.encoder.layer.0.saliency_gate.weight"] == (1024,)
     assert shapes["model.multi_modal_projector.linear_1.weight"] == (4096, 4096)  # LayerNorm(4096) -> 4096
     assert shapes["model.language_model.embed_tokens.weight"] == (92553, 4096)
     assert shapes["lm_head.weight"] == (92553, 4096)  # untied, as InternVL2-8B
