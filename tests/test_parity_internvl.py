@@ -36,6 +36,23 @@ def test_logits_equal_internvl_at_zero_gate(make_model, batch, text_model_type):
     assert (gated - reference).abs().max().item() > 1e-4
 
 
+def test_rms_norm_qk_norm_vit_equals_internvl(make_model, batch):
+    """The InternViT-6B flavour (RMSNorm, qk-norm, no qkv bias) is covered too."""
+    from modeling_ase_mllm.presets import load_model_preset
+
+    vision = {**load_model_preset("tiny").vision_config.to_dict(), "norm_type": "rms_norm", "use_qk_norm": True,
+              "attention_bias": False}
+    model = make_model(gate=0.0, vision_config=vision)
+    assert model.model.vision_tower.encoder.layer[0].saliency_cross_attention.q_norm.__class__.__name__.endswith("RMSNorm")
+    twin = build_internvl_twin(model)
+    with torch.no_grad():
+        ours = model(**batch).logits
+        reference = twin(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"]
+        ).logits
+    assert (ours - reference).abs().max().item() <= 1e-5
+
+
 @pytest.mark.parametrize("text_model_type", ["llama", "qwen2"])
 def test_greedy_generate_equals_internvl(make_model, batch, text_model_type):
     model = make_model(text_model_type, gate=0.0, seed=3)
