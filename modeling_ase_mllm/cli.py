@@ -47,6 +47,26 @@ def demo(args) -> int:
     return 0
 
 
+def caption(args) -> int:
+    """Critique photos; print one line (or JSON object) per photo; exit 1 if any photo failed."""
+    from .captioning import critique_images, critique_prompt, format_critiques, load_model_and_processor
+
+    model, processor = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
+    generation = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
+    if args.temperature > 0:
+        generation.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
+    results = critique_images(
+        model, processor, args.images, prompt=critique_prompt(args.prompt, args.aspect), max_tiles=args.max_tiles,
+        batch_size=args.batch_size, generation_config=generation, saliency_out=args.saliency_out,
+    )
+    for line in format_critiques(results, args.json):
+        print(line)
+    failed = [r.image for r in results if r.error is not None]
+    if failed:
+        print(f"{len(failed)} of {len(results)} image(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def sample_photos() -> dict:
     """Real photos that scikit-image ships (no download)."""
     from PIL import Image
@@ -62,6 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     run_demo.add_argument("--output-dir", default="outputs/demo")
     run_demo.add_argument("--max-new-tokens", type=int, default=16)
     run_demo.set_defaults(handler=demo)
+
+    run_caption = commands.add_parser("caption", help="critique photos from an aesthetic perspective")
+    run_caption.add_argument("images", nargs="+", help="image files")
+    run_caption.add_argument("--model", required=True, help="model folder or Hub id")
+    prompt = run_caption.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", help="the question (default: the paper's prompt)")
+    prompt.add_argument("--aspect", help="aspect-conditioned prompt, e.g. composition, color_lighting, focus")
+    run_caption.add_argument("--max-tiles", type=int, help="max 448 px tiles per photo (1..40; default 12)")
+    run_caption.add_argument("--batch-size", type=int, default=4)
+    run_caption.add_argument("--max-new-tokens", type=int, default=128)
+    run_caption.add_argument("--num-beams", type=int, default=1)
+    run_caption.add_argument("--temperature", type=float, default=0.0, help="> 0 samples instead of greedy decoding")
+    run_caption.add_argument("--top-p", type=float, default=1.0)
+    run_caption.add_argument("--json", action="store_true", help="one JSON object per photo")
+    run_caption.add_argument("--saliency-out", help="write a saliency picture (PNG) per photo into this folder")
+    run_caption.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    run_caption.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    run_caption.set_defaults(handler=caption)
     return parser
 
 

@@ -1,0 +1,85 @@
+"""`ase-mllm caption`, InternVL-style chat()/batch_chat(), and the saliency picture."""
+
+import json
+
+import PIL.Image
+import pytest
+import torch
+
+from conftest import PROMPT, random_image
+from modeling_ase_mllm.cli import main
+from modeling_ase_mllm.visualize import render_saliency, saliency_picture_size, stitch_tiles
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory, processor):
+    from modeling_ase_mllm.tiny import build_tiny_model
+
+    folder = tmp_path_factory.mktemp("model")
+    build_tiny_model(gate=0.5, seed=2).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    PIL.Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
+    PIL.Image.fromarray(data.chelsea()).save(folder / "chelsea.jpg")
+    (folder / "broken.jpg").write_bytes(b"this is not a jpeg" * 20)
+    return folder
+
+
+def test_caption_cli_reports_bad_file_and_captions_the_rest(saved_model, photos, tmp_path, capsys):
+    files = [str(photos / "astronaut.png"), str(photos / "broken.jpg"), str(photos / "chelsea.jpg")]
+    status = main(["caption", *files, "--model", str(saved_model), "--max-new-tokens", "4", "--json",
+                   "--saliency-out", str(tmp_path / "pictures")])
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert status == 1
+    assert [line["image"] for line in lines] == files
+    assert sum("caption" in line for line in lines) == 2
+    assert "error" in lines[1] and "broken.jpg" in lines[1]["error"] and "caption" not in lines[1]
+    assert "broken.jpg" in captured.err
+    for line in (lines[0], lines[2]):
+        picture = PIL.Image.open(line["saliency_picture"])
+        picture.verify()
+    astronaut = PIL.Image.open(line["saliency_picture"].replace("0002_chelsea", "0000_astronaut"))
+    assert astronaut.size == saliency_picture_size((512, 512), (1, 1))
+
+
+def test_caption_cli_plain_text_and_aspect_prompt(saved_model, photos, capsys):
+    status = main(["caption", str(photos / "chelsea.jpg"), "--model", str(saved_model), "--max-new-tokens", "3",
+                   "--aspect", "composition", "--max-tiles", "2"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert status == 0 and len(out) == 1 and out[0].startswith(str(photos / "chelsea.jpg") + ": ")
+
+
+def test_chat_and_batch_chat_equal_generate(make_model, processor):
+    model = make_model(gate=0.5, seed=4)
+    image = random_image(300, 500, seed=8)
+    inputs = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": PROMPT}]}],
+        add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
+    )
+    tokens = model.generate(**inputs, max_new_tokens=6, do_sample=False)[0, inputs["input_ids"].shape[1] :]
+    expected = processor.decode(tokens, skip_special_tokens=True)
+    generation = {"max_new_tokens": 6}
+    assert model.chat(processor, image, PROMPT, generation) == expected
+    answers = model.batch_chat(processor, [image, None, image], [PROMPT, "Hello?", PROMPT], generation)
+    assert answers[0] == answers[2] == expected and len(answers) == 3
+    answer, history = model.chat(processor, image, "And the light?", generation, history=[(PROMPT, expected)],
+                                 return_history=True)
+    assert history == [(PROMPT, expected), ("And the light?", answer)]
+
+
+def test_saliency_picture_stitches_the_tiles_back(processor):
+    image = random_image(300, 1000, seed=3)
+    maps = processor.image_processor([image], return_tensors="pt")["saliency_maps"]
+    canvas = stitch_tiles(maps, (3, 1))
+    assert canvas.shape == (32, 96)
+    assert torch.equal(torch.from_numpy(canvas[:, 32:64]), maps[1])
+    picture = render_saliency(image, maps, (3, 1))
+    assert picture.size == saliency_picture_size(image.size, (3, 1)) and picture.mode == "RGB"
