@@ -23,8 +23,10 @@ CORE = [
 TRAIN = ["trl==1.16.0", "peft==0.21.2", "datasets==5.2.0"]
 EVAL = ["pycocoevalcap==1.2", "evaluate==0.4.6", "datasets==5.2.0"]
 # datasets: the demo loads the bundled mini AIC set (modeling_ase_mllm/mini_aic.py) as a DatasetDict.
-DEMO = ["scikit-image>=0.24", "matplotlib>=3.8", "datasets==5.2.0"]
-DEV = sorted(set(TRAIN + EVAL + DEMO + ["pytest>=8", "pytest-timeout>=2.3"]))
+# The web demo (examples/app.py) runs on Gradio; the demo itself trains and scores a small model.
+DEMO = sorted(set(TRAIN + EVAL + ["scikit-image>=0.24", "gradio>=6.0,<7"]))
+# selenium drives Debian's chromium/chromium-driver (installed by .ci/run) in the web-demo test.
+DEV = sorted(set(DEMO + ["pytest>=8", "pytest-timeout>=2.3", "selenium>=4.20"]))
 
 setup(
     name="ase-mllm",

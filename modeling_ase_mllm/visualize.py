@@ -96,19 +96,26 @@ def tile_grid_of(image: Image.Image, image_processor, max_patches: int | None = 
     return select_tile_grid(image.width, image.height, image_processor.min_patches, max_patches, image_processor.size.height)
 
 
-def save_saliency_picture(
-    image: Image.Image, path, processor, model=None, max_patches: int | None = None
-) -> Path:
-    """Compute the maps this image would get (from the processor, or the model for model-side sources) and
-    write the picture as PNG to `path`."""
-    image = to_rgb(image)
+def tile_saliency_maps(image: Image.Image, processor, model=None, max_patches: int | None = None) -> torch.Tensor:
+    """The `(tiles, G, G)` maps the IAS-ViT gets for `image`: the processor's, or the model's for model-side sources."""
     options = {"max_patches": max_patches} if max_patches else {}
     batch = processor.image_processor([image], return_tensors="pt", **options)
-    tile_maps = batch.get("saliency_maps")
     if model is not None and hasattr(model, "get_saliency_maps"):
-        tile_maps = model.get_saliency_maps(**{k: v for k, v in batch.items() if k != "num_patches"})
-    picture = render_saliency(image, tile_maps, tile_grid_of(image, processor.image_processor, max_patches))
+        with torch.no_grad():
+            return model.get_saliency_maps(**{k: v.to(model.device) for k, v in batch.items() if k != "num_patches"})
+    return batch["saliency_maps"]
+
+
+def saliency_picture(image: Image.Image, processor, model=None, max_patches: int | None = None) -> Image.Image:
+    """`render_saliency` for `image` with the maps the model would get."""
+    image = to_rgb(image)
+    maps = tile_saliency_maps(image, processor, model, max_patches)
+    return render_saliency(image, maps, tile_grid_of(image, processor.image_processor, max_patches))
+
+
+def save_saliency_picture(image: Image.Image, path, processor, model=None, max_patches: int | None = None) -> Path:
+    """Write `saliency_picture(...)` as PNG to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path, format="PNG")
+    saliency_picture(image, processor, model, max_patches).save(path, format="PNG")
     return path
