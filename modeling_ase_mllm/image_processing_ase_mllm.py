@@ -27,7 +27,7 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
 )
 
 from .configuration_ase_mllm import SALIENCY_SOURCES
-from .saliency_ase_mllm import map_saliency_to_tiles, rgb_to_luminance, spectral_residual_saliency
+from .saliency_ase_mllm import map_saliency_to_tiles, spectral_residual_saliency
 
 
 @lru_cache(maxsize=64)
@@ -192,8 +192,12 @@ class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
         if source == "uniform":
             return torch.ones(1, 1)
         if source == "spectral_residual":
-            luminance = rgb_to_luminance(torch.from_numpy(np.ascontiguousarray(image))) / 255.0
-            return spectral_residual_saliency(luminance, working_size=working_size, blur_sigma=blur_sigma)
+            # Luminance and area-averaging down to the working size in PIL: a full-size float copy of a photo
+            # and an antialiased torch resize of it cost more than the whole tiling.
+            gray = PIL.Image.fromarray(np.ascontiguousarray(np.moveaxis(image, 0, -1))).convert("L")
+            small = gray.resize((working_size, working_size), PIL.Image.BOX)
+            saliency = spectral_residual_saliency(np.asarray(small, dtype=np.float64) / 255.0, blur_sigma=blur_sigma)
+            return torch.from_numpy(saliency)
         raise ValueError(f"`saliency_source` must be one of {SALIENCY_SOURCES}, got {source!r}.")
 
     def _preprocess(

@@ -8,6 +8,7 @@ Remote code: imports only torch, the standard library and sibling modules.
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -27,52 +28,49 @@ def normalize_saliency(saliency: torch.Tensor, eps: float = 1e-12) -> torch.Tens
     return torch.where(span > eps, normalized, torch.ones_like(saliency))
 
 
-def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur with reflect padding. `image`: `(H, W)`."""
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur with reflect padding (replicate when the image is smaller than the kernel)."""
     radius = max(1, int(math.ceil(3 * sigma)))
-    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    x = image[None, None]
-    # Reflect padding needs radius < size; a tiny working size falls back to replicate.
-    mode = "reflect" if radius < min(image.shape) else "replicate"
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode=mode), kernel.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode=mode), kernel.view(1, 1, -1, 1))
-    return x[0, 0]
+    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-(offsets**2) / (2 * sigma**2))
+    kernel /= kernel.sum()
+    mode = "reflect" if radius < min(image.shape) else "edge"
+    for axis in (0, 1):
+        padding = [(0, 0), (0, 0)]
+        padding[axis] = (radius, radius)
+        padded = np.pad(image, padding, mode=mode)
+        length = image.shape[axis]
+        image = sum(weight * np.take(padded, np.arange(i, i + length), axis=axis) for i, weight in enumerate(kernel))
+    return image
 
 
-def spectral_residual_saliency(gray: torch.Tensor, working_size: int = 64, blur_sigma: float = 2.5) -> torch.Tensor:
-    """Spectral-residual saliency (Hou & Zhang, CVPR 2007) of one whole image.
+def spectral_residual_saliency(gray: np.ndarray, blur_sigma: float = 2.5) -> np.ndarray:
+    """Spectral-residual saliency (Hou & Zhang, CVPR 2007) of one whole image, at the size it is given.
 
     The log-amplitude spectrum minus its local (3×3) average is the "residual"; transforming it back with the
-    original phase and squaring gives the saliency energy, which is blurred and normalised.
+    original phase and squaring gives the saliency energy, which is blurred and min–max normalised. NumPy, not
+    torch: on a 64×64 map torch's per-op thread-pool overhead costs more than the arithmetic.
 
     Args:
-        gray: `(H, W)` luminance in [0, 1], any size.
-        working_size: the image is resized (antialiased) to `working_size × working_size` first.
-        blur_sigma: Gaussian blur of the energy, in working-size pixels.
+        gray: `(h, w)` luminance in [0, 1], already at the working size (64 × 64 by default).
+        blur_sigma: Gaussian blur of the energy, in pixels.
     Returns:
-        `(working_size, working_size)` float32 map in [0, 1] (all ones for a flat image).
+        `(h, w)` float32 map in [0, 1]; all ones for a flat image (nothing to find, never NaN).
     """
-    small = F.interpolate(
-        gray.float()[None, None], size=(working_size, working_size), mode="bilinear", antialias=True, align_corners=False
-    )[0, 0]
-    spectrum = torch.fft.fft2(small)
-    log_amplitude = torch.log(spectrum.abs() + 1e-8)
-    local_mean = F.avg_pool2d(F.pad(log_amplitude[None, None], (1, 1, 1, 1), mode="replicate"), 3, stride=1)[0, 0]
-    residual = log_amplitude - local_mean
-    energy = torch.fft.ifft2(torch.exp(torch.complex(residual, torch.angle(spectrum)))).abs() ** 2
-    saliency = normalize_saliency(gaussian_blur(energy, blur_sigma))
-    # A flat image has no structure to find: report it as uniform rather than as numerical noise.
-    if small.amax() - small.amin() < 1e-6:
-        saliency = torch.ones_like(saliency)
-    return saliency
-
-
-def rgb_to_luminance(rgb: torch.Tensor) -> torch.Tensor:
-    """ITU-R 601 luma of a `(3, H, W)` image (any range; the output keeps it)."""
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32, device=rgb.device)
-    return torch.einsum("chw,c->hw", rgb.float(), weights)
+    gray = np.asarray(gray, dtype=np.float64)
+    if gray.max() - gray.min() < 1e-6:
+        return np.ones(gray.shape, dtype=np.float32)
+    spectrum = np.fft.fft2(gray)
+    log_amplitude = np.log(np.abs(spectrum) + 1e-8)
+    padded = np.pad(log_amplitude, 1, mode="edge")
+    rows, cols = log_amplitude.shape
+    local_mean = sum(padded[i : i + rows, j : j + cols] for i in range(3) for j in range(3)) / 9.0
+    energy = np.abs(np.fft.ifft2(np.exp(log_amplitude - local_mean + 1j * np.angle(spectrum)))) ** 2
+    saliency = gaussian_blur(energy, blur_sigma)
+    span = saliency.max() - saliency.min()
+    if span <= 1e-12:
+        return np.ones(gray.shape, dtype=np.float32)
+    return ((saliency - saliency.min()) / span).astype(np.float32)
 
 
 def map_saliency_to_tiles(
@@ -107,6 +105,5 @@ __all__ = [
     "normalize_saliency",
     "gaussian_blur",
     "spectral_residual_saliency",
-    "rgb_to_luminance",
     "map_saliency_to_tiles",
 ]

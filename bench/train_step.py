@@ -1,0 +1,68 @@
+"""(d) One training step (forward, backward, AdamW): time and peak memory, ASE-MLLM against InternVL.
+
+    python bench/train_step.py [--preset small] [--tiles 6] [--repeats 3]
+"""
+
+
+import torch
+
+from common import (
+    build_inputs, build_pair, counted_flops, interleaved_medians, matmul_peak_flops, measure_memory_pair,
+    peak_bytes_of, run_model_bench, twin_inputs,
+)
+
+
+def step_fn(model, inputs, is_ours: bool):
+    model.train()
+    kwargs = dict(inputs) if is_ours else twin_inputs(inputs)
+    labels = inputs["input_ids"].clone()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        model(**kwargs, labels=labels).loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def measure(preset="small", tiles=6, repeats=3, device="cpu") -> dict:
+    model, twin = build_pair(preset, device)
+    inputs = build_inputs(tiles, device)
+    fns = {"ase_mllm": step_fn(model, inputs, True), "internvl": step_fn(twin, inputs, False)}
+    seconds = interleaved_medians(fns, repeats, device)
+    flops = {name: counted_flops(fns[name], m) for name, m in (("ase_mllm", model), ("internvl", twin))}
+    peak = matmul_peak_flops(device)
+    memory = measure_memory_pair(__file__, preset, tiles, device)
+    return {
+        "preset": preset, "device": device, "tiles": int(inputs["pixel_values"].shape[0]), "seconds": seconds,
+        "peak_bytes": memory, "time_ratio": seconds["ase_mllm"] / seconds["internvl"],
+        "memory_ratio": memory["ase_mllm"] / max(memory["internvl"], 1),
+        "achieved_fraction": {name: flops[name] / seconds[name] / peak for name in fns},
+    }
+
+
+def memory_child(which, preset, tiles, device) -> int:
+    model, twin = build_pair(preset, device)
+    inputs = build_inputs(tiles, device)
+    step = step_fn(model, inputs, True) if which == "ase_mllm" else step_fn(twin, inputs, False)
+    step()  # the first step allocates the optimizer state; measure a steady-state step
+    return peak_bytes_of(step, device)
+
+
+def report(r: dict) -> str:
+    s, m = r["seconds"], r["peak_bytes"]
+    return "\n".join([
+        f"training step, {r['preset']} config, {r['tiles']} tiles, {r['device']}",
+        f"time: ASE-MLLM {s['ase_mllm']:.3f} s, InternVL {s['internvl']:.3f} s, ratio {r['time_ratio']:.2f}",
+        f"peak: ASE-MLLM {m['ase_mllm'] / 2**20:.1f} MiB, InternVL {m['internvl'] / 2**20:.1f} MiB, "
+        f"ratio {r['memory_ratio']:.2f}",
+        f"of matmul peak: ASE-MLLM {r['achieved_fraction']['ase_mllm']:.1%}, InternVL {r['achieved_fraction']['internvl']:.1%}",
+    ])
+
+
+def main(argv=None):
+    return run_model_bench(argv, __doc__, measure, report, memory_child, tiles=6)
+
+if __name__ == "__main__":
+    main()
