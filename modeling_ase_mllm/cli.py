@@ -4,6 +4,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .training import add_train_command
+
 
 def demo(args) -> int:
     """Build a small random ASE-MLLM, publish it as a Hub folder, reload it with Auto classes, caption photos."""
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_demo.add_argument("--output-dir", default="outputs/demo")
     run_demo.add_argument("--max-new-tokens", type=int, default=16)
     run_demo.set_defaults(handler=demo)
+    add_train_command(commands)
     return parser
 
 
