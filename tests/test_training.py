@@ -223,10 +223,49 @@ def test_sft_trainer_with_lora_overfits_and_reloads(make_model, one_tile_process
     assert_reloaded_model_matches(trainer.model, reloaded, one_tile_processor, conversations[0])
 
 
+# SFTTrainer given only a Hub folder's path, in a process that cannot import this package: remote code only.
+HUB_FOLDER_SFT = """
+import json, sys
+import numpy as np, PIL.Image
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
+rng = np.random.default_rng(0)
+rows = [{"images": [PIL.Image.fromarray(rng.integers(0, 255, (300, 200, 3), dtype=np.uint8))],
+         "messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Comment on it."}]},
+                      {"role": "assistant", "content": [{"type": "text", "text": f"The colors are warm {i}."}]}]}
+        for i in range(4)]
+args = SFTConfig(output_dir=sys.argv[2], max_steps=2, per_device_train_batch_size=2, logging_steps=1,
+                 save_strategy="no", report_to="none", use_cpu=True, bf16=False, activation_checkpointing=False,
+                 assistant_only_loss=True, max_length=None, trust_remote_code=True,
+                 model_init_kwargs={"dtype": "float32", "trust_remote_code": True})
+trainer = SFTTrainer(model=sys.argv[1], args=args, train_dataset=Dataset.from_list(rows))
+trainer.train()
+print(json.dumps({"model": type(trainer.model).__module__, "processor": type(trainer.processing_class).__name__,
+                  "losses": [e["loss"] for e in trainer.state.log_history if "loss" in e],
+                  "package_imported": "modeling_ase_mllm" in sys.modules}))
+"""
+
+
+def test_sft_trainer_trains_a_hub_folder_by_path_with_remote_code_only(make_model, processor, tmp_path):
+    folder = tmp_path / "hub"
+    make_model().save_pretrained(folder)
+    processor.save_pretrained(folder)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", HUB_FOLDER_SFT, str(folder), str(tmp_path / "out")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["model"].startswith("transformers_modules.") and report["processor"] == "AseMllmProcessor"
+    assert not report["package_imported"] and len(report["losses"]) == 2
+    assert all(6.0 < loss < 8.0 for loss in report["losses"])
+
+
 # ------------------------------------------------------------------------------------------------ resume and DDP
 
 
-def write_recipe(path: Path, per_device: int, effective: int) -> Path:
+def write_recipe(path: Path, per_device: int, effective: int, extra: str = "") -> Path:
+    """A recipe file on top of `mini`: the given batch sizes, a loss value every step, a checkpoint every 10."""
     path.write_text(
         "inherit: mini\n"
         f"effective_batch_size: {effective}\n"
@@ -234,7 +273,7 @@ def write_recipe(path: Path, per_device: int, effective: int) -> Path:
         f"  per_device_train_batch_size: {per_device}\n"
         "  logging_steps: 1\n"
         "  save_steps: 10\n"
-        "  disable_tqdm: true\n",
+        "  disable_tqdm: true\n" + extra,
         encoding="utf-8",
     )
     return path
@@ -301,6 +340,23 @@ def test_ddp_two_processes_match_one_process_with_double_batch(saved_conversatio
     print(f"\nDDP: 2 processes {curves[0]}\n     1 process   {curves[1]}\n     max diff {max_diff:.3g}")
     assert max_diff <= 1e-4
     assert curves[0][-1] < curves[0][0]
+
+
+def test_no_ias_recipe_trains_plain_internvl(conversations, saved_conversations, tmp_path):
+    """Table II's ablation through `train()`: gates zeroed and frozen, every IAS and ViT weight left as it was."""
+    start = tmp_path / "start"
+    build_tiny_model(gate=0.5).save_pretrained(start)
+    build_processor(build_tokenizer(assistant_texts(conversations))).save_pretrained(start)
+    recipe = write_recipe(tmp_path / "no-ias.yaml", per_device=2, effective=2, extra="ias: false\n")
+    train(str(recipe), str(saved_conversations), model=str(start), output_dir=str(tmp_path / "out"), max_steps=3)
+
+    before, after = saved_weights(start), saved_weights(tmp_path / "out")
+    gates = [name for name in after if name.endswith("saliency_gate.weight")]
+    assert len(gates) == 2 and all(torch.equal(after[name], torch.zeros_like(after[name])) for name in gates)
+    vision = [name for name in after if "vision_tower." in name and name not in gates]
+    assert vision and all(torch.equal(after[name], before[name]) for name in vision)
+    assert not torch.equal(after["model.multi_modal_projector.linear_1.weight"],
+                           before["model.multi_modal_projector.linear_1.weight"])
 
 
 # ------------------------------------------------------------------------------------------------ freezing and LoRA
