@@ -5,6 +5,7 @@ Everything runs on CPU with the tiny config and four photos of the bundled mini 
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -311,30 +312,36 @@ def test_resume_from_checkpoint_gives_the_same_weights(conversations, saved_conv
     assert max_diff <= 1e-6
 
 
-@pytest.mark.slow
-def test_ddp_two_processes_match_one_process_with_double_batch(saved_conversations, tmp_path):
-    """`accelerate launch` of the DDP config (gloo on CPU) vs one process with the per-device batch doubled."""
-    two, one = tmp_path / "two", tmp_path / "one"
-    steps = 6
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configuration/accelerate/ddp.yaml"),
-        "--num_processes", "2", "--num_cpu_threads_per_process", "1",
-        "-m", "modeling_ase_mllm.cli", "train", "--recipe", str(write_recipe(tmp_path / "ddp2.yaml", 1, 2)),
-        "--data", str(saved_conversations), "--model", "tiny", "--output-dir", str(two), "--max-steps", str(steps),
-    ]
+def run_train_command(launcher: list[str], recipe: Path, data: Path, output_dir: Path, steps: int) -> str:
+    """`ase-mllm train` in a subprocess on CPU (both DDP and the reference run the same device and code)."""
+    command = [*launcher, "-m", "modeling_ase_mllm.cli", "train", "--recipe", str(recipe), "--data", str(data),
+               "--model", "tiny", "--output-dir", str(output_dir), "--max-steps", str(steps)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "2 process(es)" in result.stdout
+    return result.stdout
 
-    train(str(write_recipe(tmp_path / "one.yaml", 2, 2)), str(saved_conversations), model="tiny",
-          output_dir=str(one), max_steps=steps)
 
-    curves = [
-        [entry["loss"] for entry in json.loads((folder / "trainer_state.json").read_text())["log_history"] if "loss" in entry]
-        for folder in (two, one)
-    ]
+def loss_curve(output_dir: Path) -> list[float]:
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    return [entry["loss"] for entry in history if "loss" in entry]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process_with_double_batch(saved_conversations, tmp_path):
+    """`accelerate launch` of the DDP config (gloo on CPU) vs one process with the per-device batch doubled."""
+    steps = 6
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                  str(REPO / "configuration/accelerate/ddp.yaml"), "--num_processes", "2",
+                  "--num_cpu_threads_per_process", "1"]
+    two = run_train_command(accelerate, write_recipe(tmp_path / "ddp.yaml", 1, 2), saved_conversations,
+                            tmp_path / "two", steps)
+    one = run_train_command([sys.executable], write_recipe(tmp_path / "one.yaml", 2, 2), saved_conversations,
+                            tmp_path / "one", steps)
+    assert "2 process(es), gradient accumulation 1" in two and "1 process(es), gradient accumulation 1" in one
+
+    curves = [loss_curve(tmp_path / "two"), loss_curve(tmp_path / "one")]
     assert len(curves[0]) == len(curves[1]) == steps
     max_diff = max(abs(a - b) for a, b in zip(*curves))
     print(f"\nDDP: 2 processes {curves[0]}\n     1 process   {curves[1]}\n     max diff {max_diff:.3g}")
@@ -450,8 +457,6 @@ def test_lora_targets_only_the_language_model_projections(make_model):
 
 
 def re_fullmatch(pattern: str, name: str) -> bool:
-    import re
-
     return re.fullmatch(pattern, name) is not None
 
 
