@@ -173,8 +173,11 @@ def load_recipe(name_or_path: str | Path) -> TrainingRecipe:
     unknown = sorted(set(settings) - known)
     if unknown:
         raise ValueError(f"recipe {name!r}: unknown field(s) {unknown}; known: {sorted(known)}")
+    freeze_settings = settings.get("freeze") or {}
+    if "ias" in freeze_settings:
+        raise ValueError(f"recipe {name!r}: set `ias` at the top level of the recipe, not under `freeze`")
     ias = settings.get("ias", True)
-    freeze = _section(FreezingPreset, {"freeze": {**(settings.get("freeze") or {}), "ias": ias}}, "freeze", name)
+    freeze = _section(FreezingPreset, {"freeze": {**freeze_settings, "ias": ias}}, "freeze", name)
     return TrainingRecipe(
         name=name,
         **{key: value for key, value in settings.items() if key not in ("freeze", "lora", "data")},
