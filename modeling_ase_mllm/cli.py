@@ -4,6 +4,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .training import add_train_command
+
 
 def demo(args) -> int:
     """Build a small random ASE-MLLM, publish it as a Hub folder, reload it with Auto classes, caption photos."""
@@ -100,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_caption.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     run_caption.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     run_caption.set_defaults(handler=caption)
+
+    add_train_command(commands)
     return parser
 
 

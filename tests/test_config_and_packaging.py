@@ -1,6 +1,7 @@
 """Config round trips, presets, packaging rules and the README's main command."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -42,7 +43,8 @@ def test_presets_and_tiny_token_ids(tokenizer):
 
 def test_no_top_level_configuration_or_processing_package(tmp_path):
     probe = "import importlib.util, json; print(json.dumps([importlib.util.find_spec(n) is None for n in ('configuration', 'processing')]))"
-    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # what an installed environment resolves
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [True, True]
 
 

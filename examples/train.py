@@ -1,0 +1,49 @@
+"""Fine-tune ASE-MLLM from a recipe, then caption a held-out photo with the result.
+
+Same arguments as `ase-mllm train` (see docs/training.md):
+
+    python examples/train.py --recipe mini --data mini_aic                       # CPU, about a minute
+    accelerate launch --config_file configuration/accelerate/ddp.yaml --num_processes 8 examples/train.py \
+        --recipe pccd --data pccd --data-root /data/PCCD --model checkpoints/ase-mllm-internvl2-8b
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+try:
+    import modeling_ase_mllm  # noqa: F401
+except ImportError:  # a source checkout that is not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from modeling_ase_mllm.conversations import PROMPT
+from modeling_ase_mllm.mini_aic import load_mini_aic
+from modeling_ase_mllm.training import add_train_command, train_from_args
+
+
+def caption(model, processor, image, max_new_tokens: int = 40) -> str:
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": PROMPT}]}]
+    inputs = processor.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    ).to(model.device)
+    with torch.no_grad():
+        tokens = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return processor.decode(tokens[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="examples/train.py")
+    add_train_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+    trainer = train_from_args(args)
+    if trainer.is_world_process_zero():
+        photo = load_mini_aic(["test"])["test"][0]
+        model = trainer.model.eval()
+        print(f"[example] {photo['image_id']}: {caption(model, trainer.processing_class, photo['image'])!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
