@@ -19,9 +19,10 @@ CORE = [
     "pillow>=10.0",
     "pyyaml>=6.0",
     "tqdm>=4.66",
+    "datasets==5.2.0",  # readers, conversations and evaluation splits are `datasets` objects
 ]
-TRAIN = ["trl==1.16.0", "peft==0.21.2", "datasets==5.2.0"]
-EVAL = ["pycocoevalcap==1.2", "evaluate==0.4.6", "datasets==5.2.0"]
+TRAIN = ["trl==1.16.0", "peft==0.21.2"]
+EVAL = ["pycocoevalcap==1.2", "evaluate==0.4.6"]
 # datasets: the demo loads the bundled mini AIC set (modeling_ase_mllm/mini_aic.py) as a DatasetDict.
 # The web demo (examples/app.py) runs on Gradio; the demo itself trains and scores a small model.
 DEMO = sorted(set(TRAIN + EVAL + ["scikit-image>=0.24", "gradio>=6.0,<7"]))
