@@ -23,7 +23,6 @@ CORE = [
 ]
 TRAIN = ["trl==1.16.0", "peft==0.21.2"]
 EVAL = ["pycocoevalcap==1.2", "evaluate==0.4.6"]
-# datasets: the demo loads the bundled mini AIC set (modeling_ase_mllm/mini_aic.py) as a DatasetDict.
 # The web demo (examples/app.py) runs on Gradio; the demo itself trains and scores a small model.
 DEMO = sorted(set(TRAIN + EVAL + ["scikit-image>=0.24", "gradio>=6.0,<7"]))
 # selenium drives Debian's chromium/chromium-driver (installed by .ci/run) in the web-demo test.
