@@ -44,7 +44,7 @@ setup(
         "modeling_ase_mllm._processing": "processing",
     },
     package_data={
-        "modeling_ase_mllm": ["data/*.json"],
+        "modeling_ase_mllm": ["data/*.json", "java/edu/anu/spice/*.java", "evaluate_metric/aic_metrics/*.py"],
         "modeling_ase_mllm._configuration": ["**/*.json", "**/*.yaml"],
         "modeling_ase_mllm._processing": ["**/*.json", "**/*.jinja", "**/*.yaml"],
     },

@@ -128,3 +128,49 @@ def evaluate_model(
     predictions = caption_split(model, processor, data, output_dir, prompt, batch_size, generation_config, max_tiles)
     references = write_references(data, output_dir)
     return score_predictions_file(predictions, references, output_dir, **metric_options)
+
+
+def add_evaluate_command(subparsers) -> None:
+    """Register `ase-mllm evaluate`."""
+    from .metrics import add_metric_arguments
+
+    command = subparsers.add_parser(
+        "evaluate", help="caption a dataset split with a model and score it (Table I metrics), or score a predictions file"
+    )
+    command.add_argument("--model", help="model folder or Hub id (omit with --predictions)")
+    command.add_argument("--dataset", help="pccd, rpcd, dpc2022, ava_captions, mini_aic, or a save_to_disk folder")
+    command.add_argument("--data-root", help="the dataset's folder, for a dataset name")
+    command.add_argument("--split", default="test")
+    command.add_argument("--predictions", help="score this predictions.jsonl instead of captioning")
+    command.add_argument("--references", help="references JSON/JSONL for --predictions")
+    command.add_argument("--output-dir", default="outputs/evaluate")
+    command.add_argument("--batch-size", type=int, default=8)
+    command.add_argument("--max-new-tokens", type=int, default=128)
+    command.add_argument("--num-beams", type=int, default=1)
+    command.add_argument("--max-tiles", type=int)
+    command.add_argument("--prompt", help="default: the paper's prompt")
+    command.add_argument("--limit", type=int, help="only the first N images of the split")
+    command.add_argument("--device")
+    add_metric_arguments(command)
+    command.set_defaults(handler=run_evaluate_command)
+
+
+def run_evaluate_command(args) -> int:
+    from .metrics import format_table, score_predictions_file
+
+    options = {"spice_corenlp_dir": args.spice_corenlp_dir, "pr_variant": args.pr_variant}
+    if args.predictions:
+        if not args.references:
+            raise SystemExit("--predictions needs --references")
+        metrics = score_predictions_file(args.predictions, args.references, args.output_dir, **options)
+    else:
+        if not (args.model and args.dataset):
+            raise SystemExit("give --model and --dataset (or --predictions and --references)")
+        metrics = evaluate_model(
+            args.model, args.dataset, args.split, args.output_dir, root=args.data_root, batch_size=args.batch_size,
+            generation_config={"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams},
+            prompt=args.prompt, max_tiles=args.max_tiles, limit=args.limit, device=args.device, **options,
+        )
+    print(format_table(metrics))
+    print(f"[evaluate] wrote {Path(args.output_dir) / 'metrics.json'} and metrics.md")
+    return 0

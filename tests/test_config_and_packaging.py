@@ -73,11 +73,22 @@ def test_remote_code_modules_import_only_each_other():
             assert roots <= allowed, f"{name} imports {roots - allowed}"
 
 
-def test_demo_runs_and_writes_a_report(tmp_path):
+@pytest.mark.slow
+def test_demo_runs_at_reduced_size_and_writes_a_report(tmp_path):
+    """The README's main job, at 10 training steps: report with captions, the metric table and pictures."""
+    from PIL import Image
+
     from modeling_ase_mllm.cli import main
 
-    assert main(["demo", "--output-dir", str(tmp_path), "--max-new-tokens", "3"]) == 0
+    assert main(["demo", "--output-dir", str(tmp_path), "--steps", "10", "--max-new-tokens", "6"]) == 0
     report = (tmp_path / "report.md").read_text()
-    assert report.count("- **") == 3
-    assert (tmp_path / "ase-mllm-tiny" / "config.json").is_file()
-    assert len(list(tmp_path.glob("*_saliency_tile0.png"))) == 3
+    assert "| B1 | B2 | B3 | B4 | M | R | C | S | S-L | Pre | Re |" in report
+    assert report.count("- **ASE-MLLM (demo):**") == 3
+    pictures = sorted((tmp_path / "saliency").glob("*.png"))
+    assert [p.stem for p in pictures] == ["camera", "coffee", "moon"]
+    for picture in pictures:
+        assert f"saliency/{picture.name}" in report
+        Image.open(picture).verify()
+    metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    assert metrics["num_images"] == 3 and 0.0 <= metrics["Bleu_1"] <= 1.0
+    assert (tmp_path / "model" / "config.json").is_file()

@@ -1,0 +1,193 @@
+"""The eleven AIC metrics, computed as the MS-COCO caption evaluation computes them.
+
+BLEU-1..4, METEOR, ROUGE-L and CIDEr come from pycocoevalcap 1.2 itself, after its PTB tokenizer, with the
+whole split scored in one call (CIDEr-D takes its IDF over the scored corpus). SPICE, SPICE-L, Precision and
+Recall come from the official SPICE jar (see `spice.py`) or are reported unavailable, with the reason.
+
+    score_predictions({"img1": "warm light ..."}, {"img1": ["ref a", "ref b"]})
+"""
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from .spice import PR_VARIANTS, SPICE_METRICS, require_java, spice_scores
+
+
+COCO_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
+METRICS = COCO_METRICS + SPICE_METRICS
+# The paper's Table I columns, in order.
+TABLE_COLUMNS = (
+    ("B1", "Bleu_1"), ("B2", "Bleu_2"), ("B3", "Bleu_3"), ("B4", "Bleu_4"), ("M", "METEOR"), ("R", "ROUGE_L"),
+    ("C", "CIDEr"), ("S", "SPICE"), ("S-L", "SPICE-L"), ("Pre", "Precision"), ("Re", "Recall"),
+)
+EVALUATE_MODULE_PATH = str(Path(__file__).parent / "evaluate_metric" / "aic_metrics")
+
+
+class MetricInputError(ValueError):
+    """Predictions or references that cannot be scored; the message names the offending ids."""
+
+
+def _some(ids, limit: int = 5) -> str:
+    ids = sorted(ids)
+    return ", ".join(repr(i) for i in ids[:limit]) + (f" (+{len(ids) - limit} more)" if len(ids) > limit else "")
+
+
+def validate(predictions: dict[str, str], references: dict[str, list[str]]) -> None:
+    """Reject what pycocoevalcap would mis-score or crash on, naming the ids.
+
+    Blank captions are rejected too: the PTB tokenizer aligns captions by line and ROUGE-L divides by the
+    candidate's length, so an empty caption cannot be scored faithfully.
+    """
+    if not predictions:
+        raise MetricInputError("no predictions to score")
+    missing_refs = set(predictions) - set(references)
+    if missing_refs:
+        raise MetricInputError(f"no references for predicted image_id(s) {_some(missing_refs)}")
+    missing_preds = set(references) - set(predictions)
+    if missing_preds:
+        raise MetricInputError(f"no prediction for image_id(s) {_some(missing_preds)}")
+    for image_id, refs in references.items():
+        if not refs or not any(isinstance(r, str) and r.strip() for r in refs):
+            raise MetricInputError(f"image_id {image_id!r} has an empty reference list")
+        if any(not isinstance(r, str) or not r.strip() for r in refs):
+            raise MetricInputError(f"image_id {image_id!r} has a blank or non-string reference")
+    for image_id, caption in predictions.items():
+        if not isinstance(caption, str) or not caption.strip():
+            raise MetricInputError(f"image_id {image_id!r} has a blank caption")
+
+
+def ptb_tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
+    """pycocoevalcap's PTB tokenizer (lower-cases, splits clitics, drops punctuation tokens)."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    require_java()
+    return PTBTokenizer().tokenize({key: [{"caption": c} for c in values] for key, values in captions.items()})
+
+
+def coco_scores(predictions: dict[str, str], references: dict[str, list[str]], meteor=None) -> dict[str, float]:
+    """BLEU-1..4, METEOR, ROUGE-L, CIDEr of the whole corpus, exactly as pycocoevalcap computes them.
+
+    `meteor`: a `pycocoevalcap.meteor.meteor.Meteor` to reuse (its JVM takes seconds to start).
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    gts = ptb_tokenize(references)
+    res = ptb_tokenize({key: [caption] for key, caption in predictions.items()})
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores = {f"Bleu_{n}": float(bleu[n - 1]) for n in range(1, 5)}
+    scores["METEOR"] = float((meteor or Meteor()).compute_score(gts, res)[0])
+    scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
+    scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+    return scores
+
+
+def score_predictions(
+    predictions: dict[str, str],
+    references: dict[str, list[str]],
+    spice_corenlp_dir: str | None = None,
+    pr_variant: str = "independent",
+    meteor=None,
+) -> dict:
+    """All eleven metrics for `image_id → caption` against `image_id → references`.
+
+    Returns `{metric: value or None, ..., "unavailable": {metric: reason}, "num_images": n, "pr_variant": ...,
+    "spice_backend": "official" | None}`.
+    """
+    predictions = {str(k): v for k, v in predictions.items()}
+    references = {str(k): list(v) for k, v in references.items()}
+    validate(predictions, references)
+    result: dict = dict(coco_scores(predictions, references, meteor))
+    spice, reason = spice_scores(predictions, references, spice_corenlp_dir, pr_variant)
+    unavailable = {}
+    for name in SPICE_METRICS:
+        result[name] = None if spice is None else spice[name]
+        if spice is None:
+            unavailable[name] = reason
+    result.update(
+        unavailable=unavailable, num_images=len(predictions), pr_variant=pr_variant,
+        spice_backend=None if spice is None else "official",
+    )
+    return result
+
+
+def read_predictions(path) -> dict[str, str]:
+    """`predictions.jsonl`: one `{"image_id": ..., "caption": ...}` per line; names the line of a bad record."""
+    predictions = {}
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            image_id, caption = str(record["image_id"]), record["caption"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise MetricInputError(f"{path}:{number}: expected {{\"image_id\": ..., \"caption\": ...}} ({error})") from error
+        if image_id in predictions:
+            raise MetricInputError(f"{path}:{number}: image_id {image_id!r} predicted twice")
+        predictions[image_id] = caption
+    return predictions
+
+
+def read_references(path_or_mapping) -> dict[str, list[str]]:
+    """References from a mapping, a JSON object `{image_id: [refs]}`, or JSONL lines `{"image_id", "references"}`."""
+    if isinstance(path_or_mapping, dict):
+        return {str(k): list(v) for k, v in path_or_mapping.items()}
+    path = Path(path_or_mapping)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return {str(row["image_id"]): list(row["references"]) for row in rows}
+    return {str(k): list(v) for k, v in json.loads(text).items()}
+
+
+def format_table(metrics: dict) -> str:
+    """A markdown table in the paper's Table I layout (3 decimals; `n/a` with a footnote when unavailable)."""
+    header = "| " + " | ".join(column for column, _ in TABLE_COLUMNS) + " |"
+    rule = "|" + "---:|" * len(TABLE_COLUMNS)
+    lines = [header, rule, format_table_row(metrics)]
+    reasons = sorted(set((metrics.get("unavailable") or {}).values()))
+    lines += [""] + [f"n/a: {reason}" for reason in reasons] if reasons else []
+    return "\n".join(lines)
+
+
+def format_table_row(metrics: dict) -> str:
+    """One Table I row: `| 0.682 | 0.454 | ... | n/a |`."""
+    cells = []
+    for _, key in TABLE_COLUMNS:
+        value = metrics.get(key)
+        cells.append("n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}")
+    return "| " + " | ".join(cells) + " |"
+
+
+def score_predictions_file(predictions_path, references, output_dir=None, **options) -> dict:
+    """Score a `predictions.jsonl`; write `metrics.json` and `metrics.md` (Table I) next to it or in `output_dir`."""
+    metrics = score_predictions(read_predictions(predictions_path), read_references(references), **options)
+    output_dir = Path(output_dir or Path(predictions_path).parent)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (output_dir / "metrics.md").write_text(format_table(metrics) + "\n", encoding="utf-8")
+    return metrics
+
+
+def add_metric_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--spice-corenlp-dir", help="folder with the Stanford CoreNLP 3.6.0 jars (or SPICE_CORENLP_DIR)")
+    parser.add_argument("--pr-variant", choices=PR_VARIANTS, default="independent",
+                        help="Precision/Recall: independent maxima over references, or those of the best-F reference")
+
+
+def main_score(argv=None) -> int:
+    """Score an existing predictions file against references, without a model."""
+    parser = argparse.ArgumentParser(prog="ase-mllm score", description=main_score.__doc__)
+    parser.add_argument("predictions", help="predictions.jsonl")
+    parser.add_argument("references", help="references JSON ({image_id: [refs]}) or JSONL")
+    parser.add_argument("--output-dir")
+    add_metric_arguments(parser)
+    args = parser.parse_args(argv)
+    metrics = score_predictions_file(args.predictions, args.references, args.output_dir,
+                                     spice_corenlp_dir=args.spice_corenlp_dir, pr_variant=args.pr_variant)
+    print(format_table(metrics))
+    return 0

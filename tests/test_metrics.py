@@ -1,0 +1,187 @@
+"""The eleven AIC metrics: pycocoevalcap's numbers exactly, SPICE-family arithmetic, files, bad input."""
+
+import json
+import math
+
+import pytest
+
+from modeling_ase_mllm.metrics import (
+    EVALUATE_MODULE_PATH, MetricInputError, TABLE_COLUMNS, format_table, score_predictions, score_predictions_file,
+)
+from modeling_ase_mllm.spice import PairScore, aggregate_spice, compile_runner, find_corenlp, spice_entries
+
+# Our own sentences: critique style, punctuation, brackets, camera settings, clitics.
+REFERENCES = {
+    "a": ["The warm light falls softly on the face; lovely portrait.", "Nice (soft) window light, but crop tighter!"],
+    "b": ["The horizon is tilted -- straighten it.", "Strong leading lines, shot at f/2.8 and 1/250s."],
+    "c": ["I don't like the harsh shadows under the eyes.", "Colors are muted; try more contrast."],
+}
+PREDICTIONS = {
+    "a": "Soft warm light on the face, a lovely portrait.",
+    "b": "The horizon is tilted; straighten it at f/2.8.",
+    "c": "Harsh shadows (under the eyes) don't help.",
+}
+
+
+@pytest.fixture(scope="module")
+def meteor():
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    return Meteor()
+
+
+def pycocoevalcap_directly(predictions, references, meteor):
+    """The reference computation: pycocoevalcap's own tokenizer and scorers, called here without our code."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({k: [{"caption": c} for c in v] for k, v in references.items()})
+    res = tokenizer.tokenize({k: [{"caption": c}] for k, c in predictions.items()})
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    return {
+        **{f"Bleu_{n}": bleu[n - 1] for n in range(1, 5)},
+        "METEOR": meteor.compute_score(gts, res)[0],
+        "ROUGE_L": Rouge().compute_score(gts, res)[0],
+        "CIDEr": Cider().compute_score(gts, res)[0],
+    }
+
+
+CASES = {
+    "three images": (PREDICTIONS, REFERENCES),
+    "one image (CIDEr is 0)": ({"a": PREDICTIONS["a"]}, {"a": REFERENCES["a"]}),
+    "no 4-gram match": ({"x": "bright colors here", "y": "sharp focus there"},
+                        {"x": ["the colors are bright and bold"], "y": ["focus is sharp on the subject"]}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_coco_metrics_equal_pycocoevalcap(case, meteor):
+    predictions, references = CASES[case]
+    ours = score_predictions(predictions, references, meteor=meteor)
+    expected = pycocoevalcap_directly(predictions, references, meteor)
+    for key, value in expected.items():
+        assert ours[key] == pytest.approx(value, abs=1e-6), key
+    if case.startswith("one image"):
+        assert ours["CIDEr"] == 0.0
+    if case == "no 4-gram match":
+        assert ours["Bleu_4"] < 1e-6
+    assert ours["num_images"] == len(predictions)
+
+
+def test_ptb_tokenizer_handles_punctuation_brackets_and_camera_settings():
+    from modeling_ase_mllm.metrics import ptb_tokenize
+
+    tokens = ptb_tokenize({"b": ["Nice (soft) light at f/2.8; I don't mind!"]})["b"][0].split()
+    assert tokens == ["nice", "-lrb-", "soft", "-rrb-", "light", "at", "f/2", ".8", "i", "do", "n't", "mind"]
+
+
+def test_spice_family_arithmetic_on_recorded_pair_scores():
+    scores = {
+        "all|1": PairScore(0.30, 0.40, 0.35), "ref0|1": PairScore(0.50, 0.10, 0.2), "ref1|1": PairScore(0.20, 0.60, 0.5),
+        "all|2": PairScore(0.10, 0.20, 0.15), "ref0|2": PairScore(0.40, 0.40, 0.4),
+        "all|3": PairScore(math.nan, math.nan, math.nan), "ref0|3": PairScore(math.nan, math.nan, math.nan),
+    }
+    independent = aggregate_spice(scores, ["1", "2", "3"], "independent")
+    # image 3 has no tuples at all (NaN), so it is skipped, as SPICE's own macro average does
+    assert independent["SPICE"] == pytest.approx((0.35 + 0.15) / 2)
+    assert independent["SPICE-L"] == pytest.approx((0.5 + 0.4) / 2)
+    assert independent["Precision"] == pytest.approx((0.50 + 0.40) / 2)  # max precision: ref0 for image 1
+    assert independent["Recall"] == pytest.approx((0.60 + 0.40) / 2)
+    best_f = aggregate_spice(scores, ["1", "2", "3"], "best_f")
+    assert best_f["Precision"] == pytest.approx((0.20 + 0.40) / 2)  # precision of the best-F reference
+    assert best_f["Recall"] == pytest.approx((0.60 + 0.40) / 2)
+    assert best_f["SPICE-L"] == independent["SPICE-L"]
+
+
+def test_spice_entries_cover_all_refs_and_each_ref():
+    entries = spice_entries({"a": "x"}, {"a": ["r1", "r2"]})
+    assert entries == [
+        {"image_id": "all|a", "test": "x", "refs": ["r1", "r2"]},
+        {"image_id": "ref0|a", "test": "x", "refs": ["r1"]},
+        {"image_id": "ref1|a", "test": "x", "refs": ["r2"]},
+    ]
+
+
+def test_spice_runner_compiles_against_spice_jar_on_this_java(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    classes = compile_runner()
+    assert (classes / "edu" / "anu" / "spice" / "AseSpiceRunner.class").is_file()
+    assert compile_runner() == classes  # cached
+
+
+def test_official_spice_end_to_end():
+    folder, reason = find_corenlp()
+    if folder is None:
+        pytest.skip(f"official SPICE not runnable here: {reason}")
+    metrics = score_predictions(PREDICTIONS, REFERENCES)
+    assert metrics["spice_backend"] == "official"
+    for name in ("SPICE", "SPICE-L", "Precision", "Recall"):
+        assert 0.0 <= metrics[name] <= 1.0
+    assert metrics["SPICE-L"] >= 0.0 and not metrics["unavailable"]
+
+
+def test_without_corenlp_spice_metrics_are_unavailable_with_reason(tmp_path, monkeypatch, meteor):
+    monkeypatch.delenv("SPICE_CORENLP_DIR", raising=False)
+    metrics = score_predictions(PREDICTIONS, REFERENCES, meteor=meteor)
+    for name in ("SPICE", "SPICE-L", "Precision", "Recall"):
+        assert metrics[name] is None and "CoreNLP 3.6.0" in metrics["unavailable"][name]
+    table = format_table(metrics).splitlines()
+    assert table[0] == "| " + " | ".join(column for column, _ in TABLE_COLUMNS) + " |"
+    assert table[0] == "| B1 | B2 | B3 | B4 | M | R | C | S | S-L | Pre | Re |"
+    cells = [cell.strip() for cell in table[2].strip("|").split("|")]
+    assert cells[:7] == [f"{metrics[key]:.3f}" for _, key in TABLE_COLUMNS[:7]] and cells[7:] == ["n/a"] * 4
+    assert table[-1].startswith("n/a: official SPICE needs")
+    monkeypatch.setenv("SPICE_CORENLP_DIR", str(tmp_path))
+    assert "lacks stanford-corenlp-3.6.0.jar" in find_corenlp()[1]
+
+
+def test_score_predictions_file_writes_metrics_and_table(tmp_path, meteor):
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps({"image_id": k, "caption": v}) + "\n" for k, v in PREDICTIONS.items()))
+    references = tmp_path / "references.json"
+    references.write_text(json.dumps(REFERENCES))
+    metrics = score_predictions_file(predictions, references, tmp_path / "out", meteor=meteor)
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["CIDEr"] == pytest.approx(metrics["CIDEr"]) and saved["num_images"] == 3
+    assert (tmp_path / "out" / "metrics.md").read_text().startswith("| B1 | B2 |")
+
+
+def test_evaluate_module_loads_offline_and_matches(monkeypatch, meteor):
+    import evaluate
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    module = evaluate.load(EVALUATE_MODULE_PATH)
+    ids = list(PREDICTIONS)
+    result = module.compute(predictions=[PREDICTIONS[i] for i in ids], references=[REFERENCES[i] for i in ids])
+    ours = score_predictions(PREDICTIONS, REFERENCES, meteor=meteor)
+    for key in ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"):
+        assert result[key] == pytest.approx(ours[key], abs=1e-12), key
+
+
+@pytest.mark.parametrize(
+    "predictions,references,message",
+    [
+        ({}, {"a": ["x"]}, "no predictions"),
+        ({"a": "nice", "zz": "extra"}, {"a": ["x"]}, "no references for predicted image_id(s) 'zz'"),
+        ({"a": "nice"}, {"a": ["x"], "b": ["y"]}, "no prediction for image_id(s) 'b'"),
+        ({"a": "nice", "b": "ok"}, {"a": ["x"], "b": []}, "image_id 'b' has an empty reference list"),
+        ({"a": "  "}, {"a": ["x"]}, "image_id 'a' has a blank caption"),
+    ],
+)
+def test_bad_input_names_the_id(predictions, references, message):
+    with pytest.raises(MetricInputError) as error:
+        score_predictions(predictions, references)
+    assert message in str(error.value)
+
+
+def test_bad_predictions_file_names_the_line(tmp_path):
+    from modeling_ase_mllm.metrics import read_predictions
+
+    path = tmp_path / "predictions.jsonl"
+    path.write_text('{"image_id": "a", "caption": "x"}\n{"image": "b"}\n')
+    with pytest.raises(MetricInputError, match=r"predictions.jsonl:2"):
+        read_predictions(path)
