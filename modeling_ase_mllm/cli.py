@@ -4,6 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .aic_datasets import main as prepare_data_main
 from .evaluation import add_evaluate_command
 from .training import add_train_command
 
@@ -67,10 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_command(commands)
     add_evaluate_command(commands)
+
+    prepare = commands.add_parser(
+        "prepare-data", add_help=False, help="read a dataset release (PCCD, RPCD, DPC2022, AVA-Captions) and save it"
+    )
+    prepare.add_argument("arguments", nargs=argparse.REMAINDER, help="see `ase-mllm prepare-data --help`")
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["prepare-data"]:  # its own parser (argparse's REMAINDER cannot pass leading options on)
+        return prepare_data_main(argv[1:], prog="ase-mllm prepare-data")
     args = build_parser().parse_args(argv)
     Path(getattr(args, "output_dir", ".")).mkdir(parents=True, exist_ok=True)
     return args.handler(args)
