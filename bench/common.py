@@ -59,11 +59,13 @@ def image_for_tiles(tiles: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def build_inputs(tiles: int, device: str = "cpu", processor=None):
+def build_inputs(tiles: int, device: str = "cpu", processor=None, saliency_source: str = "spectral_residual"):
+    """One image of `tiles` tiles (+ thumbnail). The encoder benches hand the model ready per-tile maps (a cheap
+    classical source) so they time the encoders alone; EAT + LayerCAM's own cost is `saliency_cost.py`."""
     processor = processor or build_processor()
     return processor(
-        images=[image_for_tiles(tiles)], text=["<image>\n" + PROMPT], images_kwargs={"max_patches": tiles},
-        return_tensors="pt",
+        images=[image_for_tiles(tiles)], text=["<image>\n" + PROMPT],
+        images_kwargs={"max_patches": tiles, "saliency_source": saliency_source}, return_tensors="pt",
     ).to(device)
 
 

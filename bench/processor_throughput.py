@@ -3,8 +3,9 @@
     python bench/processor_throughput.py [--images 8] [--repeats 3]
 
 The reference is transformers' `GotOcr2ImageProcessorPil` set up as InternVL checkpoints set it up (448 px,
-ImageNet mean/std, `crop_to_patches=True`, max 12 patches); ours additionally computes the saliency maps
-(spectral residual) or skips that work (`uniform`).
+ImageNet mean/std, `crop_to_patches=True`, max 12 patches); ours additionally prepares EAT's 224 px input
+(`eat_layercam`, the default; EAT itself runs in the model, see saliency_cost.py), computes the spectral-residual
+maps, or skips that work (`uniform`).
 """
 
 import argparse
@@ -25,7 +26,8 @@ def measure(images=8, repeats=3) -> dict:
     )
     ours = AseMllmImageProcessor()
     fns = {
-        "ase_mllm (spectral residual)": lambda: ours(photos, return_tensors="pt"),
+        "ase_mllm (eat_layercam input)": lambda: ours(photos, return_tensors="pt"),
+        "ase_mllm (spectral residual)": lambda: ours(photos, saliency_source="spectral_residual", return_tensors="pt"),
         "ase_mllm (uniform)": lambda: ours(photos, saliency_source="uniform", return_tensors="pt"),
         "internvl (transformers)": lambda: reference(photos, return_tensors="pt"),
     }

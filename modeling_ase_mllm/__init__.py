@@ -13,7 +13,14 @@ from transformers import (
     AutoProcessor,
 )
 
-from .configuration_ase_mllm import AUTO_MAP, AseMllmConfig, AseMllmSaliencyConfig, AseMllmVisionConfig
+from .configuration_ase_mllm import (
+    AUTO_MAP,
+    AseMllmConfig,
+    AseMllmEatConfig,
+    AseMllmSaliencyConfig,
+    AseMllmVisionConfig,
+)
+from .eat_ase_mllm import EatModel, layer_cam
 from .image_processing_ase_mllm import AseMllmImageProcessor
 from .modeling_ase_mllm import (
     AseMllmForConditionalGeneration,
@@ -31,6 +38,7 @@ def _register_auto_classes() -> None:
     AutoConfig.register("ase_mllm", AseMllmConfig, exist_ok=True)
     AutoConfig.register("ase_mllm_vision", AseMllmVisionConfig, exist_ok=True)
     AutoConfig.register("ase_mllm_saliency", AseMllmSaliencyConfig, exist_ok=True)
+    AutoConfig.register("ase_mllm_eat", AseMllmEatConfig, exist_ok=True)
     AutoModel.register(AseMllmConfig, AseMllmModel, exist_ok=True)
     AutoModel.register(AseMllmVisionConfig, AseMllmVisionModel, exist_ok=True)
     AutoModelForImageTextToText.register(AseMllmConfig, AseMllmForConditionalGeneration, exist_ok=True)
@@ -51,6 +59,9 @@ __all__ = [
     "AseMllmConfig",
     "AseMllmVisionConfig",
     "AseMllmSaliencyConfig",
+    "AseMllmEatConfig",
+    "EatModel",
+    "layer_cam",
     "AseMllmImageProcessor",
     "AseMllmProcessor",
     "AseMllmModel",

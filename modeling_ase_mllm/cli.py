@@ -37,6 +37,31 @@ def caption(args) -> int:
     return 1 if failed else 0
 
 
+def saliency(args) -> int:
+    """Write the saliency picture (overlay + per-tile maps) of each photo; exit 1 if any photo failed."""
+    from .captioning import load_model_and_processor
+    from .visualize import save_saliency_picture
+
+    model, processor = load_model_and_processor(args.model, device=args.device)
+    failed = 0
+    for index, image in enumerate(args.images):
+        target = Path(args.out) / f"{index:04d}_{Path(image).stem}_saliency.png"
+        try:
+            print(save_saliency_picture(image, target, processor, model, args.max_tiles))
+        except (OSError, ValueError) as error:
+            failed += 1
+            print(f"{image}: {error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def convert_eat(args) -> int:
+    """Check the released EAT `.pth` strictly and write it once as safetensors."""
+    from .eat_checkpoint import convert_eat_checkpoint
+
+    print(convert_eat_checkpoint(args.checkpoint, args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ase-mllm", description="ASE-MLLM: aesthetic image captioning.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
     run_caption.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     run_caption.set_defaults(handler=caption)
 
+    run_saliency = commands.add_parser(
+        "saliency", help="write what the model looks at: each photo with its saliency overlaid, beside every tile's map"
+    )
+    run_saliency.add_argument("images", nargs="+", help="image files")
+    run_saliency.add_argument("--model", required=True, help="model folder or Hub id")
+    run_saliency.add_argument("--out", default="outputs/saliency", help="folder for the PNGs")
+    run_saliency.add_argument("--max-tiles", type=int, help="max 448 px tiles per photo (1..40; default 12)")
+    run_saliency.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    run_saliency.set_defaults(handler=saliency, output_dir=None)
+
+    run_convert_eat = commands.add_parser(
+        "convert-eat", help="check the released EAT AVA .pth (weights only, strict) and write it once as safetensors"
+    )
+    run_convert_eat.add_argument("checkpoint", help="e.g. AVA_AOT_vacc_0.8259_srcc_0.7596_vlcc_0.7710.pth")
+    run_convert_eat.add_argument("--out", help="the .safetensors to write (default: next to the checkpoint)")
+    run_convert_eat.set_defaults(handler=convert_eat)
+
     add_train_command(commands)
     add_evaluate_command(commands)
 
@@ -81,7 +123,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["prepare-data"]:  # its own parser (argparse's REMAINDER cannot pass leading options on)
         return prepare_data_main(argv[1:], prog="ase-mllm prepare-data")
     args = build_parser().parse_args(argv)
-    Path(getattr(args, "output_dir", ".")).mkdir(parents=True, exist_ok=True)
+    Path(getattr(args, "output_dir", None) or ".").mkdir(parents=True, exist_ok=True)
     return args.handler(args)
 
 

@@ -11,9 +11,13 @@ from transformers.models.auto import AutoConfig
 from transformers.models.internvl.configuration_internvl import InternVLConfig, InternVLVisionConfig
 
 
-# Saliency sources. The classical ones are computed by the image processor; later sources that need
-# weights (EAT + LayerCAM) are computed inside the model.
-SALIENCY_SOURCES = ("spectral_residual", "uniform")
+# Saliency sources. `eat_layercam` (the paper's IASM, the default) needs weights and runs inside the model; the
+# classical ones are computed by the image processor and stay selectable for ablations.
+SALIENCY_SOURCES = ("eat_layercam", "spectral_residual", "uniform")
+
+# What LayerCAM differentiates: the top AVA rating bin (the paper's "most salient category") or the expected
+# score Σ i·y_i over the 10 bins.
+LAYERCAM_TARGETS = ("top_bin", "mean_score")
 
 # The `auto_map` every saved ASE-MLLM folder carries (config.json and the processor's configs), so that it
 # loads with `trust_remote_code=True` where this package is not installed.
@@ -68,13 +72,81 @@ class AseMllmVisionConfig(InternVLVisionConfig):
 
 
 @strict
+class AseMllmEatConfig(PreTrainedConfig):
+    r"""
+    EAT (He et al., ACM MM 2023): a DAT deformable-attention transformer scoring aesthetics as the 10 AVA rating
+    bins. Defaults are the released AVA model (DAT-Base at 224 px). Field names follow DAT's own configs.
+
+    image_size (`int`, defaults to 224): the fixed input side (feature maps 56/28/14/7 are built for it).
+    patch_size (`int`, defaults to 4): the stem's patch.
+    num_classes (`int`, defaults to 10): the AVA rating bins 1..10 (raw outputs).
+    expansion (`int`, defaults to 4): MLP width factor.
+    dim_stem / dims / depths / heads: widths, blocks and heads of the 4 stages.
+    window_sizes (`list[int]`): local-attention window per stage.
+    stage_spec (`list[list[str]]`): block types per stage: `L` local window, `S` shifted window, `D` deformable.
+    groups (`list[int]`): offset groups of the deformable blocks per stage (-1 where a stage has none).
+    use_pes (`list[bool]`): relative position bias (`rpe_table`) in the deformable blocks.
+    offset_range_factor (`list[float]`): offsets are `tanh(·) × factor / feature-map side`.
+    layer_norm_eps (`float`, defaults to 1e-5): PyTorch's LayerNorm default, as trained.
+    """
+
+    model_type = "ase_mllm_eat"
+    base_config_key = "eat_config"
+
+    image_size: int = 224
+    patch_size: int = 4
+    num_classes: int = 10
+    expansion: int = 4
+    dim_stem: int = 128
+    dims: list[int] | tuple[int, ...] = (128, 256, 512, 1024)
+    depths: list[int] | tuple[int, ...] = (2, 2, 18, 2)
+    heads: list[int] | tuple[int, ...] = (4, 8, 16, 32)
+    window_sizes: list[int] | tuple[int, ...] = (7, 7, 7, 7)
+    stage_spec: list | tuple | None = None
+    groups: list[int] | tuple[int, ...] = (-1, -1, 4, 8)
+    use_pes: list[bool] | tuple[bool, ...] = (False, False, True, True)
+    offset_range_factor: list[int | float] | tuple[int | float, ...] = (-1, -1, 2, 2)
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        for name in ("dims", "depths", "heads", "window_sizes", "groups", "use_pes", "offset_range_factor"):
+            setattr(self, name, list(getattr(self, name)))
+        if self.stage_spec is None:
+            # DAT-Base: local/shifted windows in stages 1-2, local/deformable alternating in stages 3-4.
+            self.stage_spec = [["L", "S"] * (d // 2) if i < 2 else ["L", "D"] * (d // 2) for i, d in enumerate(self.depths)]
+        self.stage_spec = [list(spec) for spec in self.stage_spec]
+        super().__post_init__(**kwargs)
+        for name in ("dims", "depths", "heads", "window_sizes", "groups", "use_pes", "offset_range_factor", "stage_spec"):
+            if len(getattr(self, name)) != 4:
+                raise ValueError(f"EAT `{name}` needs one entry per stage (4), got {getattr(self, name)}.")
+        for stage, (spec, depth) in enumerate(zip(self.stage_spec, self.depths)):
+            if len(spec) != depth or set(spec) - {"L", "S", "D"}:
+                raise ValueError(f"EAT stage {stage}: `stage_spec` {spec} must list {depth} blocks of 'L', 'S' or 'D'.")
+
+    @property
+    def feature_map_sizes(self) -> list[int]:
+        """Side of each stage's feature map (56, 28, 14, 7 at 224 px)."""
+        return [self.image_size // self.patch_size // 2**stage for stage in range(4)]
+
+
+@strict
 class AseMllmSaliencyConfig(PreTrainedConfig):
     r"""
     Where the aesthetic-saliency maps come from and at which resolution they reach each tile.
 
-    source (`str`, defaults to `"spectral_residual"`):
-        One of `"spectral_residual"` (classical, computed once per image by the processor) or `"uniform"`
-        (an all-ones map, for ablations).
+    source (`str`, defaults to `"eat_layercam"`):
+        `"eat_layercam"` (the paper's IASM: EAT + LayerCAM, weights in the checkpoint, computed in the model once
+        per image), `"spectral_residual"` (classical, computed once per image by the processor) or `"uniform"`
+        (an all-ones map). The last two are for ablations and need no weights.
+    eat_config (`AseMllmEatConfig` or `dict`, *optional*):
+        The EAT architecture (default: the released AVA DAT-Base). Used by `"eat_layercam"` only.
+    layercam_layer (`str`, *optional*):
+        Module path inside EAT whose output LayerCAM uses. `None` = the last LayerNorm of stage 3
+        (`stages.2.layer_norms.{2·depth-1}`, 14×14 at 224 px). Not `cls_norm`: after global pooling its gradient is
+        spatially constant and LayerCAM would collapse to CAM.
+    layercam_target (`str`, defaults to `"top_bin"`):
+        `"top_bin"` (the highest raw AVA bin, as the paper) or `"mean_score"` (Σ i·y_i).
     grid_size (`int`, defaults to 32):
         Side of the per-tile saliency map (32 = the 448/14 patch grid of a tile).
     working_size (`int`, defaults to 64):
@@ -86,15 +158,29 @@ class AseMllmSaliencyConfig(PreTrainedConfig):
     model_type = "ase_mllm_saliency"
     base_config_key = "saliency_config"
 
-    source: str = "spectral_residual"
+    sub_configs_defaults = {"eat_config": AseMllmEatConfig}
+
+    source: str = "eat_layercam"
     grid_size: int = 32
     working_size: int = 64
     blur_sigma: float = 2.5
+    eat_config: dict | PreTrainedConfig | None = None
+    layercam_layer: str | None = None
+    layercam_target: str = "top_bin"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         if self.source not in SALIENCY_SOURCES:
             raise ValueError(f"saliency `source` must be one of {SALIENCY_SOURCES}, got {self.source!r}.")
+        if self.layercam_target not in LAYERCAM_TARGETS:
+            raise ValueError(f"`layercam_target` must be one of {LAYERCAM_TARGETS}, got {self.layercam_target!r}.")
+
+    @property
+    def layercam_layer_name(self) -> str:
+        """The LayerCAM target module inside EAT (default: last LayerNorm of stage 3)."""
+        if self.layercam_layer is not None:
+            return self.layercam_layer
+        return f"stages.2.layer_norms.{2 * self.eat_config.depths[2] - 1}"
 
 
 @strict
@@ -141,4 +227,12 @@ class AseMllmConfig(InternVLConfig):
         return [i for i in ids if i is not None]
 
 
-__all__ = ["AUTO_MAP", "AseMllmVisionConfig", "AseMllmSaliencyConfig", "AseMllmConfig", "SALIENCY_SOURCES"]
+__all__ = [
+    "AUTO_MAP",
+    "AseMllmVisionConfig",
+    "AseMllmEatConfig",
+    "AseMllmSaliencyConfig",
+    "AseMllmConfig",
+    "SALIENCY_SOURCES",
+    "LAYERCAM_TARGETS",
+]

@@ -6,7 +6,10 @@ What it adds:
   decides exact ties differently from GotOcr2's `get_optimal_tiled_canvas` (e.g. 15×6 px at 4 tiles:
   InternVL picks 4×1, GotOcr2 2×2);
 - robust loading: EXIF rotation, alpha, palette, 16-bit and CMYK images, and errors that name the input;
-- `saliency_maps`, one `(G, G)` map per tile, computed once per image and resampled onto every tile.
+- saliency, computed once per image on the whole image: for the default `eat_layercam` source the model runs
+  EAT + LayerCAM, so this emits each whole image at EAT's 224 px (`saliency_pixel_values`) and its tile grid
+  (`tile_grids`); for the classical sources, or for precomputed maps (`image_saliency`), it emits
+  `saliency_maps`, one `(G, G)` map per tile, resampled onto every tile and the thumbnail.
 
 Remote code: imports only transformers, torch, numpy, PIL and sibling modules.
 """
@@ -128,15 +131,22 @@ def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
 class AseMllmImageProcessorKwargs(GotOcr2ImageProcessorKwargs, total=False):
     r"""
     saliency_source (`str`, *optional*, defaults to `self.saliency_source`):
-        `"spectral_residual"` or `"uniform"`.
+        `"eat_layercam"`, `"spectral_residual"` or `"uniform"`; must match the model's `saliency_config.source`.
     saliency_grid_size (`int`, *optional*, defaults to `self.saliency_grid_size`):
         Side of each tile's saliency map.
+    saliency_image_size (`int`, *optional*, defaults to `self.saliency_image_size`):
+        `eat_layercam`: side of the whole-image input of EAT (224).
+    image_saliency (`list`, *optional*):
+        Precomputed whole-image saliency maps, one `(h, w)` array per image in order (e.g. a `datasets` column
+        from `modeling_ase_mllm.precompute_saliency`); they are mapped onto the tiles here and EAT is not run.
     """
 
     saliency_source: str
     saliency_grid_size: int
     saliency_working_size: int
     saliency_blur_sigma: float
+    saliency_image_size: int
+    image_saliency: list
 
 
 class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
@@ -145,12 +155,13 @@ class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
     row-major crops, a thumbnail when there are 2+ tiles, BICUBIC, ImageNet mean/std) and returns, aligned tile
     by tile, the saliency maps the IAS-ViT needs.
 
-    Returns a `BatchFeature` with `pixel_values` `(num_tiles, 3, 448, 448)`, `saliency_maps`
-    `(num_tiles, G, G)` and `num_patches` (tiles per image, thumbnail included).
+    Returns a `BatchFeature` with `pixel_values` `(num_tiles, 3, 448, 448)`, `num_patches` (tiles per image,
+    thumbnail included) and either `saliency_pixel_values` `(num_images, 3, 224, 224)` + `tile_grids`
+    `(num_images, 2)` (`eat_layercam`: the model computes the maps) or `saliency_maps` `(num_tiles, G, G)`.
     """
 
     valid_kwargs = AseMllmImageProcessorKwargs
-    model_input_names = ["pixel_values", "saliency_maps"]
+    model_input_names = ["pixel_values", "saliency_maps", "saliency_pixel_values", "tile_grids"]
     resample = PILImageResampling.BICUBIC
     image_mean = list(IMAGENET_DEFAULT_MEAN)
     image_std = list(IMAGENET_DEFAULT_STD)
@@ -158,8 +169,9 @@ class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
     crop_to_patches = True
     min_patches = 1
     max_patches = 12
-    saliency_source = "spectral_residual"
+    saliency_source = "eat_layercam"
     saliency_grid_size = 32
+    saliency_image_size = 224
     saliency_working_size = 64
     saliency_blur_sigma = 2.5
 
@@ -187,7 +199,13 @@ class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
             prepared.append(array)
         return prepared
 
-    def image_saliency(self, image: np.ndarray, source: str, working_size: int, blur_sigma: float) -> torch.Tensor:
+    def saliency_input(self, image: np.ndarray, side: int) -> np.ndarray:
+        """EAT's input: the whole image resized to `side × side` (BICUBIC, aspect not kept, as EAT was trained),
+        ImageNet-normalised. `image`: `(3, H, W)` uint8 -> `(3, side, side)` float32."""
+        resized = self.resize(image, SizeDict(height=side, width=side), resample=PILImageResampling.BICUBIC)
+        return self.normalize(self.rescale(resized, 1 / 255), IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD).astype(np.float32)
+
+    def classical_saliency(self, image: np.ndarray, source: str, working_size: int, blur_sigma: float) -> torch.Tensor:
         """The whole image's saliency map, `(h, w)` in [0, 1]. `image`: `(3, H, W)` uint8."""
         if source == "uniform":
             return torch.ones(1, 1)
@@ -218,15 +236,22 @@ class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
         saliency_grid_size: int | None = None,
         saliency_working_size: int | None = None,
         saliency_blur_sigma: float | None = None,
+        saliency_image_size: int | None = None,
+        image_saliency: list | None = None,
         **kwargs,
     ) -> BatchFeature:
         if not 1 <= min_patches <= max_patches <= 40:
             raise ValueError(f"need 1 <= min_patches <= max_patches <= 40, got {min_patches}..{max_patches}.")
         source = saliency_source or self.saliency_source
+        if source not in SALIENCY_SOURCES:
+            raise ValueError(f"`saliency_source` must be one of {SALIENCY_SOURCES}, got {source!r}.")
         grid_size = saliency_grid_size or self.saliency_grid_size
+        precomputed = None if image_saliency is None else check_image_saliency(image_saliency, len(images))
+        model_side = source == "eat_layercam" and precomputed is None
         tile_size = size.height
         pixel_values, saliency_maps, num_patches = [], [], []
-        for image in images:
+        saliency_pixel_values, tile_grids = [], []
+        for index, image in enumerate(images):
             height, width = image.shape[-2:]
             cols, rows = (
                 select_tile_grid(width, height, min_patches, max_patches, tile_size)
@@ -241,18 +266,23 @@ class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
                 if do_normalize:
                     tile = self.normalize(tile, image_mean, image_std)
                 pixel_values.append(tile.astype(np.float32))
-            image_map = self.image_saliency(
+            if model_side:
+                saliency_pixel_values.append(self.saliency_input(image, saliency_image_size or self.saliency_image_size))
+                tile_grids.append((cols, rows))
+                continue
+            image_map = precomputed[index] if precomputed is not None else self.classical_saliency(
                 image,
                 source,
                 saliency_working_size or self.saliency_working_size,
                 saliency_blur_sigma or self.saliency_blur_sigma,
             )
             saliency_maps.append(map_saliency_to_tiles(image_map, (cols, rows), True, grid_size))
-        data = {
-            "pixel_values": np.stack(pixel_values),
-            "saliency_maps": torch.cat(saliency_maps).numpy(),
-            "num_patches": num_patches,
-        }
+        data = {"pixel_values": np.stack(pixel_values), "num_patches": num_patches}
+        if model_side:
+            data["saliency_pixel_values"] = np.stack(saliency_pixel_values)
+            data["tile_grids"] = np.asarray(tile_grids, dtype=np.int64)
+        else:
+            data["saliency_maps"] = torch.cat(saliency_maps).numpy()
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def crop_to_grid(self, image: np.ndarray, cols: int, rows: int, size: SizeDict, resample) -> list[np.ndarray]:
@@ -278,6 +308,22 @@ class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
             return 1
         cols, rows = select_tile_grid(width, height, min_patches, max_patches, self.size.height)
         return cols * rows + (1 if cols * rows > 1 else 0)
+
+
+def check_image_saliency(image_saliency, num_images: int) -> list[torch.Tensor]:
+    """Precomputed whole-image maps: one finite 2-D map per image, in image order."""
+    maps = list(image_saliency)
+    if len(maps) != num_images:
+        raise ValueError(f"`image_saliency` holds {len(maps)} maps for {num_images} images; give one map per image.")
+    checked = []
+    for index, saliency in enumerate(maps):
+        saliency = torch.as_tensor(np.asarray(saliency, dtype=np.float32))
+        if saliency.ndim != 2 or min(saliency.shape) < 1:
+            raise ValueError(f"`image_saliency`[{index}] has shape {tuple(saliency.shape)}; expected a 2-D (h, w) map.")
+        if not torch.isfinite(saliency).all():
+            raise ValueError(f"`image_saliency`[{index}] contains NaN or infinite values.")
+        checked.append(saliency)
+    return checked
 
 
 __all__ = ["AseMllmImageProcessor", "select_tile_grid", "candidate_grids", "to_rgb", "open_image"]

@@ -24,7 +24,7 @@ COMPOSITE_FIELDS = (
 
 
 def is_ias_key(name: str) -> bool:
-    """True for parameters that ASE-MLLM adds to InternVL."""
+    """True for parameters that ASE-MLLM adds to InternVL: IAS-ViT's and the EAT saliency model's."""
     return any(marker in f".{name}" for marker in IAS_KEY_MARKERS)
 
 

@@ -41,6 +41,8 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_ase_mllm import AseMllmConfig, AseMllmVisionConfig
+from .eat_ase_mllm import EatDeformableAttention, EatModel, EatWindowAttention, relative_position_index, shifted_window_mask
+from .saliency_ase_mllm import map_saliency_to_tiles
 
 
 # Files that make up a Hub checkpoint's remote code; `save_pretrained` copies all of them so that any saved
@@ -48,6 +50,7 @@ from .configuration_ase_mllm import AseMllmConfig, AseMllmVisionConfig
 REMOTE_CODE_FILES = (
     "configuration_ase_mllm.py",
     "saliency_ase_mllm.py",
+    "eat_ase_mllm.py",
     "image_processing_ase_mllm.py",
     "processing_ase_mllm.py",
     "modeling_ase_mllm.py",
@@ -311,7 +314,29 @@ def check_saliency_maps(saliency_maps: torch.Tensor | None, pixel_values: torch.
 
 class AseMllmPreTrainedModel(InternVLPreTrainedModel):
     config: AseMllmConfig
-    _no_split_modules = ["AseMllmVisionLayer"]
+    _no_split_modules = ["AseMllmVisionLayer", "EatModel"]
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        # EAT's own parameters and index buffers (a released checkpoint overwrites all of them).
+        if isinstance(module, EatWindowAttention):
+            init.trunc_normal_(module.relative_position_bias_table, std=0.01)
+            init.copy_(module.relative_position_index, relative_position_index(module.window))
+            if module.shift:
+                init.copy_(module.attn_mask, shifted_window_mask(module.attn_mask_size, module.window, module.shift))
+        elif isinstance(module, EatDeformableAttention) and module.rpe_table is not None:
+            init.trunc_normal_(module.rpe_table, std=0.01)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; EAT comes back frozen (loading re-creates parameters as trainable)."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        for module in model.modules():
+            if isinstance(module, EatModel):
+                module.requires_grad_(False)
+        return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus every remote-code file, so the folder loads without this package."""
@@ -338,24 +363,72 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
         self.vision_tower = AseMllmVisionModel(config.vision_config)
         self.multi_modal_projector = InternVLMultiModalProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)
+        if config.saliency_config.source == "eat_layercam":
+            # The IASM's aesthetic model: its weights live in this checkpoint, and it stays frozen.
+            self.saliency_model = EatModel(config.saliency_config.eat_config)
+            self.saliency_model.requires_grad_(False)
         self.post_init()
 
-    def resolve_saliency_maps(self, pixel_values: torch.Tensor, saliency_maps: torch.Tensor | None) -> torch.Tensor:
-        """The maps to use: the given ones, or all-ones for the `uniform` source; otherwise a clear error."""
+    def get_image_saliency(self, saliency_pixel_values: torch.Tensor) -> torch.Tensor:
+        """The IASM: EAT + LayerCAM on whole images, once per image.
+
+        Args:
+            saliency_pixel_values: `(num_images, 3, 224, 224)` ImageNet-normalised whole images.
+        Returns:
+            `(num_images, h, w)` float32 maps in [0, 1] (14 × 14 at the default layer), detached.
+        """
+        if getattr(self, "saliency_model", None) is None:
+            raise ValueError(
+                f"this model's saliency source is {self.config.saliency_config.source!r}, which has no EAT; "
+                "`saliency_pixel_values` are only used by the 'eat_layercam' source."
+            )
+        saliency = self.config.saliency_config
+        return self.saliency_model.layer_cam(saliency_pixel_values, saliency.layercam_layer_name, saliency.layercam_target)
+
+    def resolve_saliency_maps(
+        self,
+        pixel_values: torch.Tensor,
+        saliency_maps: torch.Tensor | None = None,
+        saliency_pixel_values: torch.Tensor | None = None,
+        tile_grids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The per-tile maps to use, `(num_tiles, G, G)`: the given (precomputed) ones; else EAT + LayerCAM mapped
+        onto each image's tiles; all ones for the `uniform` source; otherwise a clear error."""
         if saliency_maps is not None:
             return saliency_maps
-        if self.config.saliency_config.source == "uniform":
-            grid = self.config.saliency_config.grid_size
+        source = self.config.saliency_config.source
+        grid = self.config.saliency_config.grid_size
+        if source == "uniform":
             return pixel_values.new_ones((pixel_values.shape[0], grid, grid))
+        if source == "eat_layercam" and saliency_pixel_values is not None and tile_grids is not None:
+            check_tile_grids(tile_grids, saliency_pixel_values, pixel_values)
+            image_maps = self.get_image_saliency(saliency_pixel_values)
+            tiles = [map_saliency_to_tiles(m, (c, r), True, grid) for m, (c, r) in zip(image_maps, tile_grids.tolist())]
+            return torch.cat(tiles).to(pixel_values.device)
+        needed = "`saliency_pixel_values` and `tile_grids`" if source == "eat_layercam" else "`saliency_maps`"
         raise ValueError(
-            f"`saliency_maps` is required with the {self.config.saliency_config.source!r} saliency source: "
-            "pass the `saliency_maps` that AseMllmProcessor returns with `pixel_values`."
+            f"the {source!r} saliency source needs {needed} (or precomputed `saliency_maps`): pass everything "
+            "AseMllmProcessor returns with `pixel_values`, from a processor with the same `saliency_source`."
         )
+
+    def get_saliency_maps(
+        self,
+        pixel_values: torch.FloatTensor,
+        saliency_maps: torch.FloatTensor | None = None,
+        saliency_pixel_values: torch.FloatTensor | None = None,
+        tile_grids: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        """The `(num_tiles, G, G)` maps the IAS-ViT receives for these processor outputs."""
+        check_pixel_values(pixel_values, tuple(self.config.vision_config.image_size))
+        return self.resolve_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids)
 
     def get_image_features(
         self,
         pixel_values: torch.FloatTensor,
         saliency_maps: torch.FloatTensor | None = None,
+        saliency_pixel_values: torch.FloatTensor | None = None,
+        tile_grids: torch.LongTensor | None = None,
         vision_feature_layer: int | list[int] | None = None,
         vision_feature_select_strategy: str | None = None,
         **kwargs,
@@ -363,13 +436,17 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
         r"""
         pixel_values (`torch.FloatTensor` of shape `(num_tiles, 3, 448, 448)`):
             Normalised tiles of every image in the batch.
-        saliency_maps (`torch.FloatTensor` of shape `(num_tiles, G, G)`):
-            One saliency map per tile.
+        saliency_maps (`torch.FloatTensor` of shape `(num_tiles, G, G)`, *optional*):
+            One saliency map per tile (classical sources, or precomputed EAT maps); skips EAT when given.
+        saliency_pixel_values (`torch.FloatTensor` of shape `(num_images, 3, 224, 224)`, *optional*):
+            Whole images for EAT (the `eat_layercam` source).
+        tile_grids (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
+            `(cols, rows)` of each image's tiling, to map its saliency onto its tiles and thumbnail.
 
         Returns a `BaseModelOutputWithPooling` whose `pooler_output` is `(num_tiles, 256, text_hidden_size)`.
         """
         check_pixel_values(pixel_values, tuple(self.config.vision_config.image_size))
-        saliency_maps = self.resolve_saliency_maps(pixel_values, saliency_maps)
+        saliency_maps = self.resolve_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids)
         return super().get_image_features(
             pixel_values=pixel_values,
             saliency_maps=saliency_maps,
@@ -383,6 +460,8 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
         input_ids: torch.LongTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         saliency_maps: torch.FloatTensor | None = None,
+        saliency_pixel_values: torch.FloatTensor | None = None,
+        tile_grids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values=None,
@@ -396,6 +475,8 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
             image_outputs = self.get_image_features(
                 pixel_values=pixel_values,
                 saliency_maps=saliency_maps,
+                saliency_pixel_values=saliency_pixel_values,
+                tile_grids=tile_grids,
                 vision_feature_layer=vision_feature_layer,
                 vision_feature_select_strategy=vision_feature_select_strategy,
                 return_dict=True,
@@ -411,6 +492,21 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
             inputs_embeds=inputs_embeds,
             mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
+        )
+
+
+def check_tile_grids(tile_grids: torch.Tensor, saliency_pixel_values: torch.Tensor, pixel_values: torch.Tensor) -> None:
+    """One `(cols, rows)` per image, and together they must account for every tile of `pixel_values`."""
+    if tile_grids.ndim != 2 or tile_grids.shape[1] != 2 or tile_grids.shape[0] != saliency_pixel_values.shape[0]:
+        raise ValueError(
+            f"`tile_grids` has shape {tuple(tile_grids.shape)} but `saliency_pixel_values` holds "
+            f"{saliency_pixel_values.shape[0]} images; expected one (cols, rows) row per image."
+        )
+    tiles = [c * r + (1 if c * r > 1 else 0) for c, r in tile_grids.tolist()]
+    if sum(tiles) != pixel_values.shape[0]:
+        raise ValueError(
+            f"`tile_grids` {tile_grids.tolist()} give {sum(tiles)} tiles (thumbnails included) but `pixel_values` "
+            f"has {pixel_values.shape[0]}; pass the processor's outputs together, unmodified."
         )
 
 
@@ -436,10 +532,18 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
 
+    def get_image_saliency(self, saliency_pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.get_image_saliency(saliency_pixel_values)
+
+    def get_saliency_maps(self, pixel_values, saliency_maps=None, saliency_pixel_values=None, tile_grids=None, **kwargs):
+        return self.model.get_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids)
+
     def get_image_features(
         self,
         pixel_values: torch.FloatTensor,
         saliency_maps: torch.FloatTensor | None = None,
+        saliency_pixel_values: torch.FloatTensor | None = None,
+        tile_grids: torch.LongTensor | None = None,
         vision_feature_layer: int | list[int] | None = None,
         vision_feature_select_strategy: str | None = None,
         **kwargs,
@@ -447,6 +551,8 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
         return self.model.get_image_features(
             pixel_values=pixel_values,
             saliency_maps=saliency_maps,
+            saliency_pixel_values=saliency_pixel_values,
+            tile_grids=tile_grids,
             vision_feature_layer=vision_feature_layer,
             vision_feature_select_strategy=vision_feature_select_strategy,
             **kwargs,
@@ -528,6 +634,8 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
         input_ids: torch.LongTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         saliency_maps: torch.FloatTensor | None = None,
+        saliency_pixel_values: torch.FloatTensor | None = None,
+        tile_grids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values=None,
@@ -541,7 +649,11 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
     ):
         r"""
         saliency_maps (`torch.FloatTensor` of shape `(num_tiles, G, G)`, *optional*):
-            One saliency map per tile of `pixel_values` (from [`AseMllmProcessor`]).
+            One saliency map per tile of `pixel_values` (classical sources, or precomputed; skips EAT).
+        saliency_pixel_values (`torch.FloatTensor` of shape `(num_images, 3, 224, 224)`, *optional*):
+            Whole images for EAT + LayerCAM (the default `eat_layercam` source), from [`AseMllmProcessor`].
+        tile_grids (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
+            Each image's `(cols, rows)` tiling, from [`AseMllmProcessor`].
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Next-token targets; image tokens and padding are set to -100 here.
         """
@@ -551,6 +663,8 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
             input_ids=input_ids,
             pixel_values=pixel_values,
             saliency_maps=saliency_maps,
+            saliency_pixel_values=saliency_pixel_values,
+            tile_grids=tile_grids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,

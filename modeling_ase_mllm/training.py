@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .precompute import SALIENCY_COLUMN
 from .recipes import TINY_MODEL, FreezingPreset, TrainingRecipe, list_recipes, load_recipe
 
 
@@ -109,13 +110,18 @@ class AseMllmDataCollator:
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         conversations = [attach_images(example["messages"], example_images(example)) for example in examples]
+        processor_kwargs = {"padding": True, "padding_side": self.padding_side}
+        if all(example.get(SALIENCY_COLUMN) is not None for example in examples):
+            # Precomputed EAT + LayerCAM maps (`precompute_saliency`): the model does not run EAT again.
+            maps = [m for example in examples for m in example[SALIENCY_COLUMN]]
+            processor_kwargs["image_saliency"] = maps
         batch = self.processor.apply_chat_template(
             conversations,
             tokenize=True,
             return_dict=True,
             return_tensors="pt",
             return_assistant_tokens_mask=True,
-            processor_kwargs={"padding": True, "padding_side": self.padding_side},
+            processor_kwargs=processor_kwargs,
         )
         batch = dict(batch)
         assistant_masks = batch.pop("assistant_masks")

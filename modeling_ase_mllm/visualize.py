@@ -103,6 +103,11 @@ def tile_saliency_maps(image: Image.Image, processor, model=None, max_patches: i
     if model is not None and hasattr(model, "get_saliency_maps"):
         with torch.no_grad():
             return model.get_saliency_maps(**{k: v.to(model.device) for k, v in batch.items() if k != "num_patches"})
+    if "saliency_maps" not in batch:
+        raise ValueError(
+            f"the processor's {processor.image_processor.saliency_source!r} saliency is computed by the model "
+            "(EAT + LayerCAM); pass `model=`."
+        )
     return batch["saliency_maps"]
 
 

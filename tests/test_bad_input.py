@@ -43,9 +43,12 @@ def test_degenerate_sizes_are_tiled_like_internvl(make_model, processor, height,
     image = PIL.Image.new("RGB", (width, height), (200, 30, 30))
     batch = processor(images=[image], text=["<image>\n" + PROMPT], return_tensors="pt")
     assert batch["pixel_values"].shape == (tiles, 3, 448, 448)
-    assert torch.isfinite(batch["saliency_maps"]).all()
+    model = make_model(gate=0.5)
+    maps = model.get_saliency_maps(batch["pixel_values"], saliency_pixel_values=batch["saliency_pixel_values"],
+                                   tile_grids=batch["tile_grids"])
+    assert maps.shape == (tiles, 32, 32) and torch.isfinite(maps).all()
     with torch.no_grad():
-        logits = make_model(gate=0.5)(**batch).logits
+        logits = model(**batch).logits
     assert torch.isfinite(logits).all()
 
 
@@ -115,7 +118,9 @@ def test_truncation_that_cuts_image_tokens_is_caught(processor):
 # --- forward ---------------------------------------------------------------------------------------------------
 @pytest.fixture
 def batch(processor):
-    return processor(images=[random_image(300, 700)], text=["<image>\n" + PROMPT], return_tensors="pt")
+    """Inputs carrying per-tile `saliency_maps` (a classical source; precomputed EAT maps arrive the same way)."""
+    return processor(images=[random_image(300, 700)], text=["<image>\n" + PROMPT], return_tensors="pt",
+                     images_kwargs={"saliency_source": "spectral_residual"})
 
 
 def test_forward_rejects_mismatched_saliency_maps(make_model, batch):

@@ -77,7 +77,7 @@ def test_chat_and_batch_chat_equal_generate(make_model, processor):
 
 def test_saliency_picture_stitches_the_tiles_back(processor):
     image = random_image(300, 1000, seed=3)
-    maps = processor.image_processor([image], return_tensors="pt")["saliency_maps"]
+    maps = processor.image_processor([image], saliency_source="spectral_residual", return_tensors="pt")["saliency_maps"]
     canvas = stitch_tiles(maps, (3, 1))
     assert canvas.shape == (32, 96)
     assert torch.equal(torch.from_numpy(canvas[:, 32:64]), maps[1])

@@ -17,7 +17,9 @@ def test_config_round_trip_keeps_sub_configs(tmp_path):
     config.save_pretrained(tmp_path)
     loaded = AseMllmConfig.from_pretrained(tmp_path)
     assert loaded.vision_config.ias_layer_indices == [1]
-    assert loaded.saliency_config.source == "spectral_residual" and loaded.saliency_config.grid_size == 32
+    assert loaded.saliency_config.source == "eat_layercam" and loaded.saliency_config.grid_size == 32
+    assert loaded.saliency_config.eat_config.dims == [16, 32, 64, 128]
+    assert loaded.saliency_config.layercam_layer_name == "stages.2.layer_norms.3"
     assert loaded.text_config.model_type == "llama" and loaded.auto_map == AUTO_MAP
     assert loaded.to_dict() == config.to_dict()
 

@@ -1,10 +1,12 @@
-"""Full-size presets build on the `meta` device: InternVL's parameters plus exactly the documented IAS ones."""
+"""Full-size presets build on the `meta` device: InternVL's parameters plus exactly the documented IAS ones and
+the EAT saliency model (DAT-Base + 10-bin head)."""
 
 import pytest
 import torch
 from transformers import InternVLForConditionalGeneration
 
 from modeling_ase_mllm import AseMllmForConditionalGeneration
+from modeling_ase_mllm.eat_ase_mllm import eat_parameter_count
 from modeling_ase_mllm.internvl_compat import internvl_config_from_ase, is_ias_key
 from modeling_ase_mllm.presets import load_model_preset
 
@@ -35,8 +37,10 @@ def test_preset_is_internvl_plus_ias_parameters(preset):
         ours = AseMllmForConditionalGeneration(config)
         reference = InternVLForConditionalGeneration(internvl_config_from_ase(config))
     extra = documented_ias_parameters(config.vision_config)
-    print(f"{preset}: ASE-MLLM {count(ours):,} = InternVL {count(reference):,} + IAS {extra:,}")
-    assert count(ours) == count(reference) + extra
+    eat = eat_parameter_count(config.saliency_config.eat_config)
+    print(f"{preset}: ASE-MLLM {count(ours):,} = InternVL {count(reference):,} + IAS {extra:,} + EAT {eat:,}")
+    assert eat == count(ours.model.saliency_model) == 86_878_166
+    assert count(ours) == count(reference) + extra + eat
     ours_keys, reference_keys = set(ours.state_dict()), set(reference.state_dict())
     assert reference_keys <= ours_keys and all(is_ias_key(k) for k in ours_keys - reference_keys)
     assert all(p.device.type == "meta" for p in ours.parameters())

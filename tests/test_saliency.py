@@ -50,7 +50,7 @@ def test_hot_spot_lands_in_the_right_tile_and_patch(cols, rows):
 
 def test_processor_maps_are_computed_once_per_image_and_aligned(processor):
     image = random_image(300, 1000, seed=4)
-    out = processor.image_processor([image], return_tensors="pt")
+    out = processor.image_processor([image], saliency_source="spectral_residual", return_tensors="pt")
     maps = out["saliency_maps"]
     assert maps.shape == (4, 32, 32) and 0.0 <= maps.min() and maps.max() <= 1.0
     # The three tiles side by side, shrunk to the thumbnail's grid, are the thumbnail's map.
@@ -86,5 +86,7 @@ def test_uniform_source_needs_no_maps_and_others_do(make_model, processor):
         implicit = model.get_image_features(pixel_values=pixel_values).pooler_output
         explicit = model.get_image_features(pixel_values=pixel_values, saliency_maps=torch.ones(1, 32, 32)).pooler_output
     assert torch.equal(implicit, explicit)
-    with pytest.raises(ValueError, match="saliency_maps` is required"):
+    with pytest.raises(ValueError, match="needs `saliency_pixel_values` and `tile_grids`"):
         make_model(gate=0.5).get_image_features(pixel_values=pixel_values)
+    with pytest.raises(ValueError, match="'spectral_residual' saliency source needs `saliency_maps`"):
+        make_model(gate=0.5, saliency_config={"source": "spectral_residual"}).get_image_features(pixel_values=pixel_values)

@@ -82,7 +82,9 @@ def test_tiles_match_internvl_dynamic_preprocess(processor, height, width, max_p
     out = processor.image_processor([image], max_patches=max_patches, return_tensors="pt")
     assert select_tile_grid(width, height, 1, max_patches) == grid or max_patches == 1
     assert out["num_patches"].tolist() == [len(tiles)]
-    assert out["saliency_maps"].shape == (len(tiles), 32, 32)
+    # Default source (EAT + LayerCAM in the model): the whole image once at 224 px, and its grid for the mapping.
+    assert out["saliency_pixel_values"].shape == (1, 3, 224, 224)
+    assert out["tile_grids"].tolist() == ([list(grid)] if max_patches > 1 else [[1, 1]])
     assert out["pixel_values"].shape == (len(tiles), 3, 448, 448)
     assert (out["pixel_values"] - reference_pixels(tiles)).abs().max().item() <= 1e-6
 

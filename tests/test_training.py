@@ -108,7 +108,7 @@ def test_collator_labels_are_the_answer_tokens_only(one_tile_processor, conversa
     expected = [-100] * len(prompt_ids) + answer_ids + [-100] * (len(ids) - len(prompt_ids) - len(answer_ids))
     for position, (label, wanted) in enumerate(zip(labels, expected, strict=True)):
         assert label == wanted, f"position {position} ({tokenizer.decode([ids[position]])!r})"
-    assert batch["pixel_values"].shape == (1, 3, 448, 448) and batch["saliency_maps"].shape == (1, 32, 32)
+    assert batch["pixel_values"].shape == (1, 3, 448, 448) and batch["saliency_pixel_values"].shape == (1, 3, 224, 224)
 
 
 def test_sft_trainer_collates_exactly_like_our_collator(make_model, one_tile_processor, conversations, tmp_path):
@@ -119,7 +119,7 @@ def test_sft_trainer_collates_exactly_like_our_collator(make_model, one_tile_pro
     examples = [conversations[0], conversations[1]]
     ours = AseMllmDataCollator(one_tile_processor)([dict(e) for e in examples])
     trl = trainer.data_collator([dict(e) for e in examples])
-    assert set(trl) == set(ours) == {"input_ids", "attention_mask", "pixel_values", "saliency_maps", "labels"}
+    assert set(trl) == set(ours) == {"input_ids", "attention_mask", "pixel_values", "saliency_pixel_values", "tile_grids", "labels"}
     for key in ours:
         assert torch.equal(ours[key], trl[key]), key
     # Right padding: the shorter sequence ends in padding, which carries no label.
