@@ -5,7 +5,9 @@ import sys
 from pathlib import Path
 
 from .aic_datasets import main as prepare_data_main
+from .convert import add_convert_command
 from .evaluation import add_evaluate_command
+from .publish import add_push_command
 from .training import add_train_command
 
 
@@ -108,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_convert_eat.add_argument("--out", help="the .safetensors to write (default: next to the checkpoint)")
     run_convert_eat.set_defaults(handler=convert_eat)
 
+    add_convert_command(commands)
+    add_push_command(commands)
     add_train_command(commands)
     add_evaluate_command(commands)
 

@@ -41,6 +41,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_ase_mllm import AseMllmConfig, AseMllmVisionConfig
+from .model_card_ase_mllm import write_model_card
 from .eat_ase_mllm import EatDeformableAttention, EatModel, EatWindowAttention, relative_position_index, shifted_window_mask
 from .saliency_ase_mllm import map_saliency_to_tiles
 
@@ -51,6 +52,7 @@ REMOTE_CODE_FILES = (
     "configuration_ase_mllm.py",
     "saliency_ase_mllm.py",
     "eat_ase_mllm.py",
+    "model_card_ase_mllm.py",
     "image_processing_ase_mllm.py",
     "processing_ase_mllm.py",
     "modeling_ase_mllm.py",
@@ -339,9 +341,12 @@ class AseMllmPreTrainedModel(InternVLPreTrainedModel):
         return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus every remote-code file, so the folder loads without this package."""
+        """`PreTrainedModel.save_pretrained`, plus every remote-code file (so the folder loads without this package)
+        and the model card (`README.md`, merged with one Trainer/TRL wrote)."""
         super().save_pretrained(save_directory, *args, **kwargs)
         copy_remote_code(save_directory)
+        if kwargs.get("is_main_process", True):
+            write_model_card(save_directory, config=self.config)
 
 
 def copy_remote_code(save_directory) -> list[Path]:

@@ -1,0 +1,350 @@
+"""Build an ASE-MLLM checkpoint from an InternVL2/2.5/3 checkpoint folder (and, optionally, the EAT `.pth`).
+
+    ase-mllm convert OpenGVLab/InternVL2-8B-folder out/ase-mllm-8b --eat AVA_AOT_....safetensors
+
+Two source formats are recognised from the folder's `config.json`:
+
+- *OpenGVLab remote code* (`architectures: ["InternVLChatModel"]`, `vision_config` + `llm_config`): fused ViT
+  `attn.qkv`, projector `mlp1.{0,1,3}`, and an InternLM2, Qwen2 or Llama LLM under `language_model.`; InternLM2's
+  grouped `wqkv` is de-interleaved into Llama `q/k/v_proj` (its rows are laid out per KV head as
+  `[q_1 … q_groups, k, v]`, each `head_dim` rows), and its other names are renamed to Llama's.
+- *transformers' native InternVL* (`model_type: "internvl"`): the names already match ours.
+
+The conversion streams: each source shard is opened lazily (`safe_open`), every tensor is renamed or split and
+appended to an output buffer that is written as a safetensors shard when it reaches `max_shard_size`, so at most
+one source tensor and one output shard are in memory. The new IAS weights (zero gate) and the EAT weights are
+added last; their names are returned and written to `conversion.json`. Without `--eat` the saliency source falls
+back to spectral residual, with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .configuration_ase_mllm import AseMllmConfig
+from .eat_ase_mllm import EatModel
+from .eat_checkpoint import load_eat_weights
+from .internvl_compat import is_ias_key
+
+
+DEFAULT_MAX_SHARD_SIZE = 5 * 2**30
+
+# OpenGVLab InternViT / projector names -> transformers' InternVL names (a `{i}` is the block index).
+VISION_RENAMES = (
+    (r"^vision_model\.embeddings\.class_embedding$", "model.vision_tower.embeddings.cls_token"),
+    (r"^vision_model\.embeddings\.position_embedding$", "model.vision_tower.embeddings.position_embeddings"),
+    (r"^vision_model\.embeddings\.patch_embedding\.", "model.vision_tower.embeddings.patch_embeddings.projection."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.attn\.proj\.", r"model.vision_tower.encoder.layer.\1.attention.projection_layer."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.attn\.(q_norm|k_norm)\.", r"model.vision_tower.encoder.layer.\1.attention.\2."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.ls1$", r"model.vision_tower.encoder.layer.\1.lambda_1"),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.ls2$", r"model.vision_tower.encoder.layer.\1.lambda_2"),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.norm1\.", r"model.vision_tower.encoder.layer.\1.layernorm_before."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.norm2\.", r"model.vision_tower.encoder.layer.\1.layernorm_after."),
+    (r"^vision_model\.encoder\.layers\.(\d+)\.mlp\.", r"model.vision_tower.encoder.layer.\1.mlp."),
+    (r"^mlp1\.0\.", "model.multi_modal_projector.layer_norm."),
+    (r"^mlp1\.1\.", "model.multi_modal_projector.linear_1."),
+    (r"^mlp1\.3\.", "model.multi_modal_projector.linear_2."),
+)
+# InternLM2 -> Llama.
+INTERNLM2_RENAMES = (
+    (r"^language_model\.model\.tok_embeddings\.", "model.language_model.embed_tokens."),
+    (r"^language_model\.output\.", "lm_head."),
+    (r"^language_model\.model\.layers\.(\d+)\.attention\.wo\.", r"model.language_model.layers.\1.self_attn.o_proj."),
+    (r"^language_model\.model\.layers\.(\d+)\.feed_forward\.w1\.", r"model.language_model.layers.\1.mlp.gate_proj."),
+    (r"^language_model\.model\.layers\.(\d+)\.feed_forward\.w3\.", r"model.language_model.layers.\1.mlp.up_proj."),
+    (r"^language_model\.model\.layers\.(\d+)\.feed_forward\.w2\.", r"model.language_model.layers.\1.mlp.down_proj."),
+    (r"^language_model\.model\.layers\.(\d+)\.attention_norm\.", r"model.language_model.layers.\1.input_layernorm."),
+    (r"^language_model\.model\.layers\.(\d+)\.ffn_norm\.", r"model.language_model.layers.\1.post_attention_layernorm."),
+    (r"^language_model\.model\.norm\.", "model.language_model.norm."),
+)
+# Qwen2 / Llama LLMs keep their names under a new prefix; older transformers-InternVL folders used these prefixes.
+GENERIC_RENAMES = (
+    (r"^language_model\.model\.", "model.language_model."),
+    (r"^language_model\.lm_head\.", "lm_head."),
+    (r"^vision_tower\.", "model.vision_tower."),
+    (r"^multi_modal_projector\.", "model.multi_modal_projector."),
+)
+FUSED_VIT_QKV = re.compile(r"^vision_model\.encoder\.layers\.(\d+)\.attn\.qkv\.(weight|bias)$")
+INTERNLM2_WQKV = re.compile(r"^language_model\.model\.layers\.(\d+)\.attention\.wqkv\.weight$")
+
+
+def split_internlm2_wqkv(wqkv: torch.Tensor, num_heads: int, num_kv_heads: int) -> tuple[torch.Tensor, ...]:
+    """InternLM2's fused `(heads + 2·kv_heads)·head_dim × hidden` weight -> Llama's q, k, v weights.
+
+    The rows are grouped per KV head: `groups = heads / kv_heads` query heads, then that group's key, then its
+    value. Query head `j` thus belongs to KV head `j // groups`, which is Llama's GQA convention.
+    """
+    groups = num_heads // num_kv_heads
+    head_dim = wqkv.shape[0] // (num_heads + 2 * num_kv_heads)
+    grouped = wqkv.reshape(num_kv_heads, groups + 2, head_dim, wqkv.shape[-1])
+    q = grouped[:, :groups].reshape(num_heads * head_dim, -1)
+    k = grouped[:, groups].reshape(num_kv_heads * head_dim, -1)
+    v = grouped[:, groups + 1].reshape(num_kv_heads * head_dim, -1)
+    return q.contiguous(), k.contiguous(), v.contiguous()
+
+
+def rename(name: str, rules) -> str | None:
+    for pattern, replacement in rules:
+        if re.search(pattern, name):
+            return re.sub(pattern, replacement, name)
+    return None
+
+
+def convert_opengvlab_tensor(name: str, tensor: torch.Tensor, text_config) -> Iterator[tuple[str, torch.Tensor]]:
+    """One OpenGVLab tensor -> one or more tensors in our naming (nothing for unused buffers)."""
+    if match := FUSED_VIT_QKV.match(name):
+        layer, kind = match.groups()
+        for part, chunk in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0)):
+            yield f"model.vision_tower.encoder.layer.{layer}.attention.{part}.{kind}", chunk.contiguous()
+        return
+    if match := INTERNLM2_WQKV.match(name):
+        layer = match.group(1)
+        q, k, v = split_internlm2_wqkv(tensor, text_config.num_attention_heads, text_config.num_key_value_heads)
+        for part, weight in (("q_proj", q), ("k_proj", k), ("v_proj", v)):
+            yield f"model.language_model.layers.{layer}.self_attn.{part}.weight", weight
+        return
+    target = rename(name, VISION_RENAMES) or rename(name, INTERNLM2_RENAMES) or rename(name, GENERIC_RENAMES)
+    if target is None:
+        if name.endswith("rotary_emb.inv_freq"):
+            return  # recomputed from the config
+        raise ValueError(f"tensor {name!r} has no ASE-MLLM counterpart; is this an InternVL2/2.5/3 checkpoint?")
+    yield target, tensor
+
+
+def convert_hf_tensor(name: str, tensor: torch.Tensor, text_config) -> Iterator[tuple[str, torch.Tensor]]:
+    """transformers-InternVL names are ours (older folders get their prefixes moved)."""
+    yield rename(name, GENERIC_RENAMES) or name, tensor
+
+
+# ------------------------------------------------------------------------------------------------ configs
+
+
+def internlm2_as_llama(llm: dict) -> dict:
+    """InternLM2's config as a Llama config (same architecture under other names)."""
+    rope = llm.get("rope_scaling") or {}
+    text = {
+        "model_type": "llama",
+        "vocab_size": llm["vocab_size"],
+        "hidden_size": llm["hidden_size"],
+        "intermediate_size": llm["intermediate_size"],
+        "num_hidden_layers": llm["num_hidden_layers"],
+        "num_attention_heads": llm["num_attention_heads"],
+        "num_key_value_heads": llm.get("num_key_value_heads", llm["num_attention_heads"]),
+        "hidden_act": llm.get("hidden_act", "silu"),
+        "max_position_embeddings": llm.get("max_position_embeddings", 32768),
+        "rms_norm_eps": llm.get("rms_norm_eps", 1e-6),
+        "attention_bias": bool(llm.get("bias", False)),
+        "tie_word_embeddings": bool(llm.get("tie_word_embeddings", False)),
+        "bos_token_id": llm.get("bos_token_id"),
+        "eos_token_id": llm.get("eos_token_id"),
+        "pad_token_id": llm.get("pad_token_id"),
+        "rope_parameters": {"rope_type": "default", "rope_theta": float(llm.get("rope_theta", 10000.0))},
+    }
+    if rope.get("type") == "dynamic":
+        text["rope_parameters"] = {"rope_type": "dynamic", "rope_theta": float(llm.get("rope_theta", 10000.0)),
+                                   "factor": float(rope["factor"])}
+    return text
+
+
+def ase_config_from_opengvlab(source: dict, image_token_ids: dict[str, int]) -> AseMllmConfig:
+    """Our config from an OpenGVLab `config.json` (dict) and the tokenizer's image-token ids."""
+    vision, llm = source["vision_config"], source["llm_config"]
+    architecture = (llm.get("architectures") or [""])[0]
+    if architecture.startswith("InternLM2"):
+        text = internlm2_as_llama(llm)
+    else:
+        text = {k: v for k, v in llm.items() if k not in ("architectures", "auto_map", "_name_or_path", "torch_dtype")}
+    vision_config = {
+        "hidden_size": vision["hidden_size"],
+        "num_hidden_layers": vision["num_hidden_layers"],
+        "num_attention_heads": vision["num_attention_heads"],
+        "intermediate_size": vision["intermediate_size"],
+        "attention_bias": vision.get("qkv_bias", True),
+        "use_qk_norm": vision.get("qk_normalization", False),
+        "norm_type": vision.get("norm_type", "layer_norm"),
+        "layer_norm_eps": vision.get("layer_norm_eps", 1e-6),
+        "hidden_act": vision.get("hidden_act", "gelu"),
+        "image_size": vision.get("image_size", 448),
+        "patch_size": vision.get("patch_size", 14),
+        "drop_path_rate": vision.get("drop_path_rate", 0.0),
+    }
+    patches = vision_config["image_size"] // vision_config["patch_size"]
+    ratio = source.get("downsample_ratio", 0.5)
+    return AseMllmConfig(
+        vision_config=vision_config,
+        text_config=text,
+        downsample_ratio=ratio,
+        projector_hidden_act="gelu",
+        image_seq_length=int(patches * ratio) ** 2,
+        vision_feature_layer=source.get("select_layer", -1),
+        tie_word_embeddings=bool(llm.get("tie_word_embeddings", False)),
+        **image_token_ids,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ streaming
+
+
+def source_shards(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return [folder / name for name in dict.fromkeys(weight_map.values())]
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return [single]
+    raise FileNotFoundError(f"{folder} has no model.safetensors(.index.json); convert .bin checkpoints to safetensors first.")
+
+
+class ShardWriter:
+    """Collects tensors and writes `model-0000k.safetensors` shards of at most `max_shard_size` bytes."""
+
+    def __init__(self, folder: Path, max_shard_size: int):
+        self.folder, self.max_shard_size = folder, max_shard_size
+        self.buffer: dict[str, torch.Tensor] = {}
+        self.size = 0
+        self.files: list[tuple[str, list[str]]] = []
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        if name in self.buffer or any(name in names for _, names in self.files):
+            raise ValueError(f"tensor {name!r} produced twice")
+        nbytes = tensor.numel() * tensor.element_size()
+        if self.buffer and self.size + nbytes > self.max_shard_size:
+            self.flush()
+        self.buffer[name] = tensor.contiguous()
+        self.size += nbytes
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        name = f"model-{len(self.files) + 1:05d}.safetensors"
+        save_file(self.buffer, str(self.folder / name), metadata={"format": "pt"})
+        self.files.append((name, list(self.buffer)))
+        self.buffer, self.size = {}, 0
+
+    def finish(self) -> None:
+        self.flush()
+        total = len(self.files)
+        weight_map, final = {}, []
+        for index, (name, names) in enumerate(self.files, start=1):
+            target = f"model-{index:05d}-of-{total:05d}.safetensors"
+            (self.folder / name).rename(self.folder / target)
+            weight_map.update({key: target for key in names})
+            final.append(target)
+        total_size = sum((self.folder / f).stat().st_size for f in final)
+        index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
+        (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def new_ase_weights(config: AseMllmConfig) -> dict[str, torch.Tensor]:
+    """Initial IAS-ViT weights (zero gate), from our own init on a vision tower built for the purpose."""
+    from .modeling_ase_mllm import AseMllmVisionModel
+
+    vision = AseMllmVisionModel(config.vision_config)
+    return {f"model.vision_tower.{k}": v for k, v in vision.state_dict().items() if is_ias_key(f"model.vision_tower.{k}")}
+
+
+def convert_internvl_checkpoint(
+    source: str | Path,
+    output: str | Path,
+    eat: str | Path | None = None,
+    max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
+    dtype: torch.dtype | None = None,
+    eat_config: dict | None = None,
+) -> dict:
+    """Convert an InternVL checkpoint folder (OpenGVLab or transformers format) into an ASE-MLLM folder.
+
+    `eat_config` overrides the EAT architecture (default: the released AVA DAT-Base); the EAT file is checked
+    strictly against it before anything is written.
+
+    Returns a summary: the source format, the number of converted tensors, the new IAS and EAT weights.
+    """
+    from transformers import AutoTokenizer, InternVLConfig
+
+    from .image_processing_ase_mllm import AseMllmImageProcessor
+    from .processing_ase_mllm import IMAGE_CONTEXT_TOKEN, IMAGE_END_TOKEN, IMAGE_START_TOKEN, AseMllmProcessor
+
+    source, output = Path(source), Path(output)
+    raw = json.loads((source / "config.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)
+    ids = {
+        "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT_TOKEN),
+        "start_image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_START_TOKEN),
+        "end_image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_END_TOKEN),
+    }
+    if "llm_config" in raw:
+        fmt, config, convert_tensor = "opengvlab", ase_config_from_opengvlab(raw, ids), convert_opengvlab_tensor
+    elif raw.get("model_type") == "internvl":
+        from .internvl_compat import ase_config_from_internvl
+
+        fmt, config, convert_tensor = "transformers", ase_config_from_internvl(InternVLConfig.from_pretrained(source)), convert_hf_tensor
+        ids = {k: v for k, v in ids.items() if k != "image_token_id"}
+        for key, value in ids.items():
+            setattr(config, key, value)
+    else:
+        raise ValueError(f"{source / 'config.json'}: neither an OpenGVLab InternVL (llm_config) nor a transformers InternVL config.")
+    if eat_config is not None:
+        config.saliency_config.eat_config = type(config.saliency_config.eat_config)(**eat_config)
+    if eat is None:
+        warnings.warn("no EAT checkpoint given: the saliency source falls back to 'spectral_residual' (no weights).",
+                      stacklevel=2)
+        config.saliency_config.source = "spectral_residual"
+
+    output.mkdir(parents=True, exist_ok=True)
+    writer = ShardWriter(output, max_shard_size)
+    converted = 0
+    for shard in source_shards(source):
+        with safe_open(str(shard), framework="pt") as tensors:
+            for name in tensors.keys():
+                for target, tensor in convert_tensor(name, tensors.get_tensor(name), config.text_config):
+                    writer.add(target, tensor if dtype is None or not tensor.is_floating_point() else tensor.to(dtype))
+                    converted += 1
+    added = new_ase_weights(config)
+    if eat is not None:
+        checked = load_eat_weights(EatModel(config.saliency_config.eat_config), eat)
+        added.update({f"model.saliency_model.{k}": v for k, v in checked.state_dict().items()})
+    for name, tensor in added.items():
+        writer.add(name, tensor if dtype is None or not tensor.is_floating_point() else tensor.to(dtype))
+    writer.finish()
+
+    config.architectures = ["AseMllmForConditionalGeneration"]
+    config.save_pretrained(output)
+    from .modeling_ase_mllm import copy_remote_code
+
+    copy_remote_code(output)
+    image_processor = AseMllmImageProcessor(saliency_source=config.saliency_config.source)
+    AseMllmProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(output)
+    summary = {"format": fmt, "converted_tensors": converted, "new_weights": sorted(added),
+               "saliency_source": config.saliency_config.source}
+    (output / "conversion.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def add_convert_command(commands) -> None:
+    parser = commands.add_parser("convert", help="build an ASE-MLLM folder from an InternVL2/2.5/3 checkpoint (+ EAT)")
+    parser.add_argument("source", help="InternVL checkpoint folder (OpenGVLab remote-code or transformers format)")
+    parser.add_argument("output", help="folder to write")
+    parser.add_argument("--eat", help="EAT AVA checkpoint (.pth or .safetensors); without it: spectral residual")
+    parser.add_argument("--max-shard-size", type=int, default=DEFAULT_MAX_SHARD_SIZE, help="bytes per output shard")
+    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="cast floating tensors")
+    parser.set_defaults(handler=run_convert, output_dir=None)
+
+
+def run_convert(args) -> int:
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    summary = convert_internvl_checkpoint(args.source, args.output, args.eat, args.max_shard_size, dtype)
+    print(f"{summary['format']} checkpoint -> {args.output}: {summary['converted_tensors']} tensors converted, "
+          f"{len(summary['new_weights'])} new (IAS, zero gate{', EAT' if args.eat else ''}); saliency source "
+          f"{summary['saliency_source']!r}. New weights listed in {Path(args.output) / 'conversion.json'}.")
+    return 0
+
+
+__all__ = ["convert_internvl_checkpoint", "split_internlm2_wqkv", "ase_config_from_opengvlab", "add_convert_command"]

@@ -1,0 +1,60 @@
+"""Model cards: valid Hub metadata, a snippet that runs offline in a fresh process, the metrics table, the picture,
+and composition with a card that Trainer wrote."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from modeling_ase_mllm.model_card_ase_mllm import BEGIN, write_model_card
+from modeling_ase_mllm.visualize import save_saliency_picture
+
+METRICS = {"BLEU-1": 0.3124, "BLEU-2": 0.1501, "BLEU-3": 0.0712, "BLEU-4": 0.0333, "METEOR": 0.1187,
+           "ROUGE-L": 0.2719, "CIDEr": 0.0871, "SPICE": None, "SPICE-L": None, "Precision": 0.41, "Recall": 0.37,
+           "unavailable": {"SPICE": "needs the CoreNLP jars", "SPICE-L": "needs the CoreNLP jars"}, "num_images": 6,
+           "pr_variant": "independent"}
+
+
+def test_card_metadata_table_picture_and_trainer_card(tmp_path, make_model, processor):
+    from conftest import random_image
+
+    folder = tmp_path / "ase"
+    folder.mkdir()
+    trainer_card = ModelCard(f"---\n{ModelCardData(tags=['generated_from_trainer'], model_name='ase').to_yaml()}\n---\n\n"
+                             "# ase\n\nThis model was trained with Trainer.\n\n## Training hyperparameters\n\n- lr: 4e-05\n")
+    trainer_card.save(folder / "README.md")
+    model = make_model(gate=0.5)
+    model.save_pretrained(folder)  # writes our sections into Trainer's card
+    processor.save_pretrained(folder)
+    (folder / "metrics.json").write_text(json.dumps(METRICS))
+    save_saliency_picture(random_image(300, 700), folder / "saliency.png", processor, model)
+    write_model_card(folder, base_model="OpenGVLab/InternVL2-8B", datasets=["pccd"], license="mit")
+    write_model_card(folder)  # writing again replaces our sections instead of stacking them
+
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "image-text-to-text"
+    assert card.data.base_model == "OpenGVLab/InternVL2-8B" and card.data.datasets == ["pccd"] and card.data.license == "mit"
+    assert {"generated_from_trainer", "ase-mllm"} <= set(card.data.tags)
+    assert card.text.count(BEGIN) == 1
+    assert "This model was trained with Trainer." in card.text and "- lr: 4e-05" in card.text
+    assert "| 0.312 | 0.150 | 0.071 | 0.033 | 0.119 | 0.272 | 0.087 | n/a | n/a | 0.410 | 0.370 |" in card.text
+    assert "](saliency.png)" in card.text and "EAT" in card.text
+
+    snippet = re.search(r"```python\n(.*?)```", card.text, re.S).group(1)
+    assert f'model_id = "{folder}"' in snippet
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    run = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    inputs_text = processor.apply_chat_template([{"role": "user", "content": [
+        {"type": "image"}, {"type": "text", "text": "Comment on this image from an aesthetic perspective."}]}],
+        add_generation_prompt=True)
+    from PIL import Image
+
+    inputs = processor(images=[Image.new("RGB", (640, 480), (180, 120, 60))], text=[inputs_text], return_tensors="pt")
+    expected = model.generate(**inputs, max_new_tokens=40, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    assert run.stdout.strip() == processor.decode(expected, skip_special_tokens=True).strip()
