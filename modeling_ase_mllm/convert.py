@@ -13,7 +13,10 @@ Two source formats are recognised from the folder's `config.json`:
 The conversion streams: each source shard is opened lazily (`safe_open`), every tensor is renamed or split and
 appended to an output buffer that is written as a safetensors shard when it reaches `max_shard_size`, so at most
 one source tensor and one output shard are in memory. The new IAS weights (zero gate) and the EAT weights are
-added last; their names are returned and written to `conversion.json`. Without `--eat` the saliency source falls
+added last; their names are returned and written to `conversion.json`. The tokenizer (with its special tokens) is
+carried over, and the prompt format follows the source's OpenGVLab conversation template (`template` in its
+config: internlm2-chat, Hermes-2, phi3-chat or internvl2_5), with `generation_config.json` stopping at its
+separator as InternVL's `chat()` does. Without `--eat` the saliency source falls
 back to spectral residual, with a warning.
 """
 
@@ -244,6 +247,31 @@ class ShardWriter:
         (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
+def conversation_style(template: str | None, source: Path) -> str:
+    """The OpenGVLab conversation template the source was trained with (its config's `template`); transformers'
+    InternVL folders (InternVL2.5/3) use `internvl2_5`."""
+    from .processing_ase_mllm import CONVERSATION_STYLES
+
+    if template is None:
+        return "internvl2_5"
+    if template not in CONVERSATION_STYLES:
+        raise ValueError(
+            f"{source / 'config.json'}: conversation template {template!r} is not supported "
+            f"(known: {sorted(CONVERSATION_STYLES)})."
+        )
+    return template
+
+
+def stop_token_ids(tokenizer, style: str, eos_token_id) -> list[int]:
+    """Generation stops at the template's turn separator (as InternVL's `chat()` does) and at the LLM's EOS."""
+    from .processing_ase_mllm import CONVERSATION_STYLES
+
+    separator = CONVERSATION_STYLES[style][2].strip()
+    ids = [tokenizer.convert_tokens_to_ids(separator)] if separator in tokenizer.get_vocab() else []
+    eos = eos_token_id if isinstance(eos_token_id, list) else [eos_token_id]
+    return list(dict.fromkeys([*ids, *(e for e in eos if e is not None)]))
+
+
 def new_ase_weights(config: AseMllmConfig) -> dict[str, torch.Tensor]:
     """Initial IAS-ViT weights (zero gate), from our own init on a vision tower built for the purpose."""
     from .modeling_ase_mllm import AseMllmVisionModel
@@ -267,10 +295,17 @@ def convert_internvl_checkpoint(
 
     Returns a summary: the source format, the number of converted tensors, the new IAS and EAT weights.
     """
-    from transformers import AutoTokenizer, InternVLConfig
+    from transformers import AutoTokenizer, GenerationConfig, InternVLConfig
 
     from .image_processing_ase_mllm import AseMllmImageProcessor
-    from .processing_ase_mllm import IMAGE_CONTEXT_TOKEN, IMAGE_END_TOKEN, IMAGE_START_TOKEN, AseMllmProcessor
+    from .processing_ase_mllm import (
+        CONVERSATION_STYLES,
+        IMAGE_CONTEXT_TOKEN,
+        IMAGE_END_TOKEN,
+        IMAGE_START_TOKEN,
+        AseMllmProcessor,
+        build_chat_template,
+    )
 
     source, output = Path(source), Path(output)
     raw = json.loads((source / "config.json").read_text())
@@ -320,10 +355,17 @@ def convert_internvl_checkpoint(
     from .modeling_ase_mllm import copy_remote_code
 
     copy_remote_code(output)
+    style = conversation_style(raw.get("template"), source)
+    stop_tokens = stop_token_ids(tokenizer, style, config.text_config.eos_token_id)
+    GenerationConfig(eos_token_id=stop_tokens, pad_token_id=tokenizer.pad_token_id).save_pretrained(output)
     image_processor = AseMllmImageProcessor(saliency_source=config.saliency_config.source)
-    AseMllmProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(output)
+    AseMllmProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=build_chat_template(style),
+        system_prompt=CONVERSATION_STYLES[style][3],
+    ).save_pretrained(output)
     summary = {"format": fmt, "converted_tensors": converted, "new_weights": sorted(added),
-               "saliency_source": config.saliency_config.source}
+               "saliency_source": config.saliency_config.source, "conversation_template": style,
+               "eos_token_id": stop_tokens}
     (output / "conversion.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -349,6 +349,13 @@ class AseMllmPreTrainedModel(InternVLPreTrainedModel):
             write_model_card(save_directory, config=self.config)
 
 
+    def _upload_modified_files(self, working_dir, repo_id: str, *args, **kwargs):
+        """`push_to_hub` saves the model, then overwrites `README.md` with the Hub's card (or a generic one) just
+        before this upload: merge our sections back in, with the repo id in the usage snippet."""
+        write_model_card(working_dir, config=self.config, model_id=repo_id)
+        return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
+
+
 def copy_remote_code(save_directory) -> list[Path]:
     """Copy the flat remote-code modules next to a saved config/processor."""
     source = Path(__file__).parent

@@ -29,34 +29,72 @@ INTERNVL2_SYSTEM_PROMPT = (
     "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
 )
 
-# InternLM2-chat layout. The assistant's text and its `<|im_end|>` sit inside `{% generation %}`, so
-# `return_assistant_tokens_mask=True` (TRL's `assistant_only_loss`) trains exactly the answer and its stop token.
-CHAT_TEMPLATE = (
-    "{%- set system_message = default_system_prompt if default_system_prompt is defined else '' -%}"
-    "{%- if messages[0]['role'] == 'system' -%}"
-    "{%- if messages[0]['content'] is string -%}{%- set system_message = messages[0]['content'] -%}"
-    "{%- else -%}{%- set system_message = messages[0]['content'] | selectattr('type', 'equalto', 'text')"
-    " | map(attribute='text') | join('') -%}{%- endif -%}"
-    "{%- set loop_messages = messages[1:] -%}"
-    "{%- else -%}{%- set loop_messages = messages -%}{%- endif -%}"
-    "{%- if system_message -%}{{ '<|im_start|>system\\n' + system_message + '<|im_end|>\\n' }}{%- endif -%}"
-    "{%- for message in loop_messages -%}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
-    "{%- if message['role'] == 'assistant' -%}{% generation %}"
-    "{%- if message['content'] is string -%}{{ message['content'] }}{%- else -%}"
-    "{%- for item in message['content'] if item['type'] == 'text' -%}{{ item['text'] }}{%- endfor -%}{%- endif -%}"
-    "{{ '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
-    "{%- else -%}"
-    "{%- if message['content'] is string -%}{{ message['content'] }}{%- else -%}"
-    "{%- for item in message['content'] -%}"
-    "{%- if item['type'] == 'image' -%}{{ '<image>\\n' }}"
-    "{%- elif item['type'] == 'text' -%}{{ item['text'] }}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{{ '<|im_end|>\\n' }}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+# The system message of InternVL2.5 / InternVL3 (OpenGVLab `conversation.py`, internvl2_5 template).
+INTERNVL2_5_SYSTEM_PROMPT = (
+    "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
 )
+
+# OpenGVLab's conversation templates (all "MPT" style: each turn is `role prefix + text + separator`), as
+# (role prefix opening, role prefix closing, separator, system message). The prefix is `open + role + close`.
+CONVERSATION_STYLES = {
+    "internvl2_5": ("<|im_start|>", "\n", "<|im_end|>\n", INTERNVL2_5_SYSTEM_PROMPT),
+    "internlm2-chat": ("<|im_start|>", "\n", "<|im_end|>", INTERNVL2_SYSTEM_PROMPT),
+    "Hermes-2": ("<|im_start|>", "\n", "<|im_end|>", INTERNVL2_SYSTEM_PROMPT),
+    "phi3-chat": ("<|", "|>\n", "<|end|>", INTERNVL2_SYSTEM_PROMPT),
+}
+
+
+def build_chat_template(style: str = "internvl2_5") -> str:
+    """A Jinja chat template rendering OpenGVLab's conversation template `style` for `<image>` placeholders.
+
+    The assistant's text and its stop token sit inside `{% generation %}`, so `return_assistant_tokens_mask=True`
+    (TRL's `assistant_only_loss`) trains exactly the answer and its stop token; the system turn is omitted when
+    the system message is empty.
+    """
+    if style not in CONVERSATION_STYLES:
+        raise ValueError(f"unknown conversation style {style!r}; known: {sorted(CONVERSATION_STYLES)}")
+    opening, closing, separator, _ = CONVERSATION_STYLES[style]
+    stop = separator.rstrip("\n")
+    trailer = separator[len(stop):]
+
+    def quoted(text: str) -> str:
+        return "'" + text.replace("\n", "\\n") + "'"
+
+    def prefix(role: str) -> str:
+        return f"{quoted(opening)} + {role} + {quoted(closing)}"
+
+    message_prefix = prefix("message['role']")
+    return (
+        "{%- set system_message = default_system_prompt if default_system_prompt is defined else '' -%}"
+        "{%- if messages[0]['role'] == 'system' -%}"
+        "{%- if messages[0]['content'] is string -%}{%- set system_message = messages[0]['content'] -%}"
+        "{%- else -%}{%- set system_message = messages[0]['content'] | selectattr('type', 'equalto', 'text')"
+        " | map(attribute='text') | join('') -%}{%- endif -%}"
+        "{%- set loop_messages = messages[1:] -%}"
+        "{%- else -%}{%- set loop_messages = messages -%}{%- endif -%}"
+        f"{{%- if system_message -%}}{{{{ {prefix(quoted('system'))} + system_message + {quoted(separator)} }}}}"
+        "{%- endif -%}"
+        "{%- for message in loop_messages -%}"
+        f"{{{{ {message_prefix} }}}}"
+        "{%- if message['role'] == 'assistant' -%}{% generation %}"
+        "{%- if message['content'] is string -%}{{ message['content'] }}{%- else -%}"
+        "{%- for item in message['content'] if item['type'] == 'text' -%}{{ item['text'] }}{%- endfor -%}{%- endif -%}"
+        f"{{{{ {quoted(stop)} }}}}{{% endgeneration %}}{{{{ {quoted(trailer)} }}}}"
+        "{%- else -%}"
+        "{%- if message['content'] is string -%}{{ message['content'] }}{%- else -%}"
+        "{%- for item in message['content'] -%}"
+        "{%- if item['type'] == 'image' -%}{{ '<image>\\n' }}"
+        "{%- elif item['type'] == 'text' -%}{{ item['text'] }}{%- endif -%}"
+        "{%- endfor -%}{%- endif -%}"
+        f"{{{{ {quoted(separator)} }}}}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        f"{{%- if add_generation_prompt -%}}{{{{ {prefix(quoted('assistant'))} }}}}{{%- endif -%}}"
+    )
+
+
+# The default layout: `<|im_start|>role\n … <|im_end|>\n` (InternVL2.5/3; the same tokens as InternLM2-chat).
+CHAT_TEMPLATE = build_chat_template("internvl2_5")
 
 
 class AseMllmProcessorKwargs(ProcessingKwargs, total=False):
@@ -223,4 +261,13 @@ def add_image_tokens(tokenizer) -> int:
     return tokenizer.add_special_tokens({"additional_special_tokens": wanted}, replace_extra_special_tokens=False)
 
 
-__all__ = ["AseMllmProcessor", "add_image_tokens", "CHAT_TEMPLATE", "INTERNVL2_SYSTEM_PROMPT", "IMAGE_PLACEHOLDER"]
+__all__ = [
+    "AseMllmProcessor",
+    "add_image_tokens",
+    "build_chat_template",
+    "CHAT_TEMPLATE",
+    "CONVERSATION_STYLES",
+    "INTERNVL2_SYSTEM_PROMPT",
+    "INTERNVL2_5_SYSTEM_PROMPT",
+    "IMAGE_PLACEHOLDER",
+]

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModelForImageTextToText, InternVLForConditionalGeneration
+from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig, InternVLForConditionalGeneration
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from modeling_ase_mllm.convert import convert_internvl_checkpoint
 from modeling_ase_mllm.internvl_compat import build_internvl_twin, internvl_config_from_ase
+from modeling_ase_mllm.processing_ase_mllm import INTERNVL2_5_SYSTEM_PROMPT, INTERNVL2_SYSTEM_PROMPT, build_chat_template
 from modeling_ase_mllm.tiny import build_processor, build_tiny_model, tiny_config
 
 
@@ -103,6 +104,42 @@ def internlm2_attention(wqkv, wo, hidden, heads, kv_heads, cos, sin):
     return out.transpose(1, 2).reshape(batch, length, heads * head_dim) @ wo.T
 
 
+# OpenGVLab conversation.py, "MPT" separator style, transcribed: (system template, user role, assistant role, sep).
+OPENGVLAB_TEMPLATES = {
+    "internlm2-chat": ("<|im_start|>system\n{}", "<|im_start|>user\n", "<|im_start|>assistant\n", "<|im_end|>"),
+    "Hermes-2": ("<|im_start|>system\n{}", "<|im_start|>user\n", "<|im_start|>assistant\n", "<|im_end|>"),
+    "phi3-chat": ("<|system|>\n{}", "<|user|>\n", "<|assistant|>\n", "<|end|>"),
+    "internvl2_5": ("<|im_start|>system\n{}", "<|im_start|>user\n", "<|im_start|>assistant\n", "<|im_end|>\n"),
+}
+
+
+def opengvlab_prompt(name: str, system: str, exchanges: list) -> str:
+    """`Conversation.get_prompt()`: system + sep, then role + message + sep per turn; an open turn is its role."""
+    system_template, user, assistant, sep = OPENGVLAB_TEMPLATES[name]
+    prompt = system_template.format(system) + sep
+    for question, answer in exchanges:
+        prompt += user + question + sep + assistant
+        if answer is not None:
+            prompt += answer + sep
+    return prompt
+
+
+@pytest.mark.parametrize("name,system", [("internlm2-chat", INTERNVL2_SYSTEM_PROMPT), ("Hermes-2", INTERNVL2_SYSTEM_PROMPT),
+                                         ("phi3-chat", INTERNVL2_SYSTEM_PROMPT), ("internvl2_5", INTERNVL2_5_SYSTEM_PROMPT)])
+def test_chat_templates_render_opengvlab_conversations(name, system):
+    tokenizer = build_processor().tokenizer
+    processor = type(build_processor())(image_processor=build_processor().image_processor, tokenizer=tokenizer,
+                                        chat_template=build_chat_template(name), system_prompt=system)
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Comment on this image."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Warm light."}]},
+        {"role": "user", "content": [{"type": "text", "text": "And the composition?"}]},
+    ]
+    expected = opengvlab_prompt(name, system, [("<image>\nComment on this image.", "Warm light."),
+                                               ("And the composition?", None)])
+    assert processor.apply_chat_template(messages, add_generation_prompt=True) == expected
+
+
 def write_shards(folder: Path, state: dict, shards: int) -> None:
     """Split by bytes (greedy, in key order) into `shards` files of about equal size, with an index."""
     sizes = {n: t.numel() * t.element_size() for n, t in state.items()}
@@ -120,12 +157,13 @@ def write_shards(folder: Path, state: dict, shards: int) -> None:
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
 
 
-def write_opengvlab_checkpoint(folder: Path, config, state: dict, tokenizer, shards: int = 4) -> None:
+def write_opengvlab_checkpoint(folder: Path, config, state: dict, tokenizer, shards: int = 4,
+                               template: str = "internlm2-chat") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     text, vision = config.text_config, config.vision_config
     opengvlab = {
         "architectures": ["InternVLChatModel"], "model_type": "internvl_chat", "downsample_ratio": 0.5,
-        "select_layer": -1, "template": "internlm2-chat", "ps_version": "v2",
+        "select_layer": -1, "template": template, "ps_version": "v2",
         "vision_config": {
             "architectures": ["InternVisionModel"], "hidden_size": vision.hidden_size,
             "num_hidden_layers": vision.num_hidden_layers, "num_attention_heads": vision.num_attention_heads,
@@ -194,6 +232,17 @@ def test_opengvlab_internlm2_checkpoint_converts_to_identical_logits(tmp_path, s
     assert all("saliency_" in name for name in summary["new_weights"]) and summary["new_weights"]
     index = json.loads((tmp_path / "ase" / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1  # sharded output with an index
+
+    # The tokenizer and the conversation template (internlm2-chat: no newline after <|im_end|>) are carried over,
+    # and generation stops at <|im_end|> as InternVL's chat() does.
+    converted_processor = AutoProcessor.from_pretrained(tmp_path / "ase")
+    assert converted_processor.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+    turns = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q"}]}]
+    assert converted_processor.apply_chat_template(turns, add_generation_prompt=True) == opengvlab_prompt(
+        "internlm2-chat", converted_processor.system_prompt, [("<image>\nQ", None)])
+    stop = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert stop in GenerationConfig.from_pretrained(tmp_path / "ase").eos_token_id
+    assert summary["conversation_template"] == "internlm2-chat"
 
     converted = AutoModelForImageTextToText.from_pretrained(tmp_path / "ase").eval()
     assert not any(p.abs().sum() for n, p in converted.named_parameters() if n.endswith("saliency_gate.weight"))

@@ -58,3 +58,22 @@ def test_card_metadata_table_picture_and_trainer_card(tmp_path, make_model, proc
     inputs = processor(images=[Image.new("RGB", (640, 480), (180, 120, 60))], text=[inputs_text], return_tensors="pt")
     expected = model.generate(**inputs, max_new_tokens=40, do_sample=False)[0, inputs["input_ids"].shape[1]:]
     assert run.stdout.strip() == processor.decode(expected, skip_special_tokens=True).strip()
+
+
+def test_push_to_hub_uploads_our_card_merged_into_the_hub_card(tmp_path, make_model, monkeypatch):
+    """`push_to_hub` saves, overwrites README.md with the Hub's (here: transformers' generic) card, then uploads.
+    Only the upload itself, the network step, is replaced here: it records the README it would send."""
+    from transformers.utils import hub
+
+    sent = {}
+    monkeypatch.setattr(hub.PushToHubMixin, "_upload_modified_files",
+                        lambda self, working_dir, repo_id, *a, **k: sent.update(readme=(working_dir / "README.md").read_text()))
+    model = make_model()
+    model.save_pretrained(tmp_path)
+    generic = ModelCard.from_template(ModelCardData(tags=["hub-tag"], library_name="transformers"),
+                                      model_description="A generic card.")
+    generic.save(tmp_path / "README.md")
+    model._upload_modified_files(tmp_path, "someone/ase-mllm-test", files_timestamps={})
+    card = ModelCard(sent["readme"])
+    assert card.text.count(BEGIN) == 1 and 'model_id = "someone/ase-mllm-test"' in card.text
+    assert "A generic card." in card.text and {"hub-tag", "ase-mllm"} <= set(card.data.tags)
