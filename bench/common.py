@@ -193,6 +193,36 @@ def measure_memory_pair(script: str, preset: str, tiles: int, device: str) -> di
     }
 
 
+def measure_timed_pair(script: str, make_fn, preset: str, tiles: int, repeats: int, device: str) -> dict:
+    """Time, count the FLOPs of, and (in fresh subprocesses of `script`) measure the peak memory of
+    `make_fn(model, inputs, is_ours)` for ASE-MLLM and its InternVL twin, in one run."""
+    model, twin = build_pair(preset, device)
+    inputs = build_inputs(tiles, device)
+    fns = {"ase_mllm": make_fn(model, inputs, True), "internvl": make_fn(twin, inputs, False)}
+    seconds = interleaved_medians(fns, repeats, device)
+    flops = {name: counted_flops(fns[name], m) for name, m in (("ase_mllm", model), ("internvl", twin))}
+    peak = matmul_peak_flops(device)
+    memory = measure_memory_pair(script, preset, tiles, device)
+    return {
+        "preset": preset, "device": device, "tiles": int(inputs["pixel_values"].shape[0]),
+        "seconds": seconds, "peak_bytes": memory, "flops": flops, "matmul_flops_per_s": peak,
+        "achieved_fraction": {name: flops[name] / seconds[name] / peak for name in fns},
+        "time_ratio": seconds["ase_mllm"] / seconds["internvl"],
+        "memory_ratio": memory["ase_mllm"] / max(memory["internvl"], 1),
+    }
+
+
+def pair_memory_child(make_fn, which: str, preset: str, tiles: int, device: str, warm_up: bool = False) -> int:
+    """Peak bytes of one call of `make_fn(...)` for `which` model (run in its own process by `measure_timed_pair`);
+    `warm_up` makes one call first (e.g. to allocate an optimizer's state)."""
+    model, twin = build_pair(preset, device)
+    inputs = build_inputs(tiles, device)
+    fn = make_fn(model, inputs, True) if which == "ase_mllm" else make_fn(twin, inputs, False)
+    if warm_up:
+        fn()
+    return peak_bytes_of(fn, device)
+
+
 def run_model_bench(argv, doc: str, measure, report, memory_child=None, tiles: int = 12, extra_arguments=()):
     """The command line every model benchmark shares: --preset --tiles --repeats --device --json (+ extras).
 

@@ -12,10 +12,7 @@ achieved fraction of this machine's measured fp32 matmul FLOP/s.
 
 import torch
 
-from common import (
-    build_inputs, build_pair, counted_flops, interleaved_medians, matmul_peak_flops, measure_memory_pair,
-    peak_bytes_of, run_model_bench, twin_inputs,
-)
+from common import measure_timed_pair, pair_memory_child, run_model_bench, twin_inputs
 
 
 def forward_fn(model, inputs, is_ours: bool):
@@ -29,27 +26,11 @@ def forward_fn(model, inputs, is_ours: bool):
 
 
 def measure(preset="small", tiles=12, repeats=5, device="cpu") -> dict:
-    model, twin = build_pair(preset, device)
-    inputs = build_inputs(tiles, device)
-    fns = {"ase_mllm": forward_fn(model, inputs, True), "internvl": forward_fn(twin, inputs, False)}
-    seconds = interleaved_medians(fns, repeats, device)
-    flops = {name: counted_flops(fns[name], m) for name, m in (("ase_mllm", model), ("internvl", twin))}
-    peak = matmul_peak_flops(device)
-    memory = measure_memory_pair(__file__, preset, tiles, device)
-    return {
-        "preset": preset, "device": device, "tiles": int(inputs["pixel_values"].shape[0]),
-        "seconds": seconds, "peak_bytes": memory, "flops": flops, "matmul_flops_per_s": peak,
-        "achieved_fraction": {name: flops[name] / seconds[name] / peak for name in fns},
-        "time_ratio": seconds["ase_mllm"] / seconds["internvl"],
-        "memory_ratio": memory["ase_mllm"] / max(memory["internvl"], 1),
-    }
+    return measure_timed_pair(__file__, forward_fn, preset, tiles, repeats, device)
 
 
 def memory_child(which, preset, tiles, device) -> int:
-    model, twin = build_pair(preset, device)
-    inputs = build_inputs(tiles, device)
-    fn = forward_fn(model, inputs, True) if which == "ase_mllm" else forward_fn(twin, inputs, False)
-    return peak_bytes_of(fn, device)
+    return pair_memory_child(forward_fn, which, preset, tiles, device)
 
 
 def report(result: dict) -> str:

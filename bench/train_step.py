@@ -6,10 +6,7 @@
 
 import torch
 
-from common import (
-    build_inputs, build_pair, counted_flops, interleaved_medians, matmul_peak_flops, measure_memory_pair,
-    peak_bytes_of, run_model_bench, twin_inputs,
-)
+from common import measure_timed_pair, pair_memory_child, run_model_bench, twin_inputs
 
 
 def step_fn(model, inputs, is_ours: bool):
@@ -27,27 +24,12 @@ def step_fn(model, inputs, is_ours: bool):
 
 
 def measure(preset="small", tiles=6, repeats=3, device="cpu") -> dict:
-    model, twin = build_pair(preset, device)
-    inputs = build_inputs(tiles, device)
-    fns = {"ase_mllm": step_fn(model, inputs, True), "internvl": step_fn(twin, inputs, False)}
-    seconds = interleaved_medians(fns, repeats, device)
-    flops = {name: counted_flops(fns[name], m) for name, m in (("ase_mllm", model), ("internvl", twin))}
-    peak = matmul_peak_flops(device)
-    memory = measure_memory_pair(__file__, preset, tiles, device)
-    return {
-        "preset": preset, "device": device, "tiles": int(inputs["pixel_values"].shape[0]), "seconds": seconds,
-        "peak_bytes": memory, "time_ratio": seconds["ase_mllm"] / seconds["internvl"],
-        "memory_ratio": memory["ase_mllm"] / max(memory["internvl"], 1),
-        "achieved_fraction": {name: flops[name] / seconds[name] / peak for name in fns},
-    }
+    return measure_timed_pair(__file__, step_fn, preset, tiles, repeats, device)
 
 
 def memory_child(which, preset, tiles, device) -> int:
-    model, twin = build_pair(preset, device)
-    inputs = build_inputs(tiles, device)
-    step = step_fn(model, inputs, True) if which == "ase_mllm" else step_fn(twin, inputs, False)
-    step()  # the first step allocates the optimizer state; measure a steady-state step
-    return peak_bytes_of(step, device)
+    # The first step allocates the optimizer state; measure a steady-state step.
+    return pair_memory_child(step_fn, which, preset, tiles, device, warm_up=True)
 
 
 def report(r: dict) -> str:
