@@ -33,7 +33,7 @@ def measure(preset="small", tiles=12, repeats=3, device="cpu") -> dict:
     }
 
     def saliency_path(eat):
-        layer = eat.get_submodule(f"stages.2.layer_norms.{2 * eat.config.depths[2] - 1}")
+        layer = eat.get_submodule(eat.config.default_layercam_layer)
 
         def run():
             image_map = layer_cam(eat, eat_pixels, layer, saliency.layercam_target)[0]
@@ -71,7 +71,7 @@ def eat_flops(eat, pixels, target: str) -> int:
     FlopCounterMode's module tracking cannot follow `autograd.grad` to a leaf, so this repeats LayerCAM's work
     with `backward(inputs=[A])`, which runs the same gradient ops.
     """
-    layer = eat.get_submodule(f"stages.2.layer_norms.{2 * eat.config.depths[2] - 1}")
+    layer = eat.get_submodule(eat.config.default_layercam_layer)
     kept = []
     handle = layer.register_forward_hook(lambda m, i, o: kept.append(o.detach().requires_grad_(True)) or kept[-1])
     try:

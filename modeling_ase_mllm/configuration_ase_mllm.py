@@ -125,6 +125,11 @@ class AseMllmEatConfig(PreTrainedConfig):
                 raise ValueError(f"EAT stage {stage}: `stage_spec` {spec} must list {depth} blocks of 'L', 'S' or 'D'.")
 
     @property
+    def default_layercam_layer(self) -> str:
+        """The last LayerNorm of stage 3 (`stages.2.layer_norms.{2·depth-1}`), LayerCAM's default target."""
+        return f"stages.2.layer_norms.{2 * self.depths[2] - 1}"
+
+    @property
     def feature_map_sizes(self) -> list[int]:
         """Side of each stage's feature map (56, 28, 14, 7 at 224 px)."""
         return [self.image_size // self.patch_size // 2**stage for stage in range(4)]
@@ -178,9 +183,7 @@ class AseMllmSaliencyConfig(PreTrainedConfig):
     @property
     def layercam_layer_name(self) -> str:
         """The LayerCAM target module inside EAT (default: last LayerNorm of stage 3)."""
-        if self.layercam_layer is not None:
-            return self.layercam_layer
-        return f"stages.2.layer_norms.{2 * self.eat_config.depths[2] - 1}"
+        return self.layercam_layer if self.layercam_layer is not None else self.eat_config.default_layercam_layer
 
 
 @strict

@@ -35,7 +35,17 @@ from safetensors.torch import save_file
 from .configuration_ase_mllm import AseMllmConfig
 from .eat_ase_mllm import EatModel
 from .eat_checkpoint import load_eat_weights
-from .internvl_compat import is_ias_key
+from .image_processing_ase_mllm import AseMllmImageProcessor
+from .internvl_compat import ase_config_from_internvl, is_ias_key
+from .modeling_ase_mllm import AseMllmVisionModel, copy_remote_code
+from .processing_ase_mllm import (
+    CONVERSATION_STYLES,
+    IMAGE_CONTEXT_TOKEN,
+    IMAGE_END_TOKEN,
+    IMAGE_START_TOKEN,
+    AseMllmProcessor,
+    build_chat_template,
+)
 
 
 DEFAULT_MAX_SHARD_SIZE = 5 * 2**30
@@ -250,8 +260,6 @@ class ShardWriter:
 def conversation_style(template: str | None, source: Path) -> str:
     """The OpenGVLab conversation template the source was trained with (its config's `template`); transformers'
     InternVL folders (InternVL2.5/3) use `internvl2_5`."""
-    from .processing_ase_mllm import CONVERSATION_STYLES
-
     if template is None:
         return "internvl2_5"
     if template not in CONVERSATION_STYLES:
@@ -264,8 +272,6 @@ def conversation_style(template: str | None, source: Path) -> str:
 
 def stop_token_ids(tokenizer, style: str, eos_token_id) -> list[int]:
     """Generation stops at the template's turn separator (as InternVL's `chat()` does) and at the LLM's EOS."""
-    from .processing_ase_mllm import CONVERSATION_STYLES
-
     separator = CONVERSATION_STYLES[style][2].strip()
     ids = [tokenizer.convert_tokens_to_ids(separator)] if separator in tokenizer.get_vocab() else []
     eos = eos_token_id if isinstance(eos_token_id, list) else [eos_token_id]
@@ -274,8 +280,6 @@ def stop_token_ids(tokenizer, style: str, eos_token_id) -> list[int]:
 
 def new_ase_weights(config: AseMllmConfig) -> dict[str, torch.Tensor]:
     """Initial IAS-ViT weights (zero gate), from our own init on a vision tower built for the purpose."""
-    from .modeling_ase_mllm import AseMllmVisionModel
-
     vision = AseMllmVisionModel(config.vision_config)
     return {f"model.vision_tower.{k}": v for k, v in vision.state_dict().items() if is_ias_key(f"model.vision_tower.{k}")}
 
@@ -297,16 +301,6 @@ def convert_internvl_checkpoint(
     """
     from transformers import AutoTokenizer, GenerationConfig, InternVLConfig
 
-    from .image_processing_ase_mllm import AseMllmImageProcessor
-    from .processing_ase_mllm import (
-        CONVERSATION_STYLES,
-        IMAGE_CONTEXT_TOKEN,
-        IMAGE_END_TOKEN,
-        IMAGE_START_TOKEN,
-        AseMllmProcessor,
-        build_chat_template,
-    )
-
     source, output = Path(source), Path(output)
     raw = json.loads((source / "config.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)
@@ -318,8 +312,6 @@ def convert_internvl_checkpoint(
     if "llm_config" in raw:
         fmt, config, convert_tensor = "opengvlab", ase_config_from_opengvlab(raw, ids), convert_opengvlab_tensor
     elif raw.get("model_type") == "internvl":
-        from .internvl_compat import ase_config_from_internvl
-
         fmt, config, convert_tensor = "transformers", ase_config_from_internvl(InternVLConfig.from_pretrained(source)), convert_hf_tensor
         ids = {k: v for k, v in ids.items() if k != "image_token_id"}
         for key, value in ids.items():
@@ -352,8 +344,6 @@ def convert_internvl_checkpoint(
 
     config.architectures = ["AseMllmForConditionalGeneration"]
     config.save_pretrained(output)
-    from .modeling_ase_mllm import copy_remote_code
-
     copy_remote_code(output)
     style = conversation_style(raw.get("template"), source)
     stop_tokens = stop_token_ids(tokenizer, style, config.text_config.eos_token_id)

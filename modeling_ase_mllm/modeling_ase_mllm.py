@@ -457,8 +457,7 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
 
         Returns a `BaseModelOutputWithPooling` whose `pooler_output` is `(num_tiles, 256, text_hidden_size)`.
         """
-        check_pixel_values(pixel_values, tuple(self.config.vision_config.image_size))
-        saliency_maps = self.resolve_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids)
+        saliency_maps = self.get_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids)
         return super().get_image_features(
             pixel_values=pixel_values,
             saliency_maps=saliency_maps,

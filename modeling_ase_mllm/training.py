@@ -37,8 +37,8 @@ IAS_MODULE_NAMES = (
     "saliency_cross_attention",
     "saliency_gate",
 )
-# Where a weight-carrying saliency model (EAT + LayerCAM) lives once it is part of the model; always frozen.
-EAT_MODULE_NAMES = ("saliency_model", "eat_model", "eat")
+# Where the weight-carrying saliency model (EAT, `AseMllmModel.saliency_model`) lives; always frozen.
+EAT_MODULE_NAMES = ("saliency_model",)
 # LoRA targets: the language model's attention and MLP projections and nothing else (the ViT has `q_proj` too).
 # `qkv_proj`/`gate_up_proj` cover the fused projections of Phi-3 (InternVL2-4B). PEFT full-matches a string.
 LLM_LORA_TARGET_MODULES = (

@@ -369,12 +369,6 @@ def test_no_ias_recipe_trains_plain_internvl(conversations, saved_conversations,
 # ------------------------------------------------------------------------------------------------ freezing and LoRA
 
 
-def add_stand_in_eat(model):
-    """A weight-carrying module where EAT will live (`model.model.saliency_model`), to check it is always frozen."""
-    model.model.saliency_model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 10))
-    return model
-
-
 def parameter_names(module: torch.nn.Module, prefix: str) -> set[str]:
     return {f"{prefix}.{name}" for name, _ in module.named_parameters()}
 
@@ -398,7 +392,7 @@ def parts(model) -> dict[str, set[str]]:
 
 
 def test_parts_cover_the_model_and_ias_has_the_documented_size(make_model):
-    model = add_stand_in_eat(make_model())
+    model = make_model()
     groups = parts(model)
     everything = {name for name, _ in model.named_parameters()}
     assert set().union(*groups.values()) == everything and sum(map(len, groups.values())) == len(everything)
@@ -412,7 +406,7 @@ def test_parts_cover_the_model_and_ias_has_the_documented_size(make_model):
 @pytest.mark.parametrize("ias", [True, False])
 @pytest.mark.parametrize("projector", ["train", "frozen"])
 def test_freezing_presets_train_exactly_their_parts(make_model, vision, llm, ias, projector):
-    model = add_stand_in_eat(make_model(gate=0.3))
+    model = make_model(gate=0.3)
     trainable = set(apply_freezing(model, FreezingPreset(vision=vision, projector=projector, llm=llm, ias=ias)))
     groups = parts(model)
     expected = (groups["ias"] if ias else set()) | (groups["vision"] if vision == "train" else set())
@@ -432,7 +426,7 @@ def test_lora_targets_only_the_language_model_projections(make_model):
     assert not re_fullmatch(LLM_LORA_TARGET_MODULES, "model.vision_tower.encoder.layer.0.attention.q_proj")
     assert not re_fullmatch(LLM_LORA_TARGET_MODULES, "model.vision_tower.encoder.layer.0.saliency_cross_attention.k_proj")
 
-    model = add_stand_in_eat(make_model())
+    model = make_model()
     groups = parts(model)
     peft_model = get_peft_model(model, lora_config_for(model))
     projections = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
