@@ -12,25 +12,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from .fingerprint import update_with_tensors
 from .image_processing_ase_mllm import open_image, to_rgb
 
 
 SALIENCY_COLUMN = "saliency"
+logger = logging.getLogger(__name__)
 
 
-def saliency_fingerprint(model, processor, image_column: str) -> str:
-    """Fingerprint of what determines the maps: EAT's weights, the saliency config and the input size."""
+def saliency_fingerprint(model, processor, image_column: str, dataset=None) -> str:
+    """Fingerprint of what determines the maps: EAT's weights, the saliency config, the input size and, given a
+    `datasets.Dataset`, its own fingerprint (which rows and images it holds)."""
     digest = hashlib.sha256()
     saliency_config = model.config.saliency_config.to_dict()
     digest.update(json.dumps(saliency_config, sort_keys=True, default=str).encode())
     digest.update(f"{processor.image_processor.saliency_image_size}|{image_column}".encode())
-    for name, tensor in sorted(model.model.saliency_model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    if dataset is not None:
+        digest.update(f"|dataset={dataset._fingerprint}".encode())
+    update_with_tensors(digest, model.model.saliency_model)
     return digest.hexdigest()[:32]
 
 
@@ -81,15 +86,27 @@ def precompute_saliency(dataset, model, processor, image_column: str = "image", 
         probe = model.get_image_saliency(torch.zeros(1, 3, side, side, device=model.device, dtype=model.dtype))
     features = dataset.features.copy()
     features[column] = datasets.Array3D(shape=(None, *probe.shape[1:]), dtype="float32")
-    return dataset.map(
+    fingerprint = saliency_fingerprint(model, processor, image_column, dataset)
+    # `datasets` reuses a named `cache_file_name` whenever the file exists, whatever produced it; a stamp beside
+    # it records the fingerprint, so maps of other weights, settings or rows are recomputed, never returned.
+    cache_file = map_kwargs.get("cache_file_name")
+    stamp = Path(f"{cache_file}.fingerprint") if cache_file is not None else None
+    if stamp is not None and Path(cache_file).exists():
+        if not stamp.is_file() or stamp.read_text(encoding="utf-8").strip() != fingerprint:
+            logger.warning(f"{cache_file} holds maps of another model, saliency setting or dataset; recomputing it")
+            map_kwargs["load_from_cache_file"] = False
+    result = dataset.map(
         add_maps,
         batched=True,
         batch_size=batch_size,
         features=features,
-        new_fingerprint=saliency_fingerprint(model, processor, image_column),
+        new_fingerprint=fingerprint,
         desc="EAT + LayerCAM saliency",
         **map_kwargs,
     )
+    if stamp is not None:
+        stamp.write_text(fingerprint + "\n", encoding="utf-8")
+    return result
 
 
 __all__ = ["precompute_saliency", "compute_image_saliency", "saliency_fingerprint", "SALIENCY_COLUMN"]

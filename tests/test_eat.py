@@ -1,5 +1,6 @@
 """IASM: EAT in the released naming, batch invariance, LayerCAM, tile mapping, precomputed maps."""
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -268,6 +269,29 @@ def test_precomputed_maps_give_bit_identical_outputs(make_model, processor, phot
             reused = model(**precomputed).logits
             assert calls.count == before + 1  # EAT not run
         assert torch.equal(reference, reused)
+
+
+def test_precompute_cache_never_returns_maps_of_other_weights_or_rows(make_model, processor, photo_dataset, tmp_path):
+    """A named cache file of one model is recomputed for another; subsets of one dataset get their own maps."""
+    from modeling_ase_mllm.precompute import compute_image_saliency, precompute_saliency
+
+    cache = str(tmp_path / "saliency.arrow")
+    model_a, model_b = make_model(gate=0.5, seed=0), make_model(gate=0.5, seed=1)
+    maps_a = np.asarray(precompute_saliency(photo_dataset, model_a, processor, cache_file_name=cache)["saliency"])
+    maps_b = np.asarray(precompute_saliency(photo_dataset, model_b, processor, cache_file_name=cache)["saliency"])
+    expected_b = np.stack([m[None] for m in compute_image_saliency(model_b, processor, list(photo_dataset["image"]))])
+    assert np.abs(maps_a - maps_b).max() > 1e-3  # the two models see differently
+    assert np.array_equal(maps_b, expected_b)
+    again_a = np.asarray(precompute_saliency(photo_dataset, model_a, processor, cache_file_name=cache)["saliency"])
+    assert np.array_equal(again_a, maps_a)
+
+    saved = tmp_path / "saved"
+    photo_dataset.save_to_disk(saved)
+    on_disk = datasets.load_from_disk(str(saved))
+    first = np.asarray(precompute_saliency(on_disk.select([0]), model_a, processor)["saliency"])
+    second = np.asarray(precompute_saliency(on_disk.select([1]), model_a, processor)["saliency"])
+    # EAT is batch-invariant to 1e-5 (not bitwise): these ran one image per batch, `maps_a` two.
+    assert np.abs(first[0] - maps_a[0]).max() < 1e-5 and np.abs(second[0] - maps_a[1]).max() < 1e-5
 
 
 def test_precomputed_maps_plug_into_training_without_running_eat(make_model, processor, photo_dataset, tmp_path):
