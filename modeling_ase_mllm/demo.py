@@ -39,7 +39,7 @@ def run_demo(output_dir: str = "outputs/demo", steps: int = 300, max_new_tokens:
     evaluation_dir = out / "evaluation"
     # min_new_tokens: the metrics refuse blank captions; no_repeat_ngram_size: a tiny model loops otherwise.
     generation = {"max_new_tokens": max_new_tokens, "min_new_tokens": 3, "no_repeat_ngram_size": 3}
-    predictions = caption_split(model, processor, test, evaluation_dir, generation_config=generation)
+    predictions = caption_split(model, processor, test, evaluation_dir, generation_config=generation, overwrite=True)
     metrics = score_predictions_file(predictions, write_references(test, evaluation_dir), evaluation_dir)
 
     print("[demo] 5/6 drawing the saliency pictures", flush=True)

@@ -166,11 +166,16 @@ def format_table_row(metrics: dict) -> str:
 def score_predictions_file(predictions_path, references, output_dir=None, **options) -> dict:
     """Score a `predictions.jsonl`; write `metrics.json` and `metrics.md` (Table I) next to it or in `output_dir`."""
     metrics = score_predictions(read_predictions(predictions_path), read_references(references), **options)
-    output_dir = Path(output_dir or Path(predictions_path).parent)
+    write_metrics(metrics, output_dir or Path(predictions_path).parent)
+    return metrics
+
+
+def write_metrics(metrics: dict, output_dir) -> None:
+    """Write `metrics.json` and `metrics.md` (Table I) into `output_dir`."""
+    output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (output_dir / "metrics.md").write_text(format_table(metrics) + "\n", encoding="utf-8")
-    return metrics
 
 
 def add_metric_arguments(parser: argparse.ArgumentParser) -> None:

@@ -76,14 +76,88 @@ def test_torn_last_line_is_dropped_and_redone(split_on_disk, tmp_path, processor
     from modeling_ase_mllm.captioning import load_model_and_processor
     from modeling_ase_mllm.evaluation import caption_split, read_finished
 
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "predictions.jsonl").write_text('{"image_id": "p0", "caption": "kept"}\n{"image_id": "p1", "capt')
-    assert read_finished(out / "predictions.jsonl") == {"p0": "kept"}
-    model, processor = load_model_and_processor(str(split_on_disk / "model"), device="cpu")
     from datasets import load_from_disk
 
+    out = tmp_path / "out"
+    model, processor = load_model_and_processor(str(split_on_disk / "model"), device="cpu")
     data = load_from_disk(str(split_on_disk / "split")).select(range(4))
+    # A run of the same model and settings (it wrote run.json), killed while writing p1's line.
+    caption_split(model, processor, data.select(range(2)), out, batch_size=2, generation_config={"max_new_tokens": 3},
+                  progress=False)
+    (out / "predictions.jsonl").write_text('{"image_id": "p0", "caption": "kept"}\n{"image_id": "p1", "capt')
+    assert read_finished(out / "predictions.jsonl") == {"p0": "kept"}
     caption_split(model, processor, data, out, batch_size=2, generation_config={"max_new_tokens": 3}, progress=False)
     lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert [line["image_id"] for line in lines] == ["p0", "p1", "p2", "p3"] and lines[0]["caption"] == "kept"
+
+
+# --- runs never mix: run.json records what produced the captions ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def second_model(split_on_disk, processor):
+    from modeling_ase_mllm.tiny import build_tiny_model
+
+    folder = split_on_disk / "model2"
+    build_tiny_model(gate=0.5, seed=7).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def evaluate_cli(model, root, out, *extra):
+    from modeling_ase_mllm.cli import main
+
+    return main(["evaluate", "--model", str(model), "--dataset", str(root / "split"), "--output-dir", str(out),
+                 "--batch-size", "4", "--max-new-tokens", "6", *extra])
+
+
+def metric_values(out) -> dict:
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {key: metrics[key] for key in ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "num_images")}
+
+
+@pytest.mark.slow
+def test_evaluating_another_model_into_a_used_folder_stops_and_overwrite_equals_a_fresh_run(
+    split_on_disk, second_model, tmp_path, capsys
+):
+    shared, fresh = tmp_path / "shared", tmp_path / "fresh"
+    assert evaluate_cli(split_on_disk / "model", split_on_disk, shared) == 0
+    first = metric_values(shared)
+    with pytest.raises(SystemExit) as stop:
+        evaluate_cli(second_model, split_on_disk, shared)
+    message = str(stop.value)
+    assert "holds captions of another run" in message and "model_fingerprint" in message
+    assert "--overwrite" in message and str(split_on_disk / "model") in message
+    assert metric_values(shared) == first  # nothing of the first run was touched
+
+    assert evaluate_cli(second_model, split_on_disk, shared, "--overwrite") == 0
+    assert evaluate_cli(second_model, split_on_disk, fresh) == 0
+    assert metric_values(shared) == metric_values(fresh) != first
+    assert (shared / "predictions.jsonl").read_text() == (fresh / "predictions.jsonl").read_text()
+
+    # Other settings with the same model are another run too, and are refused before the model loads.
+    with pytest.raises(SystemExit, match=r"prompt: 'Comment on this image from an aesthetic perspective\.' there"):
+        evaluate_cli(second_model, split_on_disk, fresh, "--prompt", "Describe the light.")
+
+
+@pytest.mark.slow
+def test_limit_into_a_folder_with_more_rows_scores_exactly_those_rows(split_on_disk, tmp_path):
+    from modeling_ase_mllm.metrics import read_predictions, score_predictions
+
+    out = tmp_path / "out"
+    assert evaluate_cli(split_on_disk / "model", split_on_disk, out) == 0
+    captions = read_predictions(out / "predictions.jsonl")
+    assert len(captions) == 12
+    assert evaluate_cli(split_on_disk / "model", split_on_disk, out, "--limit", "2") == 0
+    expected = score_predictions({k: captions[k] for k in ("p0", "p1")}, {"p0": ["nice light"], "p1": ["nice light"]})
+    assert metric_values(out) == {key: expected[key] for key in metric_values(out)}
+    assert metric_values(out)["num_images"] == 2
+    assert len(read_predictions(out / "predictions.jsonl")) == 12  # the finished captions are kept
+
+
+def test_predictions_without_a_run_record_are_not_resumed(split_on_disk, tmp_path):
+    from modeling_ase_mllm.evaluation import StaleRunError, check_run
+
+    (tmp_path / "predictions.jsonl").write_text('{"image_id": "p0", "caption": "from somewhere"}\n')
+    with pytest.raises(StaleRunError, match=r"predictions.jsonl has no run.json"):
+        check_run(tmp_path, {"prompt": "x"})
