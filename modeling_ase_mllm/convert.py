@@ -553,7 +553,12 @@ def convert_internvl_checkpoint(
 
 
 def add_convert_command(commands) -> None:
-    parser = commands.add_parser("convert", help="build an ASE-MLLM folder from an InternVL2/2.5/3 checkpoint (+ EAT)")
+    parser = commands.add_parser(
+        "convert", help="build an ASE-MLLM folder from an InternVL2/2.5/3 checkpoint (+ EAT)",
+        description="Build an ASE-MLLM folder from an InternVL2/2.5/3 checkpoint folder (and the EAT weights). "
+        "A source tokenizer.model (InternLM2's, InternVL2-2B/8B/26B) is read with sentencepiece and protobuf: "
+        'pip install "ase-mllm[convert]". The output needs neither, nor any tokenizer remote code.',
+    )
     parser.add_argument("source", help="InternVL checkpoint folder (OpenGVLab remote-code or transformers format)")
     parser.add_argument("output", help="folder to write")
     parser.add_argument("--eat", help="EAT AVA checkpoint (.pth or .safetensors); without it: spectral residual")

@@ -20,7 +20,7 @@ from transformers import (
 )
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from modeling_ase_mllm.convert import convert_internvl_checkpoint
+from modeling_ase_mllm.convert import ase_config_from_opengvlab, convert_internvl_checkpoint, rope_parameters
 from modeling_ase_mllm.internvl_compat import build_internvl_twin, internvl_config_from_ase
 from modeling_ase_mllm.processing_ase_mllm import INTERNVL2_5_SYSTEM_PROMPT, INTERNVL2_SYSTEM_PROMPT, build_chat_template
 from modeling_ase_mllm.tiny import build_processor, build_tiny_model, tiny_config
@@ -283,7 +283,7 @@ def test_a_rebuilt_tokenizer_that_encodes_differently_stops_the_conversion(tmp_p
 MISSING_SENTENCEPIECE_CHILD = """
 import json, sys
 sys.modules["sentencepiece"] = sys.modules["google.protobuf"] = None
-from modeling_ase_mllm.convert import convert_internvl_checkpoint
+from modeling_ase_mllm.convert import ase_config_from_opengvlab, convert_internvl_checkpoint, rope_parameters
 messages = {}
 for source in sys.argv[1:]:
     try:
@@ -433,6 +433,27 @@ def test_internvl2_4b_phi3_with_su_rope_converts(tmp_path):
         ours = converted(**inputs).logits
         theirs = reference(**{k: inputs[k] for k in ("input_ids", "attention_mask", "pixel_values")}).logits
     assert (ours - theirs).abs().max() < 1e-5
+
+
+def test_legacy_rope_settings_become_transformers_rope_parameters():
+    """`rope_scaling` + `rope_theta` as InternVL2's LLM configs write them -> `rope_parameters`, which transformers
+    accepts as they are (Phi-3's "su" under its current name, LongRoPE)."""
+    su = {"type": "su", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}
+    assert rope_parameters({"rope_theta": 1e6}) == {"rope_type": "default", "rope_theta": 1e6}  # Qwen2
+    assert rope_parameters({"rope_theta": 1e4, "rope_scaling": {"type": "dynamic", "factor": 2.0}}) == {
+        "rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}  # InternLM2.5-7B (InternVL2-8B)
+    assert rope_parameters({"rope_theta": 1e4, "rope_scaling": su}) == {
+        "rope_type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8, "rope_theta": 1e4}
+    assert rope_parameters({"rope_parameters": {"rope_type": "linear", "factor": 4.0}}) == {
+        "rope_type": "linear", "factor": 4.0}
+    # InternLM2's "linear" scaling reaches the Llama config (it was dropped before).
+    vision = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 64}
+    source = {"vision_config": vision, "llm_config": {
+        "architectures": ["InternLM2ForCausalLM"], "vocab_size": 64, "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "rope_theta": 1e6,
+        "rope_scaling": {"type": "linear", "factor": 4.0}}}
+    text = ase_config_from_opengvlab(source, {"image_token_id": 5}).text_config
+    assert text.rope_parameters == {"rope_type": "linear", "factor": 4.0, "rope_theta": 1e6}
 
 
 def written_dtypes(folder: Path) -> dict[torch.dtype, int]:
