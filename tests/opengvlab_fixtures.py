@@ -166,7 +166,7 @@ INTERNVL_TOKENS = ["<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<re
 CONTROL_TOKENS = ["<unk>", "<s>", "</s>"]
 
 # Our stand-in for OpenGVLab's `tokenization_internlm2.py` (see the module docstring).
-INTERNLM2_TOKENIZER_MODULE = '''"""Test stand-in for InternLM2's slow tokenizer: sentencepiece's encoding of the text between added tokens."""
+INTERNLM2_TOKENIZER_MODULE = '''"""Test stand-in for InternLM2's slow tokenizer: sentencepiece's encoding between added tokens."""
 import sentencepiece
 from transformers import PreTrainedTokenizer
 
@@ -213,8 +213,8 @@ def tokenizer_corpus() -> list[str]:
 
 
 def train_sentencepiece(vocab_size: int = 700, **options) -> bytes:
-    """A SentencePiece BPE model as InternLM2's is built: byte fallback, no normalization, whitespace kept, no dummy
-    prefix, digits split, `<unk> <s> </s>` = 0 1 2 and InternLM2's chat tokens as user-defined pieces. `options`
+    """A SentencePiece BPE model of InternLM2's kind: byte fallback, no normalization, whitespace kept, digits split,
+    `<unk> <s> </s>` = 0 1 2 and InternLM2's chat tokens as user-defined pieces, no dummy prefix. `options`
     override sentencepiece's trainer options (`add_dummy_prefix=True`, ...)."""
     import sentencepiece
 

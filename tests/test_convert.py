@@ -204,8 +204,8 @@ def tokenizer_test_texts(processor) -> list[str]:
 
 @pytest.fixture(scope="module", params=[False, True], ids=["internlm2", "dummy-prefix"])
 def internlm2_conversion(request, tmp_path_factory):
-    """A tiny InternVL2 folder with InternLM2's SentencePiece tokenizer (behind its remote code), converted. InternLM2
-    trains its model without sentencepiece's dummy prefix; the rebuilt tokenizer must reproduce both settings."""
+    """A tiny InternVL2 folder with InternLM2's kind of SentencePiece tokenizer (behind its remote code), converted;
+    once without and once with sentencepiece's dummy prefix, which the rebuild reads from the model file."""
     root = tmp_path_factory.mktemp("internlm2")
     added, _ = write_internlm2_checkpoint(root / "src", tokenizer_options={"add_dummy_prefix": request.param})
     with pytest.warns(UserWarning, match="spectral_residual"):
@@ -398,7 +398,8 @@ def test_internvl2_4b_phi3_with_su_rope_converts(tmp_path):
         "hidden_size": llm.hidden_size, "initializer_range": 0.02, "intermediate_size": llm.intermediate_size,
         "max_position_embeddings": longest, "model_type": "phi3", "num_attention_heads": llm.num_attention_heads,
         "num_hidden_layers": llm.num_hidden_layers, "num_key_value_heads": llm.num_key_value_heads,
-        "original_max_position_embeddings": original, "pad_token_id": 0, "resid_pdrop": 0.0, "rms_norm_eps": llm.rms_norm_eps,
+        "original_max_position_embeddings": original, "pad_token_id": 0, "resid_pdrop": 0.0,
+        "rms_norm_eps": llm.rms_norm_eps,
         "rope_scaling": {"long_factor": long, "short_factor": short, "type": "su"}, "rope_theta": theta,
         "sliding_window": 262144, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
         "transformers_version": "4.37.2", "use_cache": True, "vocab_size": llm.vocab_size,
@@ -479,7 +480,8 @@ def test_every_tensor_is_written_in_the_source_dtype_unless_told(tmp_path):
     counts = written_dtypes(tmp_path / "bf16")
     assert sum(counts.values()) == summary["converted_tensors"] + len(summary["new_weights"])
     assert [dtype for dtype in counts if dtype.is_floating_point] == [torch.bfloat16]
-    assert summary["dtype"] == "bfloat16" and any(name.startswith("model.saliency_model.") for name in summary["new_weights"])
+    assert summary["dtype"] == "bfloat16"
+    assert any(name.startswith("model.saliency_model.") for name in summary["new_weights"])
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["dtype"] == "bfloat16"
     assert AutoModelForImageTextToText.from_pretrained(tmp_path / "bf16").dtype == torch.bfloat16
 
