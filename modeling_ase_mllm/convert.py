@@ -328,16 +328,36 @@ def native_tokenizer(tokenizer, source: Path):
     return native
 
 
+def remote_tokenizer(folder: str | Path):
+    """The folder's remote-code tokenizer classes (`auto_map` of its `tokenizer_config.json`: a slow, fast pair),
+    or None when its tokenizer is one of transformers' own."""
+    config = Path(folder) / "tokenizer_config.json"
+    return json.loads(config.read_text()).get("auto_map", {}).get("AutoTokenizer") if config.is_file() else None
+
+
+def load_source_tokenizer(source: Path):
+    """The source's tokenizer; a remote-code one as its slow class (the reference the rebuild is checked against).
+
+    transformers 5's `AutoTokenizer` always takes the fast class of a remote [slow, fast] pair, and InternLM2's
+    remote fast class, built by transformers 5, does not encode as sentencepiece does.
+    """
+    from transformers import AutoTokenizer
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    remote = remote_tokenizer(source)
+    if isinstance(remote, (list, tuple)) and remote[0]:
+        return get_class_from_dynamic_module(remote[0], str(source)).from_pretrained(source)
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=True)
+
+
 def check_tokenizer_is_ours(folder: str | Path) -> None:
     """A model folder whose tokenizer is remote code (converted before tokenizers were carried over as
     `tokenizer.json`) is named, with the fix, instead of failing deep in transformers for want of
     `trust_remote_code`."""
-    config = Path(folder) / "tokenizer_config.json"
-    remote = json.loads(config.read_text()).get("auto_map", {}).get("AutoTokenizer") if config.is_file() else None
-    if remote:
+    if remote := remote_tokenizer(folder):
         raise ValueError(
-            f"{config}: the tokenizer is remote code ({remote}); convert the InternVL source again with "
-            "`ase-mllm convert`, which writes it as a tokenizer.json that needs no code."
+            f"{Path(folder) / 'tokenizer_config.json'}: the tokenizer is remote code ({remote}); convert the InternVL "
+            "source again with `ase-mllm convert`, which writes it as a tokenizer.json that needs no code."
         )
 
 
@@ -480,7 +500,7 @@ def convert_internvl_checkpoint(
 
     Returns a summary: the source format, the number of converted tensors, the new IAS and EAT weights.
     """
-    from transformers import AutoTokenizer, GenerationConfig, InternVLConfig
+    from transformers import GenerationConfig, InternVLConfig
 
     source, output = Path(source), Path(output)
     raw = json.loads((source / "config.json").read_text())
@@ -489,7 +509,7 @@ def convert_internvl_checkpoint(
     elif raw.get("model_type") != "internvl":
         raise ValueError(f"{source / 'config.json'}: neither an OpenGVLab InternVL (llm_config) nor a transformers InternVL config.")
     check_sentencepiece_backends(source)
-    source_tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)
+    source_tokenizer = load_source_tokenizer(source)
     tokenizer = native_tokenizer(source_tokenizer, source)
     ids = {
         "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT_TOKEN),

@@ -253,6 +253,28 @@ def test_internlm2_tokenizer_is_carried_over_as_a_tokenizers_one_that_encodes_as
     assert inputs["input_ids"][0] == sentencepiece_ids(model, added, expanded)
 
 
+def test_a_remote_fast_tokenizer_beside_the_slow_one_is_not_used(tmp_path):
+    """InternLM2's own repositories pair the slow tokenizer with a remote fast one (`auto_map` [slow, fast]).
+    transformers 5's AutoTokenizer always builds the fast one, and InternLM2's, built so, does not encode as
+    sentencepiece does; the conversion reads the slow one. The stand-in fast class here refuses to be built."""
+    added, _ = write_internlm2_checkpoint(tmp_path / "src")
+    config_file = tmp_path / "src" / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["auto_map"]["AutoTokenizer"] = ["tokenization_internlm2.InternLM2Tokenizer",
+                                           "tokenization_internlm2_fast.InternLM2TokenizerFast"]
+    config_file.write_text(json.dumps(config))
+    (tmp_path / "src" / "tokenization_internlm2_fast.py").write_text(
+        "from transformers import PreTrainedTokenizerFast\n\n\nclass InternLM2TokenizerFast(PreTrainedTokenizerFast):\n"
+        "    def __init__(self, *args, **kwargs):\n        raise RuntimeError('the remote fast tokenizer was built')\n"
+    )
+    with pytest.raises(RuntimeError, match="remote fast tokenizer was built"):
+        AutoTokenizer.from_pretrained(tmp_path / "src", trust_remote_code=True)
+    with pytest.warns(UserWarning, match="spectral_residual"):
+        convert_internvl_checkpoint(tmp_path / "src", tmp_path / "ase")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "ase")
+    assert {token: tokenizer.convert_tokens_to_ids(token) for token in added} == added
+
+
 def test_training_names_a_folder_whose_tokenizer_is_still_remote_code(internlm2_conversion, tmp_path):
     """A folder as the converter wrote it before: InternLM2's remote tokenizer. Training says to convert again, where
     transformers would ask for a `trust_remote_code` that `ase-mllm train` does not take."""
