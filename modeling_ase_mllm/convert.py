@@ -13,11 +13,23 @@ Two source formats are recognised from the folder's `config.json`:
 The conversion streams: each source shard is opened lazily (`safe_open`), every tensor is renamed or split and
 appended to an output buffer that is written as a safetensors shard when it reaches `max_shard_size`, so at most
 one source tensor and one output shard are in memory. The new IAS weights (zero gate) and the EAT weights are
-added last; their names are returned and written to `conversion.json`. The tokenizer (with its special tokens) is
-carried over, and the prompt format follows the source's OpenGVLab conversation template (`template` in its
-config: internlm2-chat, Hermes-2, phi3-chat or internvl2_5), with `generation_config.json` stopping at its
-separator as InternVL's `chat()` does. Without `--eat` the saliency source falls
-back to spectral residual, with a warning.
+added last; their names are returned and written to `conversion.json`. Every floating tensor is written in one dtype:
+the source's (its config's `torch_dtype`, else its first floating tensor's) unless `dtype` is given.
+
+The tokenizer (with its special tokens) is carried over as a `tokenizers` tokenizer (`tokenizer.json`) of
+transformers' own class, so the converted folder runs no tokenizer remote code. InternLM2's tokenizer (InternVL2-2B,
+8B, 26B) is remote code over a SentencePiece BPE model; it is rebuilt from its `tokenizer.model` with transformers'
+SentencePiece extractor, and the rebuilt tokenizer must encode a probe text (the chat template rendered, every added
+token, whitespace and Unicode edge cases) exactly as the source's does, or the conversion stops. Reading a
+`tokenizer.model` needs `sentencepiece` and `protobuf` (`pip install "ase-mllm[convert]"`). The prompt format
+follows the source's OpenGVLab conversation template (`template` in its config: internlm2-chat, Hermes-2, phi3-chat
+or internvl2_5), with `generation_config.json` stopping at its separator as InternVL's `chat()` does.
+
+The LLM's legacy RoPE settings (`rope_scaling` with `type`, Phi-3's `"su"` and its top-level
+`original_max_position_embeddings`) become transformers' current `rope_parameters`. A source whose pixel shuffle is
+OpenGVLab's `ps_version: "v1"` (its default) is refused: v1 leaves every tile's feature map transposed, which our
+model (and transformers' InternVL) do not reproduce. Without `--eat` the saliency source falls back to spectral
+residual, with a warning.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from .processing_ase_mllm import (
     CONVERSATION_STYLES,
     IMAGE_CONTEXT_TOKEN,
     IMAGE_END_TOKEN,
+    IMAGE_PLACEHOLDER,
     IMAGE_START_TOKEN,
     AseMllmProcessor,
     build_chat_template,
@@ -140,9 +153,29 @@ def convert_hf_tensor(name: str, tensor: torch.Tensor, text_config) -> Iterator[
 # ------------------------------------------------------------------------------------------------ configs
 
 
+# RoPE types that transformers knows under another name (Phi-3's LongRoPE was first called "su").
+LEGACY_ROPE_TYPES = {"su": "longrope"}
+
+
+def rope_parameters(llm: dict) -> dict:
+    """An LLM config's RoPE settings as transformers' current `rope_parameters`.
+
+    Legacy configs keep them in `rope_scaling` (the kind under `type`) beside `rope_theta`; transformers 5 rejects
+    Phi-3's `{"type": "su", ...}` because it renames "su" only after it has looked for the fields that LongRoPE
+    needs. With the current name, transformers itself moves Phi-3's top-level `original_max_position_embeddings`
+    in, as it does for every LongRoPE, YaRN and Llama-3 config.
+    """
+    rope = dict(llm.get("rope_parameters") or llm.get("rope_scaling") or {})
+    rope_type = rope.pop("rope_type", None) or rope.pop("type", None) or "default"
+    rope.pop("type", None)
+    rope["rope_type"] = LEGACY_ROPE_TYPES.get(rope_type, rope_type)
+    if "rope_theta" in llm:
+        rope.setdefault("rope_theta", float(llm["rope_theta"]))
+    return rope
+
+
 def internlm2_as_llama(llm: dict) -> dict:
     """InternLM2's config as a Llama config (same architecture under other names)."""
-    rope = llm.get("rope_scaling") or {}
     text = {
         "model_type": "llama",
         "vocab_size": llm["vocab_size"],
@@ -159,12 +192,24 @@ def internlm2_as_llama(llm: dict) -> dict:
         "bos_token_id": llm.get("bos_token_id"),
         "eos_token_id": llm.get("eos_token_id"),
         "pad_token_id": llm.get("pad_token_id"),
-        "rope_parameters": {"rope_type": "default", "rope_theta": float(llm.get("rope_theta", 10000.0))},
+        # InternLM2's RoPE (plain, "linear" or "dynamic" NTK scaling) is Llama's.
+        "rope_parameters": rope_parameters({"rope_theta": 10000.0, **llm}),
     }
-    if rope.get("type") == "dynamic":
-        text["rope_parameters"] = {"rope_type": "dynamic", "rope_theta": float(llm.get("rope_theta", 10000.0)),
-                                   "factor": float(rope["factor"])}
     return text
+
+
+def check_pixel_shuffle(source: dict, config_file: Path) -> None:
+    """Only OpenGVLab's pixel shuffle "v2" is ours (and transformers' InternVL's); "v1", OpenGVLab's default when
+    `ps_version` is absent, leaves each tile's feature grid transposed, so its image tokens would reach the LLM in
+    another order and the converted model would compute something else."""
+    version = source.get("ps_version")
+    if version != "v2":
+        given = f"ps_version {version!r}" if version is not None else "no ps_version (OpenGVLab's default is 'v1')"
+        raise ValueError(
+            f"{config_file}: {given}: only pixel shuffle 'v2' converts (every InternVL2, 2.5 and 3 release uses it); "
+            "'v1' leaves every tile's feature map transposed, which ASE-MLLM, like transformers' InternVL, does not "
+            "reproduce."
+        )
 
 
 def ase_config_from_opengvlab(source: dict, image_token_ids: dict[str, int]) -> AseMllmConfig:
@@ -174,7 +219,8 @@ def ase_config_from_opengvlab(source: dict, image_token_ids: dict[str, int]) -> 
     if architecture.startswith("InternLM2"):
         text = internlm2_as_llama(llm)
     else:
-        text = {k: v for k, v in llm.items() if k not in ("architectures", "auto_map", "_name_or_path", "torch_dtype")}
+        dropped = ("architectures", "auto_map", "_name_or_path", "torch_dtype", "rope_scaling", "rope_theta")
+        text = {k: v for k, v in llm.items() if k not in dropped} | {"rope_parameters": rope_parameters(llm)}
     vision_config = {
         "hidden_size": vision["hidden_size"],
         "num_hidden_layers": vision["num_hidden_layers"],
@@ -201,6 +247,147 @@ def ase_config_from_opengvlab(source: dict, image_token_ids: dict[str, int]) -> 
         tie_word_embeddings=bool(llm.get("tie_word_embeddings", False)),
         **image_token_ids,
     )
+
+
+# ------------------------------------------------------------------------------------------------ tokenizer
+
+# Text the carried-over tokenizer must encode exactly as the source's, beside the chat template and every added
+# token: runs of spaces, leading and trailing blanks, tabs and newlines, digits, CJK, full-width letters, emoji.
+PROBE_TEXTS = (
+    " A photo,  two spaces;   three.\n\n\tTabbed 2024-06-01 ",
+    "全角ＡＢＣ与中文标点：构图、光线。 🙂📷\n",
+)
+
+
+def check_sentencepiece_backends(source: Path) -> None:
+    """A `tokenizer.model` is read with sentencepiece and protobuf: name what is missing before transformers tries
+    (it would report a missing `tiktoken` instead)."""
+    from transformers.utils import is_protobuf_available, is_sentencepiece_available
+
+    model = source / "tokenizer.model"
+    available = {"sentencepiece": is_sentencepiece_available(), "protobuf": is_protobuf_available()}
+    missing = [name for name, found in available.items() if not found]
+    if model.is_file() and missing:
+        raise ImportError(
+            f"{model} is a SentencePiece model: reading it needs {' and '.join(missing)} "
+            '(pip install "ase-mllm[convert]").'
+        )
+
+
+def sentencepiece_bpe(model_file: str):
+    """A SentencePiece BPE model as a `tokenizers` tokenizer that encodes as sentencepiece does.
+
+    transformers' SentencePiece extractor reads the vocabulary, merges and user-defined pieces, and its builder makes
+    the byte-fallback BPE with sentencepiece's normalization. sentencepiece's dummy prefix (a `▁` before every text
+    it encodes, so before every stretch of text between two added tokens) becomes a normalizer, which `tokenizers`
+    too applies stretch by stretch; the decoder drops it again.
+    """
+    from tokenizers import decoders, normalizers
+    from tokenizers.models import BPE
+    from transformers.convert_slow_tokenizer import SentencePieceExtractor, SpmConverter
+
+    extractor = SentencePieceExtractor(model_file)
+    if extractor.proto.trainer_spec.model_type != 2:  # sentencepiece's ModelType.BPE
+        raise ValueError(f"{model_file}: only SentencePiece BPE models can be rebuilt (InternLM2's is one)")
+    pieces = extractor.extract(BPE)
+    tokenizer = SpmConverter.build_tokenizer_from_spm_proto(extractor.proto, pieces["vocab"], pieces["merges"])
+    tokenizer.add_tokens(pieces["additional_special_tokens"])
+    if extractor.proto.normalizer_spec.add_dummy_prefix:
+        tokenizer.normalizer = normalizers.Sequence([tokenizer.normalizer, normalizers.Prepend("▁")])
+        tokenizer.decoder = decoders.Sequence([tokenizer.decoder, decoders.Strip(" ", 1, 0)])
+    return tokenizer
+
+
+def native_tokenizer(tokenizer, source: Path):
+    """The source's tokenizer if it is one of transformers' own, else the same tokenizer as a `tokenizers` one
+    (saved as `tokenizer.json`), with the same added tokens at the same ids and the same special tokens."""
+    from transformers import PreTrainedTokenizerFast
+
+    if type(tokenizer).__module__.startswith("transformers."):
+        return tokenizer
+    if tokenizer.is_fast:
+        backend = tokenizer.backend_tokenizer
+    elif str(getattr(tokenizer, "vocab_file", "")).endswith(".model"):
+        backend = sentencepiece_bpe(tokenizer.vocab_file)
+    else:
+        raise ValueError(
+            f"{source}: its tokenizer {type(tokenizer).__name__} is remote code with neither a `tokenizers` backend "
+            "nor a SentencePiece model, so it cannot be carried over without its code."
+        )
+    native = PreTrainedTokenizerFast(
+        tokenizer_object=backend, added_tokens_decoder=tokenizer.added_tokens_decoder, **tokenizer.special_tokens_map,
+        extra_special_tokens=tokenizer.extra_special_tokens, add_bos_token=getattr(tokenizer, "add_bos_token", False),
+        add_eos_token=getattr(tokenizer, "add_eos_token", False), padding_side=tokenizer.padding_side,
+        model_max_length=tokenizer.model_max_length,
+        clean_up_tokenization_spaces=tokenizer.clean_up_tokenization_spaces,
+    )
+    moved = {token.content: index for index, token in tokenizer.added_tokens_decoder.items()
+             if native.convert_tokens_to_ids(token.content) != index}
+    if moved:
+        raise ValueError(f"{source}: the rebuilt tokenizer gives these added tokens other ids: {moved}")
+    return native
+
+
+def remote_tokenizer(folder: str | Path):
+    """The folder's remote-code tokenizer classes (`auto_map` of its `tokenizer_config.json`: a slow, fast pair),
+    or None when its tokenizer is one of transformers' own."""
+    config = Path(folder) / "tokenizer_config.json"
+    return json.loads(config.read_text()).get("auto_map", {}).get("AutoTokenizer") if config.is_file() else None
+
+
+def load_source_tokenizer(source: Path):
+    """The source's tokenizer; a remote-code one as its slow class (the reference the rebuild is checked against).
+
+    transformers 5's `AutoTokenizer` always takes the fast class of a remote [slow, fast] pair, and InternLM2's
+    remote fast class, built by transformers 5, does not encode as sentencepiece does.
+    """
+    from transformers import AutoTokenizer
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    remote = remote_tokenizer(source)
+    if isinstance(remote, (list, tuple)) and remote[0]:
+        return get_class_from_dynamic_module(remote[0], str(source)).from_pretrained(source)
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=True)
+
+
+def check_tokenizer_is_ours(folder: str | Path) -> None:
+    """A model folder whose tokenizer is remote code (converted before tokenizers were carried over as
+    `tokenizer.json`) is named, with the fix, instead of failing deep in transformers for want of
+    `trust_remote_code`."""
+    if remote := remote_tokenizer(folder):
+        raise ValueError(
+            f"{Path(folder) / 'tokenizer_config.json'}: the tokenizer is remote code ({remote}); convert the InternVL "
+            "source again with `ase-mllm convert`, which writes it as a tokenizer.json that needs no code."
+        )
+
+
+def check_same_encoding(source_tokenizer, tokenizer, texts, source: Path) -> None:
+    """Every text encodes to the same ids with both tokenizers, or the conversion stops, naming the first that does
+    not and where the two part."""
+    for text in texts:
+        expected, got = source_tokenizer(text)["input_ids"], tokenizer(text)["input_ids"]
+        if expected != got:
+            at = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), min(len(expected), len(got)))
+            raise ValueError(
+                f"{source}: the tokenizer rebuilt from {type(source_tokenizer).__name__} encodes {text[:80]!r} "
+                f"differently from it (from token {at}: {expected[at:at + 5]} expected, {got[at:at + 5]} given); "
+                "nothing was converted."
+            )
+
+
+def probe_texts(processor, tokenizer) -> list[str]:
+    """The chat template rendered (system message, an image, a reply, a second turn) with the image tokens in
+    place, every added token between words and on its own, and `PROBE_TEXTS`."""
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Comment on this image."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": " The light is warm,  and soft."}]},
+        {"role": "user", "content": [{"type": "text", "text": "And the composition?\n"}]},
+    ]
+    chat = processor.apply_chat_template(messages, add_generation_prompt=True)
+    image = IMAGE_START_TOKEN + IMAGE_CONTEXT_TOKEN * 3 + IMAGE_END_TOKEN
+    added = sorted(tokenizer.get_added_vocab())
+    between_words = [f"a{token}b {token} {token}\n" for token in added]
+    return [chat.replace(IMAGE_PLACEHOLDER, image), *between_words, "".join(added), *PROBE_TEXTS]
 
 
 # ------------------------------------------------------------------------------------------------ streaming
@@ -284,6 +471,19 @@ def new_ase_weights(config: AseMllmConfig) -> dict[str, torch.Tensor]:
     return {f"model.vision_tower.{k}": v for k, v in vision.state_dict().items() if is_ias_key(f"model.vision_tower.{k}")}
 
 
+def source_dtype(raw: dict, shards: list[Path]) -> torch.dtype:
+    """The dtype the source declares (`dtype` or `torch_dtype` in its config), else its first floating tensor's."""
+    declared = getattr(torch, str(raw.get("dtype") or raw.get("torch_dtype")), None)
+    if isinstance(declared, torch.dtype):
+        return declared
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as tensors:
+            for name in tensors.keys():
+                if (tensor := tensors.get_tensor(name)).is_floating_point():
+                    return tensor.dtype
+    raise ValueError(f"{shards[0]}: no floating-point tensor")
+
+
 def convert_internvl_checkpoint(
     source: str | Path,
     output: str | Path,
@@ -294,16 +494,23 @@ def convert_internvl_checkpoint(
 ) -> dict:
     """Convert an InternVL checkpoint folder (OpenGVLab or transformers format) into an ASE-MLLM folder.
 
-    `eat_config` overrides the EAT architecture (default: the released AVA DAT-Base); the EAT file is checked
-    strictly against it before anything is written.
+    Every floating tensor (converted, new IAS, EAT) is written in `dtype`, by default the source's. `eat_config`
+    overrides the EAT architecture (default: the released AVA DAT-Base); the EAT file is checked strictly against it,
+    and the tokenizer against the source's, before anything is written.
 
     Returns a summary: the source format, the number of converted tensors, the new IAS and EAT weights.
     """
-    from transformers import AutoTokenizer, GenerationConfig, InternVLConfig
+    from transformers import GenerationConfig, InternVLConfig
 
     source, output = Path(source), Path(output)
     raw = json.loads((source / "config.json").read_text())
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)
+    if "llm_config" in raw:
+        check_pixel_shuffle(raw, source / "config.json")
+    elif raw.get("model_type") != "internvl":
+        raise ValueError(f"{source / 'config.json'}: neither an OpenGVLab InternVL (llm_config) nor a transformers InternVL config.")
+    check_sentencepiece_backends(source)
+    source_tokenizer = load_source_tokenizer(source)
+    tokenizer = native_tokenizer(source_tokenizer, source)
     ids = {
         "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT_TOKEN),
         "start_image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_START_TOKEN),
@@ -311,62 +518,73 @@ def convert_internvl_checkpoint(
     }
     if "llm_config" in raw:
         fmt, config, convert_tensor = "opengvlab", ase_config_from_opengvlab(raw, ids), convert_opengvlab_tensor
-    elif raw.get("model_type") == "internvl":
+    else:
         fmt, config, convert_tensor = "transformers", ase_config_from_internvl(InternVLConfig.from_pretrained(source)), convert_hf_tensor
         ids = {k: v for k, v in ids.items() if k != "image_token_id"}
         for key, value in ids.items():
             setattr(config, key, value)
-    else:
-        raise ValueError(f"{source / 'config.json'}: neither an OpenGVLab InternVL (llm_config) nor a transformers InternVL config.")
     if eat_config is not None:
         config.saliency_config.eat_config = type(config.saliency_config.eat_config)(**eat_config)
     if eat is None:
         warnings.warn("no EAT checkpoint given: the saliency source falls back to 'spectral_residual' (no weights).",
                       stacklevel=2)
         config.saliency_config.source = "spectral_residual"
+    style = conversation_style(raw.get("template"), source)
+    processor = AseMllmProcessor(
+        image_processor=AseMllmImageProcessor(saliency_source=config.saliency_config.source), tokenizer=tokenizer,
+        chat_template=build_chat_template(style), system_prompt=CONVERSATION_STYLES[style][3],
+    )
+    if tokenizer is not source_tokenizer:
+        check_same_encoding(source_tokenizer, tokenizer, probe_texts(processor, tokenizer), source)
+    shards = source_shards(source)
+    dtype = source_dtype(raw, shards) if dtype is None else dtype
+    eat_weights = {}
+    if eat is not None:
+        checked = load_eat_weights(EatModel(config.saliency_config.eat_config), eat)
+        eat_weights = {f"model.saliency_model.{k}": v for k, v in checked.state_dict().items()}
 
     output.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(output, max_shard_size)
     converted = 0
-    for shard in source_shards(source):
+    for shard in shards:
         with safe_open(str(shard), framework="pt") as tensors:
             for name in tensors.keys():
                 for target, tensor in convert_tensor(name, tensors.get_tensor(name), config.text_config):
-                    writer.add(target, tensor if dtype is None or not tensor.is_floating_point() else tensor.to(dtype))
+                    writer.add(target, tensor.to(dtype) if tensor.is_floating_point() else tensor)
                     converted += 1
-    added = new_ase_weights(config)
-    if eat is not None:
-        checked = load_eat_weights(EatModel(config.saliency_config.eat_config), eat)
-        added.update({f"model.saliency_model.{k}": v for k, v in checked.state_dict().items()})
+    added = {**new_ase_weights(config), **eat_weights}
     for name, tensor in added.items():
-        writer.add(name, tensor if dtype is None or not tensor.is_floating_point() else tensor.to(dtype))
+        writer.add(name, tensor.to(dtype) if tensor.is_floating_point() else tensor)
     writer.finish()
 
     config.architectures = ["AseMllmForConditionalGeneration"]
+    config.dtype = dtype
     config.save_pretrained(output)
     copy_remote_code(output)
-    style = conversation_style(raw.get("template"), source)
     stop_tokens = stop_token_ids(tokenizer, style, config.text_config.eos_token_id)
     GenerationConfig(eos_token_id=stop_tokens, pad_token_id=tokenizer.pad_token_id).save_pretrained(output)
-    image_processor = AseMllmImageProcessor(saliency_source=config.saliency_config.source)
-    AseMllmProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=build_chat_template(style),
-        system_prompt=CONVERSATION_STYLES[style][3],
-    ).save_pretrained(output)
+    processor.save_pretrained(output)
     summary = {"format": fmt, "converted_tensors": converted, "new_weights": sorted(added),
                "saliency_source": config.saliency_config.source, "conversation_template": style,
-               "eos_token_id": stop_tokens}
+               "eos_token_id": stop_tokens, "dtype": str(dtype).removeprefix("torch."),
+               "tokenizer": type(tokenizer).__name__}
     (output / "conversion.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 def add_convert_command(commands) -> None:
-    parser = commands.add_parser("convert", help="build an ASE-MLLM folder from an InternVL2/2.5/3 checkpoint (+ EAT)")
+    parser = commands.add_parser(
+        "convert", help="build an ASE-MLLM folder from an InternVL2/2.5/3 checkpoint (+ EAT)",
+        description="Build an ASE-MLLM folder from an InternVL2/2.5/3 checkpoint folder (and the EAT weights). "
+        "A source tokenizer.model (InternLM2's, InternVL2-2B/8B/26B) is read with sentencepiece and protobuf: "
+        'pip install "ase-mllm[convert]". The output needs neither, nor any tokenizer remote code.',
+    )
     parser.add_argument("source", help="InternVL checkpoint folder (OpenGVLab remote-code or transformers format)")
     parser.add_argument("output", help="folder to write")
     parser.add_argument("--eat", help="EAT AVA checkpoint (.pth or .safetensors); without it: spectral residual")
     parser.add_argument("--max-shard-size", type=int, default=DEFAULT_MAX_SHARD_SIZE, help="bytes per output shard")
-    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="cast floating tensors")
+    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                        help="dtype of every floating tensor written (default: the source's)")
     parser.set_defaults(handler=run_convert, output_dir=None)
 
 

@@ -596,7 +596,7 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
     def batch_chat(
         self, processor, images, questions, generation_config: dict | None = None, images_kwargs: dict | None = None
     ) -> list[str]:
-        """Answers for a batch, left-padded, as InternVL's `batch_chat()`.
+        """Answers for a batch, left-padded and stripped of surrounding whitespace, as InternVL's `batch_chat()`.
 
         Args:
             images: per sample, an image, a list of images, or `None`.
@@ -619,7 +619,9 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         output = self.generate(**inputs, **{"max_new_tokens": 256, "do_sample": False, **(generation_config or {})})
-        return processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        # Stripped as InternVL strips them: an answer whose first piece is a `▁word` decodes with a leading space.
+        answers = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        return [answer.strip() for answer in answers]
 
     def mask_labels(
         self,

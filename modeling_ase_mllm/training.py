@@ -358,6 +358,9 @@ def load_model_and_processor(model_path: str, recipe: TrainingRecipe, conversati
         processor = build_processor(build_tokenizer(corpus))
         model = build_tiny_model(seed=0)
     else:
+        from .convert import check_tokenizer_is_ours
+
+        check_tokenizer_is_ours(model_path)
         processor = AutoProcessor.from_pretrained(model_path)
         # CPU runs train in float32 (bf16 is forced off there, see `training_arguments`).
         dtype = getattr(torch, recipe.dtype) if torch.accelerator.is_available() else torch.float32

@@ -1,89 +1,43 @@
 """Conversion from InternVL checkpoints (OpenGVLab remote-code and transformers formats) to ASE-MLLM folders."""
 
 import json
+import math
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig, InternVLForConditionalGeneration
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+    GenerationConfig,
+    InternVLForConditionalGeneration,
+)
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from modeling_ase_mllm.convert import convert_internvl_checkpoint
+from modeling_ase_mllm.convert import ase_config_from_opengvlab, convert_internvl_checkpoint, rope_parameters
 from modeling_ase_mllm.internvl_compat import build_internvl_twin, internvl_config_from_ase
 from modeling_ase_mllm.processing_ase_mllm import INTERNVL2_5_SYSTEM_PROMPT, INTERNVL2_SYSTEM_PROMPT, build_chat_template
 from modeling_ase_mllm.tiny import build_processor, build_tiny_model, tiny_config
+from opengvlab_fixtures import (
+    added_token,
+    opengvlab_state_dict,
+    sentencepiece_ids,
+    tokenizer_corpus,
+    train_sentencepiece,
+    write_internlm2_checkpoint,
+    write_internlm2_tokenizer,
+    write_opengvlab_checkpoint,
+)
 
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "<image>\nComment on this image from an aesthetic perspective."
-
-
-# --- the test's own OpenGVLab layout -----------------------------------------------------------------------------
-
-
-def opengvlab_state_dict(hf: dict, heads: int, kv_heads: int) -> dict:
-    """transformers-InternVL names -> OpenGVLab names, building InternLM2's `wqkv` row by row: for every KV head,
-    its `heads / kv_heads` query heads, then its key head, then its value head."""
-    out = {}
-    head_dim = None
-    for name, tensor in hf.items():
-        parts = name.split(".")
-        if name.startswith("model.vision_tower.embeddings."):
-            new = {"cls_token": "class_embedding", "position_embeddings": "position_embedding"}.get(parts[3])
-            out[f"vision_model.embeddings.{new}" if new else name.replace(
-                "model.vision_tower.embeddings.patch_embeddings.projection", "vision_model.embeddings.patch_embedding")] = tensor
-        elif name.startswith("model.vision_tower.encoder.layer."):
-            i, rest = parts[4], ".".join(parts[5:])
-            if rest.startswith("attention.q_proj"):
-                kind = parts[-1]
-                fused = torch.cat([hf[f"model.vision_tower.encoder.layer.{i}.attention.{p}.{kind}"]
-                                   for p in ("q_proj", "k_proj", "v_proj")])
-                out[f"vision_model.encoder.layers.{i}.attn.qkv.{kind}"] = fused
-                continue
-            if rest.startswith(("attention.k_proj", "attention.v_proj")):
-                continue
-            rest = (rest.replace("attention.projection_layer", "attn.proj").replace("lambda_1", "ls1")
-                    .replace("lambda_2", "ls2").replace("layernorm_before", "norm1").replace("layernorm_after", "norm2"))
-            out[f"vision_model.encoder.layers.{i}.{rest}"] = tensor
-        elif name.startswith("model.multi_modal_projector."):
-            index = {"layer_norm": "0", "linear_1": "1", "linear_2": "3"}[parts[2]]
-            out[f"mlp1.{index}.{parts[3]}"] = tensor
-        elif name == "model.language_model.embed_tokens.weight":
-            out["language_model.model.tok_embeddings.weight"] = tensor
-        elif name == "model.language_model.norm.weight":
-            out["language_model.model.norm.weight"] = tensor
-        elif name == "lm_head.weight":
-            out["language_model.output.weight"] = tensor
-        elif name.startswith("model.language_model.layers."):
-            i, rest = parts[3], ".".join(parts[4:])
-            prefix = f"language_model.model.layers.{i}"
-            if rest == "self_attn.q_proj.weight":
-                q = hf[f"model.language_model.layers.{i}.self_attn.q_proj.weight"]
-                k = hf[f"model.language_model.layers.{i}.self_attn.k_proj.weight"]
-                v = hf[f"model.language_model.layers.{i}.self_attn.v_proj.weight"]
-                head_dim = q.shape[0] // heads
-                rows = []
-                for g in range(kv_heads):
-                    for j in range(heads // kv_heads):
-                        h = g * (heads // kv_heads) + j
-                        rows.append(q[h * head_dim:(h + 1) * head_dim])
-                    rows.append(k[g * head_dim:(g + 1) * head_dim])
-                    rows.append(v[g * head_dim:(g + 1) * head_dim])
-                out[f"{prefix}.attention.wqkv.weight"] = torch.cat(rows)
-            elif rest in ("self_attn.k_proj.weight", "self_attn.v_proj.weight"):
-                continue
-            else:
-                new = {"self_attn.o_proj.weight": "attention.wo.weight", "mlp.gate_proj.weight": "feed_forward.w1.weight",
-                       "mlp.up_proj.weight": "feed_forward.w3.weight", "mlp.down_proj.weight": "feed_forward.w2.weight",
-                       "input_layernorm.weight": "attention_norm.weight",
-                       "post_attention_layernorm.weight": "ffn_norm.weight"}[rest]
-                out[f"{prefix}.{new}"] = tensor
-        else:
-            raise AssertionError(f"unmapped {name}")
-    return out
 
 
 def internlm2_attention(wqkv, wo, hidden, heads, kv_heads, cos, sin):
@@ -138,51 +92,6 @@ def test_chat_templates_render_opengvlab_conversations(name, system):
     expected = opengvlab_prompt(name, system, [("<image>\nComment on this image.", "Warm light."),
                                                ("And the composition?", None)])
     assert processor.apply_chat_template(messages, add_generation_prompt=True) == expected
-
-
-def write_shards(folder: Path, state: dict, shards: int) -> None:
-    """Split by bytes (greedy, in key order) into `shards` files of about equal size, with an index."""
-    sizes = {n: t.numel() * t.element_size() for n, t in state.items()}
-    budget, parts, current, filled = sum(sizes.values()) / shards, [[] for _ in range(shards)], 0, 0
-    for name in state:
-        if parts[current] and filled + sizes[name] / 2 > budget * (current + 1) and current < shards - 1:
-            current += 1
-        parts[current].append(name)
-        filled += sizes[name]
-    weight_map = {}
-    for index, part in enumerate(parts):
-        file = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
-        save_file({n: state[n].contiguous() for n in part}, str(folder / file))
-        weight_map.update({n: file for n in part})
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-
-
-def write_opengvlab_checkpoint(folder: Path, config, state: dict, tokenizer, shards: int = 4,
-                               template: str = "internlm2-chat") -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    text, vision = config.text_config, config.vision_config
-    opengvlab = {
-        "architectures": ["InternVLChatModel"], "model_type": "internvl_chat", "downsample_ratio": 0.5,
-        "select_layer": -1, "template": template, "ps_version": "v2",
-        "vision_config": {
-            "architectures": ["InternVisionModel"], "hidden_size": vision.hidden_size,
-            "num_hidden_layers": vision.num_hidden_layers, "num_attention_heads": vision.num_attention_heads,
-            "intermediate_size": vision.intermediate_size, "qkv_bias": vision.attention_bias,
-            "qk_normalization": vision.use_qk_norm, "norm_type": vision.norm_type, "layer_norm_eps": vision.layer_norm_eps,
-            "image_size": 448, "patch_size": 14, "drop_path_rate": 0.0, "use_flash_attn": False,
-        },
-        "llm_config": {
-            "architectures": ["InternLM2ForCausalLM"], "vocab_size": text.vocab_size, "hidden_size": text.hidden_size,
-            "intermediate_size": text.intermediate_size, "num_hidden_layers": text.num_hidden_layers,
-            "num_attention_heads": text.num_attention_heads, "num_key_value_heads": text.num_key_value_heads,
-            "rms_norm_eps": text.rms_norm_eps, "rope_theta": text.rope_parameters["rope_theta"],
-            "max_position_embeddings": text.max_position_embeddings, "bias": False, "tie_word_embeddings": False,
-            "pad_token_id": text.pad_token_id, "eos_token_id": text.eos_token_id, "bos_token_id": text.bos_token_id,
-        },
-    }
-    (folder / "config.json").write_text(json.dumps(opengvlab, indent=2))
-    tokenizer.save_pretrained(folder)
-    write_shards(folder, state, shards)
 
 
 @pytest.fixture(scope="module")
@@ -272,6 +181,337 @@ def test_transformers_internvl_folder_converts_to_identical_logits(tmp_path, ref
         ours = converted(**inputs).logits
         theirs = reference(**{k: inputs[k] for k in ("input_ids", "attention_mask", "pixel_values")}).logits
     assert torch.equal(ours, theirs)
+
+
+# --- InternLM2's SentencePiece tokenizer, Phi-3's RoPE, pixel shuffle, dtype ------------------------------------
+
+
+def tokenizer_test_texts(processor) -> list[str]:
+    """Our critiques and prompts, each also rendered as a chat (system message, image tokens, the critique as the
+    reply, InternLM2's turn tokens), every added token in text, and whitespace / Unicode / digit edge cases."""
+    texts = tokenizer_corpus()
+    image = "<img>" + "<IMG_CONTEXT>" * 4 + "</img>"
+    for text in texts[:]:
+        chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Comment on it."}]},
+                {"role": "assistant", "content": [{"type": "text", "text": text}]}]
+        texts.append(processor.apply_chat_template(chat).replace("<image>", image))
+    added = list(processor.tokenizer.get_added_vocab())
+    texts += [f"x{token}y {token}\n{token}" for token in added] + ["".join(added)]
+    texts += ["  two leading spaces", "trailing   ", "tabs\tand\nnewlines\n\n", "digits 1234567890 3.14",
+              "全角ＡＢＣ、标点。", "emoji 📷🙂 mixed", "unseen words: zygomorphic quixotry", " ", ""]
+    return texts
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["internlm2", "dummy-prefix"])
+def internlm2_conversion(request, tmp_path_factory):
+    """A tiny InternVL2 folder with InternLM2's kind of SentencePiece tokenizer (behind its remote code), converted;
+    once without and once with sentencepiece's dummy prefix, which the rebuild reads from the model file."""
+    root = tmp_path_factory.mktemp("internlm2")
+    added, _ = write_internlm2_checkpoint(root / "src", tokenizer_options={"add_dummy_prefix": request.param})
+    with pytest.warns(UserWarning, match="spectral_residual"):
+        summary = convert_internvl_checkpoint(root / "src", root / "ase")
+    return root, added, summary
+
+
+def test_internlm2_tokenizer_is_carried_over_as_a_tokenizers_one_that_encodes_as_sentencepiece(internlm2_conversion):
+    import sentencepiece
+
+    root, added, summary = internlm2_conversion
+    ase = root / "ase"
+    # No tokenizer remote code in the folder: a `tokenizer.json` of transformers' own class.
+    assert (ase / "tokenizer.json").is_file() and not list(ase.glob("tokenization_*.py"))
+    assert "AutoTokenizer" not in json.loads((ase / "tokenizer_config.json").read_text()).get("auto_map", {})
+    processor = AutoProcessor.from_pretrained(ase)
+    tokenizer = processor.tokenizer
+    assert type(tokenizer).__module__.startswith("transformers.") and summary["tokenizer"] == type(tokenizer).__name__
+    assert {token: tokenizer.convert_tokens_to_ids(token) for token in added} == added
+
+    model = sentencepiece.SentencePieceProcessor(model_file=str(root / "src" / "tokenizer.model"))
+    source = AutoTokenizer.from_pretrained(root / "src", trust_remote_code=True)
+    texts = tokenizer_test_texts(processor)
+    compared = 0
+    for text in texts:
+        expected = sentencepiece_ids(model, added, text)
+        assert source(text)["input_ids"] == expected, text  # the remote tokenizer is sentencepiece's encoding
+        assert tokenizer(text)["input_ids"] == expected, text
+        compared += len(expected)
+    print(f"\n{len(texts)} texts, {compared} tokens: the converted tokenizer equals sentencepiece's encoding")
+    assert compared > 3000
+
+    # Decoding gives the text back (what the captions go through), as sentencepiece's own decoder does.
+    for text in tokenizer_corpus():
+        ids = sentencepiece_ids(model, added, text)
+        assert tokenizer.decode(ids, skip_special_tokens=True) == model.decode(ids[1:]) == text
+
+    # The processor's own tokenization, image tokens expanded (256 per tile), is the same encoding.
+    from conftest import random_image
+
+    turns = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Comment on this photo."}]}]
+    prompt = processor.apply_chat_template(turns, add_generation_prompt=True)
+    inputs = processor(images=[random_image(300, 300, seed=5)], text=[prompt], images_kwargs={"max_patches": 1})
+    expanded = prompt.replace("<image>", "<img>" + "<IMG_CONTEXT>" * 256 + "</img>")
+    assert inputs["input_ids"][0] == sentencepiece_ids(model, added, expanded)
+
+
+def test_a_remote_fast_tokenizer_beside_the_slow_one_is_not_used(tmp_path):
+    """InternLM2's own repositories pair the slow tokenizer with a remote fast one (`auto_map` [slow, fast]).
+    transformers 5's AutoTokenizer always builds the fast one, and InternLM2's, built so, does not encode as
+    sentencepiece does; the conversion reads the slow one. The stand-in fast class here refuses to be built."""
+    added, _ = write_internlm2_checkpoint(tmp_path / "src")
+    config_file = tmp_path / "src" / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["auto_map"]["AutoTokenizer"] = ["tokenization_internlm2.InternLM2Tokenizer",
+                                           "tokenization_internlm2_fast.InternLM2TokenizerFast"]
+    config_file.write_text(json.dumps(config))
+    (tmp_path / "src" / "tokenization_internlm2_fast.py").write_text(
+        "from transformers import PreTrainedTokenizerFast\n\n\nclass InternLM2TokenizerFast(PreTrainedTokenizerFast):\n"
+        "    def __init__(self, *args, **kwargs):\n        raise RuntimeError('the remote fast tokenizer was built')\n"
+    )
+    with pytest.raises(RuntimeError, match="remote fast tokenizer was built"):
+        AutoTokenizer.from_pretrained(tmp_path / "src", trust_remote_code=True)
+    with pytest.warns(UserWarning, match="spectral_residual"):
+        convert_internvl_checkpoint(tmp_path / "src", tmp_path / "ase")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "ase")
+    assert {token: tokenizer.convert_tokens_to_ids(token) for token in added} == added
+
+
+def test_training_names_a_folder_whose_tokenizer_is_still_remote_code(internlm2_conversion, tmp_path):
+    """A folder as the converter wrote it before: InternLM2's remote tokenizer. Training says to convert again, where
+    transformers would ask for a `trust_remote_code` that `ase-mllm train` does not take."""
+    import shutil
+
+    from modeling_ase_mllm.recipes import load_recipe
+    from modeling_ase_mllm.training import load_model_and_processor
+
+    root, _, _ = internlm2_conversion
+    shutil.copytree(root / "ase", tmp_path / "old")
+    AutoTokenizer.from_pretrained(root / "src", trust_remote_code=True).save_pretrained(tmp_path / "old")
+    assert (tmp_path / "old" / "tokenization_internlm2.py").is_file()
+    with pytest.raises(ValueError, match="tokenizer is remote code .*convert the InternVL source again"):
+        load_model_and_processor(str(tmp_path / "old"), load_recipe("mini"))
+
+
+def test_a_rebuilt_tokenizer_that_encodes_differently_stops_the_conversion(tmp_path):
+    """sentencepiece's `remove_extra_whitespaces` (collapse runs of spaces) has no `tokenizers` counterpart in the
+    rebuild: the probe text shows the difference, and nothing is written."""
+    write_internlm2_checkpoint(tmp_path / "src", tokenizer_options={"remove_extra_whitespaces": True})
+    with pytest.warns(UserWarning, match="spectral_residual"), pytest.raises(ValueError) as error:
+        convert_internvl_checkpoint(tmp_path / "src", tmp_path / "ase")
+    message = str(error.value)
+    assert str(tmp_path / "src") in message and "encodes" in message and "nothing was converted" in message
+    assert not (tmp_path / "ase").exists()
+
+
+MISSING_SENTENCEPIECE_CHILD = """
+import json, sys
+sys.modules["sentencepiece"] = sys.modules["google.protobuf"] = None
+from modeling_ase_mllm.convert import ase_config_from_opengvlab, convert_internvl_checkpoint, rope_parameters
+messages = {}
+for source in sys.argv[1:]:
+    try:
+        convert_internvl_checkpoint(source, source + "-ase")
+    except ImportError as error:
+        messages[source] = str(error)
+print(json.dumps(messages))
+"""
+
+
+def test_missing_sentencepiece_is_named_with_the_extra_that_installs_it(tmp_path):
+    """Without sentencepiece and protobuf (blocked in a child process), converting a folder with a `tokenizer.model`
+    (InternLM2's remote tokenizer, or a Llama tokenizer with no tokenizer.json) says which packages are missing and
+    how to install them; for the Llama one transformers would blame a missing tiktoken."""
+    sources = [tmp_path / "internlm2", tmp_path / "llama"]
+    for source, write_tokenizer in zip(sources, (write_internlm2_tokenizer, write_phi3_tokenizer)):
+        source.mkdir()
+        write_tokenizer(source)
+        (source / "config.json").write_text(json.dumps({"architectures": ["InternVLChatModel"], "ps_version": "v2",
+                                                        "llm_config": {"architectures": ["Phi3ForCausalLM"]}}))
+    run = subprocess.run([sys.executable, "-c", MISSING_SENTENCEPIECE_CHILD, *map(str, sources)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    messages = json.loads(run.stdout.strip().splitlines()[-1])
+    assert messages == {str(source): f"{source / 'tokenizer.model'} is a SentencePiece model: reading it needs "
+                                     'sentencepiece and protobuf (pip install "ase-mllm[convert]").'
+                        for source in sources}
+    assert not any(Path(f"{source}-ase").exists() for source in sources)
+
+
+@pytest.mark.parametrize("version", ["v1", None])
+def test_pixel_shuffle_v1_is_refused(tmp_path, version):
+    """OpenGVLab's pixel shuffle "v1" (its default when `ps_version` is absent) leaves each tile's 16x16 feature
+    grid transposed against "v2", ours: refused before anything is read or written."""
+    grid = torch.arange(2 * 32 * 32 * 4.0).reshape(2, 32, 32, 4)
+
+    def pixel_shuffle(x, version):  # OpenGVLab's InternVLChatModel.pixel_shuffle, transcribed (scale 0.5)
+        n, w, h, c = x.shape
+        x = x.reshape(n, w, h // 2, c * 2).permute(0, 2, 1, 3).reshape(n, h // 2, w // 2, c * 4)
+        return x if version == "v1" else x.permute(0, 2, 1, 3)
+
+    assert torch.equal(pixel_shuffle(grid, "v1"), pixel_shuffle(grid, "v2").transpose(1, 2))
+    assert not torch.equal(pixel_shuffle(grid, "v1"), pixel_shuffle(grid, "v2"))
+
+    overrides = {"ps_version": version} if version else {}
+    write_internlm2_checkpoint(tmp_path / "src", **overrides)
+    if version is None:
+        config = json.loads((tmp_path / "src" / "config.json").read_text())
+        del config["ps_version"]
+        (tmp_path / "src" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="only pixel shuffle 'v2' converts") as error:
+        convert_internvl_checkpoint(tmp_path / "src", tmp_path / "ase")
+    assert str(tmp_path / "src" / "config.json") in str(error.value)
+    assert ("ps_version 'v1'" if version else "no ps_version (OpenGVLab's default is 'v1')") in str(error.value)
+    assert not (tmp_path / "ase").exists()
+
+
+PHI3_TOKENS = ["<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "<img>", "</img>", "<IMG_CONTEXT>"]
+
+
+def write_phi3_tokenizer(folder: Path) -> dict[str, int]:
+    """A Llama tokenizer that ships only `tokenizer.model` (no tokenizer.json), with Phi-3's chat tokens and InternVL's
+    image tokens appended, as in InternVL2-4B."""
+    import sentencepiece
+
+    (folder / "tokenizer.model").write_bytes(train_sentencepiece())
+    size = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer.model")).get_piece_size()
+    added = {"<unk>": 0, "<s>": 1, "</s>": 2, **{token: size + i for i, token in enumerate(PHI3_TOKENS)}}
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "<|end|>", "unk_token": "<unk>",
+        "pad_token": "<unk>", "add_bos_token": True, "legacy": False,
+        "added_tokens_decoder": {str(i): added_token(token) for token, i in added.items()}}))
+    return added
+
+
+def phi3_su_cos_sin(positions, factors, dim, base, max_positions, original):
+    """OpenGVLab's Phi-3 `Phi3SuScaledRotaryEmbedding`, transcribed: inverse frequencies divided by the short or long
+    factors (long once the sequence passes `original` positions), cos/sin scaled by sqrt(1 + ln(max/orig)/ln(orig))."""
+    inv_freq = 1.0 / (torch.tensor(factors) * base ** (torch.arange(0, dim, 2).float() / dim))
+    scale = math.sqrt(1 + math.log(max_positions / original) / math.log(original))
+    freqs = positions[:, None].float() * inv_freq[None]
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos() * scale, emb.sin() * scale
+
+
+def test_internvl2_4b_phi3_with_su_rope_converts(tmp_path):
+    """InternVL2-4B's Phi-3 `llm_config` (OpenGVLab's field names: `rope_scaling: {"type": "su", "short_factor",
+    "long_factor"}`, `original_max_position_embeddings` beside it, 128K positions) and a tokenizer that is only a
+    `tokenizer.model`: converted, the RoPE is transformers' LongRoPE with the same numbers, its cos/sin equal the
+    "su" formula below and beyond the original 4096 positions, and the logits equal InternVL's."""
+    source = tmp_path / "InternVL2-4B-tiny"
+    source.mkdir()
+    added = write_phi3_tokenizer(source)
+    head_dim, theta, original, longest = 16, 10000.0, 4096, 131072
+    short = [1.0 + 0.05 * i for i in range(head_dim // 2)]
+    long = [1.0 + 1.5 * i for i in range(head_dim // 2)]
+    text = {**tiny_config("phi3").text_config.to_dict(), "vocab_size": max(added.values()) + 1,
+            "max_position_embeddings": longest, "original_max_position_embeddings": original,
+            "rope_parameters": {"rope_type": "longrope", "rope_theta": theta, "short_factor": short,
+                                "long_factor": long, "original_max_position_embeddings": original},
+            "bos_token_id": 1, "eos_token_id": added["<|end|>"], "pad_token_id": 0}
+    config = tiny_config("phi3", text_config=text, image_token_id=added["<IMG_CONTEXT>"],
+                         start_image_token_id=added["<img>"], end_image_token_id=added["</img>"])
+    reference = build_internvl_twin(build_tiny_model(config, seed=5, gate=0.0))
+    llm = config.text_config
+    assert llm.hidden_size // llm.num_attention_heads == head_dim
+    llm_config = {  # InternVL2-4B's llm_config fields, at tiny widths
+        "_name_or_path": "microsoft/Phi-3-mini-128k-instruct", "architectures": ["Phi3ForCausalLM"],
+        "attention_dropout": 0.0, "auto_map": {"AutoConfig": "configuration_phi3.Phi3Config",
+                                               "AutoModelForCausalLM": "modeling_phi3.Phi3ForCausalLM"},
+        "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": added["<|end|>"], "hidden_act": "silu",
+        "hidden_size": llm.hidden_size, "initializer_range": 0.02, "intermediate_size": llm.intermediate_size,
+        "max_position_embeddings": longest, "model_type": "phi3", "num_attention_heads": llm.num_attention_heads,
+        "num_hidden_layers": llm.num_hidden_layers, "num_key_value_heads": llm.num_key_value_heads,
+        "original_max_position_embeddings": original, "pad_token_id": 0, "resid_pdrop": 0.0,
+        "rms_norm_eps": llm.rms_norm_eps,
+        "rope_scaling": {"long_factor": long, "short_factor": short, "type": "su"}, "rope_theta": theta,
+        "sliding_window": 262144, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+        "transformers_version": "4.37.2", "use_cache": True, "vocab_size": llm.vocab_size,
+    }
+    state = opengvlab_state_dict(reference.state_dict(), llm.num_attention_heads, llm.num_key_value_heads, llm="phi3")
+    assert "language_model.model.layers.0.self_attn.qkv_proj.weight" in state
+    write_opengvlab_checkpoint(source, config, state, shards=2, template="phi3-chat", llm_config=llm_config,
+                               torch_dtype="float32")
+    with pytest.warns(UserWarning, match="spectral_residual"):
+        summary = convert_internvl_checkpoint(source, tmp_path / "ase")
+    assert summary["conversation_template"] == "phi3-chat" and added["<|end|>"] in summary["eos_token_id"]
+
+    converted = AutoModelForImageTextToText.from_pretrained(tmp_path / "ase").eval()
+    rope = converted.config.text_config.rope_parameters
+    assert rope["rope_type"] == "longrope" and rope["original_max_position_embeddings"] == original
+    assert rope["short_factor"] == short and rope["long_factor"] == long and rope["rope_theta"] == theta
+    rotary = converted.model.language_model.rotary_emb
+    for start in (0, 5000):  # short factors up to 4096 positions, long ones past them
+        positions = torch.arange(start, start + 8)
+        cos, sin = rotary(torch.zeros(1, 8, llm.hidden_size), positions[None])
+        expected_cos, expected_sin = phi3_su_cos_sin(positions, long if start else short, head_dim, theta, longest,
+                                                     original)
+        assert (cos[0] - expected_cos).abs().max() < 1e-5 and (sin[0] - expected_sin).abs().max() < 1e-5
+
+    from conftest import random_image
+
+    processor = AutoProcessor.from_pretrained(tmp_path / "ase")
+    turns = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Comment on it."}]}]
+    inputs = processor(images=[random_image(300, 500, seed=2)], return_tensors="pt",
+                       text=[processor.apply_chat_template(turns, add_generation_prompt=True)])
+    with torch.no_grad():
+        ours = converted(**inputs).logits
+        theirs = reference(**{k: inputs[k] for k in ("input_ids", "attention_mask", "pixel_values")}).logits
+    assert (ours - theirs).abs().max() < 1e-5
+
+
+def test_legacy_rope_settings_become_transformers_rope_parameters():
+    """`rope_scaling` + `rope_theta` as InternVL2's LLM configs write them -> `rope_parameters`, which transformers
+    accepts as they are (Phi-3's "su" under its current name, LongRoPE)."""
+    su = {"type": "su", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}
+    assert rope_parameters({"rope_theta": 1e6}) == {"rope_type": "default", "rope_theta": 1e6}  # Qwen2
+    assert rope_parameters({"rope_theta": 1e4, "rope_scaling": {"type": "dynamic", "factor": 2.0}}) == {
+        "rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}  # InternLM2.5-7B (InternVL2-8B)
+    assert rope_parameters({"rope_theta": 1e4, "rope_scaling": su}) == {
+        "rope_type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8, "rope_theta": 1e4}
+    assert rope_parameters({"rope_parameters": {"rope_type": "linear", "factor": 4.0}}) == {
+        "rope_type": "linear", "factor": 4.0}
+    # InternLM2's "linear" scaling reaches the Llama config (it was dropped before).
+    vision = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 64}
+    source = {"vision_config": vision, "llm_config": {
+        "architectures": ["InternLM2ForCausalLM"], "vocab_size": 64, "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "rope_theta": 1e6,
+        "rope_scaling": {"type": "linear", "factor": 4.0}}}
+    text = ase_config_from_opengvlab(source, {"image_token_id": 5}).text_config
+    assert text.rope_parameters == {"rope_type": "linear", "factor": 4.0, "rope_theta": 1e6}
+
+
+def written_dtypes(folder: Path) -> dict[torch.dtype, int]:
+    """How many tensors of each dtype the folder's safetensors shards hold."""
+    counts = {}
+    for shard in folder.glob("*.safetensors"):
+        with safe_open(str(shard), framework="pt") as tensors:
+            for name in tensors.keys():
+                dtype = tensors.get_tensor(name).dtype
+                counts[dtype] = counts.get(dtype, 0) + 1
+    return counts
+
+
+def test_every_tensor_is_written_in_the_source_dtype_unless_told(tmp_path):
+    """A bfloat16 source with an fp32 EAT file: converted, new IAS and EAT weights all bfloat16 (the config says so
+    and the model loads so); `--dtype float32` gives all float32."""
+    write_internlm2_checkpoint(tmp_path / "src", dtype=torch.bfloat16)
+    eat_file = tmp_path / "eat.safetensors"
+    save_file({k: v.contiguous() for k, v in build_tiny_model(seed=3).model.saliency_model.state_dict().items()},
+              str(eat_file))
+    eat_config = tiny_config().saliency_config.eat_config.to_dict()
+    summary = convert_internvl_checkpoint(tmp_path / "src", tmp_path / "bf16", eat=eat_file, eat_config=eat_config)
+    counts = written_dtypes(tmp_path / "bf16")
+    assert sum(counts.values()) == summary["converted_tensors"] + len(summary["new_weights"])
+    assert [dtype for dtype in counts if dtype.is_floating_point] == [torch.bfloat16]
+    assert summary["dtype"] == "bfloat16"
+    assert any(name.startswith("model.saliency_model.") for name in summary["new_weights"])
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["dtype"] == "bfloat16"
+    assert AutoModelForImageTextToText.from_pretrained(tmp_path / "bf16").dtype == torch.bfloat16
+
+    from modeling_ase_mllm.cli import main
+
+    with pytest.warns(UserWarning, match="spectral_residual"):
+        assert main(["convert", str(tmp_path / "src"), str(tmp_path / "fp32"), "--dtype", "float32"]) == 0
+    assert [dtype for dtype in written_dtypes(tmp_path / "fp32") if dtype.is_floating_point] == [torch.float32]
 
 
 MEMORY_CHILD = """
