@@ -12,16 +12,6 @@ from modeling_ase_mllm.visualize import render_saliency, saliency_picture_size, 
 
 
 @pytest.fixture(scope="module")
-def saved_model(tmp_path_factory, processor):
-    from modeling_ase_mllm.tiny import build_tiny_model
-
-    folder = tmp_path_factory.mktemp("model")
-    build_tiny_model(gate=0.5, seed=2).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     from skimage import data
 
