@@ -18,11 +18,12 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from modeling_ase_mllm.captioning import DEFAULT_MAX_FILE_MB, PhotoError, PhotoLimits, read_photo  # noqa: E402
+from modeling_ase_mllm.demo import DEFAULT_OUTPUT_DIR, MODEL_FOLDER  # noqa: E402
 
 
 OVERALL = "overall (the paper's prompt)"
-# Where `ase-mllm demo` (run in the checkout, its default --output-dir) puts its model.
-DEMO_MODEL = Path("outputs") / "demo" / "model"
+# Where `ase-mllm demo`, run in the checkout with its default --output-dir, puts its model.
+DEMO_MODEL = Path(DEFAULT_OUTPUT_DIR) / MODEL_FOLDER
 
 
 def find_demo_model(project: Path = PROJECT) -> Path | None:

@@ -2,9 +2,9 @@
 
 Same arguments as `ase-mllm train` (see docs/training.md):
 
-    python examples/train.py --recipe mini --data mini_aic                       # CPU, about a minute
+    python examples/train.py --recipe mini --dataset mini_aic                    # CPU, about a minute
     accelerate launch --config_file configuration/accelerate/ddp.yaml --num_processes 8 examples/train.py \
-        --recipe pccd --data pccd --data-root /data/PCCD --model checkpoints/ase-mllm-internvl2-8b
+        --recipe pccd --dataset pccd --data-root /data/PCCD --model checkpoints/ase-mllm-internvl2-8b
 """
 
 import sys

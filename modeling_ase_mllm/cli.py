@@ -19,6 +19,7 @@ from pathlib import Path
 
 
 from .captioning import DEFAULT_MAX_FILE_MB
+from .demo import DEFAULT_OUTPUT_DIR as DEMO_OUTPUT_DIR, MODEL_FOLDER as DEMO_MODEL_FOLDER
 
 
 DEBUG_ENV = "ASE_MLLM_DEBUG"
@@ -358,7 +359,7 @@ def kept_lines(args) -> str:
 
 
 def kept_demo(args) -> str:
-    return f"what finished is in {args.output_dir} (the model in {Path(args.output_dir) / 'model'} once trained)"
+    return f"what finished is in {args.output_dir} (the model in {Path(args.output_dir) / DEMO_MODEL_FOLDER} once trained)"
 
 
 def kept_train(args) -> str:
@@ -417,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "Build a small ASE-MLLM, fine-tune it on the bundled mini AIC set, reload it through the Auto "
                    "classes, caption and score the test photos, draw the saliency pictures and write report.md. "
                    "Offline, CPU, a few minutes.", demo, kept_demo)
-    run_demo.add_argument("--output-dir", default="outputs/demo", help="where it all goes (default: %(default)s)")
+    run_demo.add_argument("--output-dir", default=DEMO_OUTPUT_DIR, help="where it all goes (default: %(default)s)")
     run_demo.add_argument("--steps", type=positive_int, default=300, help="training steps (default: %(default)s)")
     run_demo.add_argument("--max-new-tokens", type=positive_int, default=40,
                           help="longest critique, in tokens (default: %(default)s)")

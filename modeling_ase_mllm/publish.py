@@ -1,6 +1,6 @@
 """`ase-mllm push`: publish a saved ASE-MLLM folder to the Hugging Face Hub with `huggingface_hub`'s own upload.
 
-    ase-mllm push outputs/demo/ase-mllm-tiny --repo-id you/ase-mllm-pccd [--private] [--dry-run]
+    ase-mllm push outputs/demo/model --repo-id you/ase-mllm-pccd [--private] [--dry-run]
 
 The token comes from the usual places (`HF_TOKEN`, `hf auth login`). Before uploading, the folder is checked: its
 `config.json` and processor config must carry the `auto_map` and every remote-code file must be present, so that

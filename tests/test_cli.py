@@ -57,6 +57,13 @@ def files(tmp_path_factory):
     PIL.Image.new("RGB", (1, 10000), (20, 130, 30)).save(folder / "tall.png")
     # 180 megapixels that compress to a few kB (1 bit per pixel): over Pillow's threshold of about 89.5.
     PIL.Image.new("1", (15000, 12000)).save(folder / "bomb.png")
+    # A JPEG whose header says 15000x12000 (its data is a 16x16 image's: it is never decoded).
+    jpeg = folder / "bomb.jpg"
+    PIL.Image.new("RGB", (16, 16)).save(jpeg)
+    data = bytearray(jpeg.read_bytes())
+    sof = data.index(b"\xff\xc0")  # baseline frame header: marker, length, precision, height, width
+    data[sof + 5 : sof + 9] = (12000).to_bytes(2, "big") + (15000).to_bytes(2, "big")
+    jpeg.write_bytes(bytes(data))
     (folder / "broken.jpg").write_bytes(b"this is not a jpeg" * 20)
     (folder / "a-folder").mkdir()
     (folder / "a-file").write_text("taken")
@@ -206,6 +213,14 @@ def test_old_flag_spellings_still_work():
     assert parser.parse_args(["convert-eat", "x.pth", "--out", "y"]).output == "y"
 
 
+def test_readme_snippet_loads_the_folder_the_demo_writes():
+    from modeling_ase_mllm.demo import DEFAULT_OUTPUT_DIR, MODEL_FOLDER
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f'path = "{DEFAULT_OUTPUT_DIR}/{MODEL_FOLDER}"' in readme
+    assert "ase-mllm-tiny" not in readme
+
+
 def test_dataset_names_in_the_help_are_the_readers():
     from modeling_ase_mllm.aic_datasets import DATASET_LOADERS
 
@@ -247,7 +262,8 @@ def test_bom_prefixed_files_are_read(tmp_path, capsys):
 
 # --- caption: each file fails alone, bounded pictures, streamed lines -------------------------------------------------
 def test_caption_reports_every_bad_file_by_name_and_captions_the_rest(saved_model, files, tmp_path, capsys):
-    names = ["photo.png", "wide.png", "bomb.png", "broken.jpg", "a-folder", "tall.png", "missing.png", "photo2.jpg"]
+    names = ["photo.png", "wide.png", "bomb.png", "broken.jpg", "a-folder", "tall.png", "missing.png", "bomb.jpg",
+             "photo2.jpg"]
     pictures = tmp_path / "pictures"
     status, out, err = run(["caption", *[files / n for n in names], "--model", saved_model, "--json",
                             "--max-new-tokens", "3", "--max-tiles", "4", "--batch-size", "3",
@@ -260,14 +276,15 @@ def test_caption_reports_every_bad_file_by_name_and_captions_the_rest(saved_mode
         assert "caption" in by_name[good] and "error" not in by_name[good], by_name[good]
         picture = PIL.Image.open(by_name[good]["saliency_picture"])
         assert picture.width * picture.height < 2_000_000, picture.size
-    assert "has 180 megapixels (15000x12000), over the limit of 89.5 (--max-megapixels raises it)" in \
-        by_name["bomb.png"]["error"]
+    for bomb in ("bomb.png", "bomb.jpg"):
+        assert by_name[bomb]["error"] == (f"image '{files / bomb}' has 180 megapixels (15000x12000), over the limit "
+                                          "of 89.5 (--max-megapixels raises it)")
     assert "could not be read" in by_name["broken.jpg"]["error"]
     assert "is a directory, not an image file" in by_name["a-folder"]["error"]
     assert "no such file" in by_name["missing.png"]["error"]
-    assert err.strip().splitlines()[-1].startswith("4 of 8 image(s) failed: ")
+    assert err.strip().splitlines()[-1].startswith("5 of 9 image(s) failed: ")
     assert sorted(p.name for p in pictures.iterdir()) == [
-        "0000_photo_saliency.png", "0001_wide_saliency.png", "0005_tall_saliency.png", "0007_photo2_saliency.png"]
+        "0000_photo_saliency.png", "0001_wide_saliency.png", "0005_tall_saliency.png", "0008_photo2_saliency.png"]
 
 
 def test_caption_plain_lines_and_the_megapixel_flag(saved_model, files, capsys):
