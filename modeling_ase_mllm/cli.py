@@ -387,11 +387,6 @@ def kept_prepare(args) -> str:
 def add_photo_options(command, dtype: bool = False) -> None:
     """The photos, their bounds and the model options of `caption` and `saliency`."""
     command.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ... anything Pillow reads)")
-    command.add_argument("--max-megapixels", type=positive_float, metavar="MP",
-                         help="refuse a photo with more megapixels than this, before decoding it (default: "
-                              "Pillow's decompression-bomb threshold, PIL.Image.MAX_IMAGE_PIXELS)")
-    command.add_argument("--max-file-mb", type=positive_float, metavar="MB", default=DEFAULT_MAX_FILE_MB,
-                         help="refuse a photo file larger than this (default: %(default)g)")
     command.add_argument("--model", required=True, help="model folder (with config.json) or Hub id (owner/name)")
     command.add_argument("--max-tiles", type=int, metavar="N",
                          help="at most N 448 px tiles per photo (default: the model's own setting, its image "
@@ -400,6 +395,11 @@ def add_photo_options(command, dtype: bool = False) -> None:
     if dtype:
         command.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                              help="weights' dtype (auto: bfloat16 on cuda, float32 otherwise)")
+    command.add_argument("--max-megapixels", type=positive_float, metavar="MP",
+                         help="refuse a photo with more megapixels than this, before decoding it (default: "
+                              "Pillow's decompression-bomb threshold, PIL.Image.MAX_IMAGE_PIXELS)")
+    command.add_argument("--max-file-mb", type=positive_float, metavar="MB", default=DEFAULT_MAX_FILE_MB,
+                         help="refuse a photo file larger than this (default: %(default)g)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -265,6 +265,7 @@ def test_caption_reports_every_bad_file_by_name_and_captions_the_rest(saved_mode
     names = ["photo.png", "wide.png", "bomb.png", "broken.jpg", "a-folder", "tall.png", "missing.png", "bomb.jpg",
              "photo2.jpg"]
     pictures = tmp_path / "pictures"
+    (pictures / "0005_tall_saliency.png").mkdir(parents=True)  # that picture cannot be written: only it fails
     status, out, err = run(["caption", *[files / n for n in names], "--model", saved_model, "--json",
                             "--max-new-tokens", "3", "--max-tiles", "4", "--batch-size", "3",
                             "--saliency-out", pictures], capsys)
@@ -274,17 +275,21 @@ def test_caption_reports_every_bad_file_by_name_and_captions_the_rest(saved_mode
     by_name = {Path(line["image"]).name: line for line in lines}
     for good in ("photo.png", "wide.png", "tall.png", "photo2.jpg"):
         assert "caption" in by_name[good] and "error" not in by_name[good], by_name[good]
+    for good in ("photo.png", "wide.png", "photo2.jpg"):
         picture = PIL.Image.open(by_name[good]["saliency_picture"])
         assert picture.width * picture.height < 2_000_000, picture.size
+    assert by_name["tall.png"]["saliency_error"].startswith("saliency picture failed: IsADirectoryError")
+    assert "saliency_picture" not in by_name["tall.png"]
     for bomb in ("bomb.png", "bomb.jpg"):
         assert by_name[bomb]["error"] == (f"image '{files / bomb}' has 180 megapixels (15000x12000), over the limit "
                                           "of 89.5 (--max-megapixels raises it)")
     assert "could not be read" in by_name["broken.jpg"]["error"]
     assert "is a directory, not an image file" in by_name["a-folder"]["error"]
     assert "no such file" in by_name["missing.png"]["error"]
-    assert err.strip().splitlines()[-1].startswith("5 of 9 image(s) failed: ")
-    assert sorted(p.name for p in pictures.iterdir()) == [
-        "0000_photo_saliency.png", "0001_wide_saliency.png", "0005_tall_saliency.png", "0008_photo2_saliency.png"]
+    assert err.strip().splitlines()[-1] == "6 of 9 image(s) failed: " + ", ".join(
+        str(files / n) for n in names if n not in ("photo.png", "wide.png", "photo2.jpg"))
+    assert sorted(p.name for p in pictures.iterdir() if p.is_file()) == [
+        "0000_photo_saliency.png", "0001_wide_saliency.png", "0008_photo2_saliency.png"]
 
 
 def test_caption_plain_lines_and_the_megapixel_flag(saved_model, files, capsys):
