@@ -282,6 +282,7 @@ def convert_eat(args) -> int:
 
 
 def convert(args) -> int:
+    """Build an ASE-MLLM folder from an InternVL checkpoint (`convert.run_convert`)."""
     parser = args.parser
     check_existing(parser, "source", args.source, "folder")
     if not (Path(args.source) / "config.json").is_file():
@@ -296,6 +297,7 @@ def convert(args) -> int:
 
 
 def push(args) -> int:
+    """Publish a saved folder to the Hub (`publish.run_push`)."""
     check_existing(args.parser, "folder", args.folder, "folder")
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -309,6 +311,7 @@ def push(args) -> int:
 
 
 def train(args) -> int:
+    """Fine-tune from a recipe (`training.run_train_command`)."""
     parser = args.parser
     from .recipes import TINY_MODEL, list_recipes
 
