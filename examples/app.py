@@ -1,55 +1,82 @@
 """ASE-MLLM web demo (Hub Space convention): upload a photo, pick an aspect, get a critique and the saliency picture.
 
     pip install -e ".[demo]"
-    python examples/app.py                      # the demo model (outputs/demo/model), built if missing
+    ase-mllm demo                               # once: trains the demo model into outputs/demo/model
+    python examples/app.py                      # serves it (found next to this checkout, from any folder)
     python examples/app.py --model PATH_OR_HUB_ID --port 7860
+    python examples/app.py --random-model       # development only: an untrained random model
+
+Uploads get the same bounds as `ase-mllm caption` (file size, megapixels; `--max-file-mb`, `--max-megapixels`),
+and a photo that cannot be used shows the reason on the page.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-import gradio as gr
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from modeling_ase_mllm.aic_datasets import PCCD_ASPECTS  # noqa: E402
-from modeling_ase_mllm.captioning import critique_prompt, load_model_and_processor  # noqa: E402
-from modeling_ase_mllm.visualize import saliency_picture  # noqa: E402
+from modeling_ase_mllm.captioning import DEFAULT_MAX_FILE_MB, PhotoError, PhotoLimits, read_photo  # noqa: E402
+from modeling_ase_mllm.demo import DEFAULT_OUTPUT_DIR, MODEL_FOLDER  # noqa: E402
 
 
 OVERALL = "overall (the paper's prompt)"
-DEFAULT_MODEL = Path("outputs/demo/model")
+# Where `ase-mllm demo`, run in the checkout with its default --output-dir, puts its model.
+DEMO_MODEL = Path(DEFAULT_OUTPUT_DIR) / MODEL_FOLDER
 
 
-def default_model() -> str:
-    """The demo's model; if the demo has not run yet, a small random one (machinery only) is built."""
-    if (DEFAULT_MODEL / "config.json").is_file():
-        return str(DEFAULT_MODEL)
+def find_demo_model(project: Path = PROJECT) -> Path | None:
+    """The demo's model folder in `project`, or None if `ase-mllm demo` has not been run there."""
+    folder = project / DEMO_MODEL
+    return folder if (folder / "config.json").is_file() else None
+
+
+def no_model_message(project: Path = PROJECT) -> str:
+    return (
+        f"[app] no model to serve: {project / DEMO_MODEL} does not exist. Make it with `ase-mllm demo` in "
+        f"{project} (a few minutes on a CPU), or pass --model PATH_OR_HUB_ID; --random-model serves an untrained "
+        "random model (development only)."
+    )
+
+
+def random_model(project: Path = PROJECT) -> str:
+    """A small random ASE-MLLM saved under `project/outputs/app/random-tiny` (it critiques nonsense)."""
     from modeling_ase_mllm.tiny import build_processor, build_tiny_model
 
-    print(f"[app] {DEFAULT_MODEL} not found (run `ase-mllm demo` to train it); using a random tiny model")
-    folder = Path("outputs/app/random-tiny")
+    folder = project / "outputs" / "app" / "random-tiny"
     build_tiny_model(gate=0.5).save_pretrained(folder)
     build_processor().save_pretrained(folder)
+    print(f"[app] serving an untrained random model ({folder}): its critiques are noise")
     return str(folder)
 
 
-def build_app(model_path: str, max_new_tokens: int = 64) -> gr.Blocks:
+def build_app(model_path: str, max_new_tokens: int = 64, limits: PhotoLimits = PhotoLimits()):
+    import gradio as gr
+
+    from modeling_ase_mllm.aic_datasets import PCCD_ASPECTS
+    from modeling_ase_mllm.captioning import critique_prompt, load_model_and_processor
+    from modeling_ase_mllm.visualize import saliency_picture
+
     model, processor = load_model_and_processor(model_path)
 
-    def critique(image, aspect):
-        if image is None:
+    def critique(path, aspect):
+        if path is None:
             raise gr.Error("Upload a photo first.")
+        try:
+            photo = read_photo(path, limits)
+        except PhotoError as error:
+            raise gr.Error(str(error).replace(repr(str(path)), repr(Path(path).name))) from error
         prompt = critique_prompt(aspect=None if aspect == OVERALL else aspect)
-        answer = model.chat(processor, image, prompt, {"max_new_tokens": max_new_tokens})
-        return answer.strip(), saliency_picture(image, processor, model)
+        answer = model.chat(processor, photo, prompt, {"max_new_tokens": max_new_tokens})
+        return answer.strip(), saliency_picture(photo, processor, model)
 
     with gr.Blocks(title="ASE-MLLM aesthetic critique") as app:
         gr.Markdown("# ASE-MLLM\nAesthetic critique with saliency. Model: `" + model_path + "`")
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="pil", label="Photo", elem_id="photo")
+                # A file path, not a decoded image: the bounds are checked before anything is decoded.
+                image = gr.Image(type="filepath", label="Photo", elem_id="photo")
                 aspect = gr.Dropdown([OVERALL, *PCCD_ASPECTS], value=OVERALL, label="Aspect", elem_id="aspect")
                 button = gr.Button("Critique", variant="primary", elem_id="critique-button")
             with gr.Column():
@@ -59,17 +86,36 @@ def build_app(model_path: str, max_new_tokens: int = 64) -> gr.Blocks:
     return app
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help="model folder or Hub id (default: the demo model)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--model", help=f"model folder or Hub id (default: the demo's, {DEMO_MODEL} in this checkout)")
+    parser.add_argument("--random-model", action="store_true",
+                        help="without --model or the demo's model, serve an untrained random model (development)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="longest critique (default: %(default)s)")
+    parser.add_argument("--max-megapixels", type=float,
+                        help="refuse uploads with more megapixels (default: Pillow's decompression-bomb threshold)")
+    parser.add_argument("--max-file-mb", type=float, default=DEFAULT_MAX_FILE_MB,
+                        help="refuse larger uploads (default: %(default)g)")
     args = parser.parse_args(argv)
-    build_app(args.model or default_model(), args.max_new_tokens).launch(
-        server_name=args.host, server_port=args.port, share=False
-    )
+    import PIL.Image
+
+    limits = PhotoLimits(max_megapixels=args.max_megapixels or PIL.Image.MAX_IMAGE_PIXELS / 1e6,
+                         max_file_mb=args.max_file_mb)
+    # Gradio opens each upload (header only) before we see it; read_photo applies the limit, with its reason.
+    PIL.Image.MAX_IMAGE_PIXELS = None
+    model = args.model or find_demo_model()
+    if model is None:
+        if not args.random_model:
+            print(no_model_message(), file=sys.stderr)
+            return 2
+        model = random_model()
+    app = build_app(str(model), args.max_new_tokens, limits)
+    app.launch(server_name=args.host, server_port=args.port, share=False, show_error=True,
+               max_file_size=int(args.max_file_mb * 1e6))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

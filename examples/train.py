@@ -2,12 +2,11 @@
 
 Same arguments as `ase-mllm train` (see docs/training.md):
 
-    python examples/train.py --recipe mini --data mini_aic                       # CPU, about a minute
+    python examples/train.py --recipe mini --dataset mini_aic                    # CPU, about a minute
     accelerate launch --config_file configuration/accelerate/ddp.yaml --num_processes 8 examples/train.py \
-        --recipe pccd --data pccd --data-root /data/PCCD --model checkpoints/ase-mllm-internvl2-8b
+        --recipe pccd --dataset pccd --data-root /data/PCCD --model checkpoints/ase-mllm-internvl2-8b
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,7 +19,8 @@ except ImportError:  # a source checkout that is not installed
 
 from modeling_ase_mllm.conversations import PROMPT
 from modeling_ase_mllm.mini_aic import load_mini_aic
-from modeling_ase_mllm.training import add_train_command, train_from_args
+from modeling_ase_mllm.cli import build_parser
+from modeling_ase_mllm.training import train_from_args
 
 
 def caption(model, processor, image, max_new_tokens: int = 40) -> str:
@@ -34,9 +34,7 @@ def caption(model, processor, image, max_new_tokens: int = 40) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="examples/train.py")
-    add_train_command(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+    args = build_parser().parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
     trainer = train_from_args(args)
     if trainer.is_world_process_zero():
         photo = load_mini_aic(["test"])["test"][0]

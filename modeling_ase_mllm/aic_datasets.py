@@ -15,12 +15,10 @@ Error policy, shared by all readers:
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
 import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -946,58 +944,3 @@ def load_aic_dataset(name: str, root: str | os.PathLike | None = None, **kwargs:
     if key != "mini_aic" and root is None:
         raise ValueError(f"{key}: root (the dataset folder) is required")
     return DATASET_LOADERS[key](root, **kwargs)
-
-
-# ----------------------------------------------------------------------------------------------- CLI
-
-
-def _dataset_argument(value: str) -> str:
-    try:
-        return canonical_dataset_name(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def build_arg_parser(prog: str = "prepare_dataset") -> argparse.ArgumentParser:
-    """Arguments of :func:`main`; ``prog`` names the command in usage and help texts."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Read an AIC dataset release and save it as a datasets.DatasetDict (save_to_disk).",
-    )
-    parser.add_argument("--dataset", required=True, type=_dataset_argument, help=f"one of {sorted(DATASET_LOADERS)}")
-    parser.add_argument("--root", help="dataset folder (not needed for mini_aic)")
-    parser.add_argument("--out", required=True, help="output folder for DatasetDict.save_to_disk")
-    parser.add_argument("--image-dir", help="image folder, if not the release's default place")
-    parser.add_argument("--split", action="append", dest="splits", help="read only this split (repeatable)")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "prepare_dataset") -> int:
-    """Entry point of ``prepare_dataset`` / ``ase-mllm prepare-data``; returns the exit status.
-
-    Args:
-        argv: command-line arguments without the program name (``sys.argv[1:]`` when ``None``).
-        prog: program name shown in usage messages, e.g. ``"ase-mllm prepare-data"``.
-    """
-    args = build_arg_parser(prog).parse_args(argv)
-    kwargs: dict[str, Any] = {}
-    if args.splits:
-        kwargs["splits"] = args.splits
-    if args.image_dir:
-        kwargs["image_root" if args.dataset == "rpcd" else "image_dir"] = args.image_dir
-    try:
-        dataset_dict = load_aic_dataset(args.dataset, args.root, **kwargs)
-    except (AICDataError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    # save_to_disk embeds the image bytes, so the saved dataset no longer needs the release folder.
-    dataset_dict.save_to_disk(args.out)
-    for split, dataset in dataset_dict.items():
-        n_refs = sum(len(refs) for refs in dataset["references"])
-        print(f"{args.dataset} {split}: {len(dataset)} images, {n_refs} references")
-    print(f"saved to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -572,23 +572,8 @@ def convert_internvl_checkpoint(
     return summary
 
 
-def add_convert_command(commands) -> None:
-    parser = commands.add_parser(
-        "convert", help="build an ASE-MLLM folder from an InternVL2/2.5/3 checkpoint (+ EAT)",
-        description="Build an ASE-MLLM folder from an InternVL2/2.5/3 checkpoint folder (and the EAT weights). "
-        "A source tokenizer.model (InternLM2's, InternVL2-2B/8B/26B) is read with sentencepiece and protobuf: "
-        'pip install "ase-mllm[convert]". The output needs neither, nor any tokenizer remote code.',
-    )
-    parser.add_argument("source", help="InternVL checkpoint folder (OpenGVLab remote-code or transformers format)")
-    parser.add_argument("output", help="folder to write")
-    parser.add_argument("--eat", help="EAT AVA checkpoint (.pth or .safetensors); without it: spectral residual")
-    parser.add_argument("--max-shard-size", type=int, default=DEFAULT_MAX_SHARD_SIZE, help="bytes per output shard")
-    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
-                        help="dtype of every floating tensor written (default: the source's)")
-    parser.set_defaults(handler=run_convert, output_dir=None)
-
-
 def run_convert(args) -> int:
+    """`ase-mllm convert` (its arguments: `modeling_ase_mllm.cli`)."""
     dtype = getattr(torch, args.dtype) if args.dtype else None
     summary = convert_internvl_checkpoint(args.source, args.output, args.eat, args.max_shard_size, dtype)
     print(f"{summary['format']} checkpoint -> {args.output}: {summary['converted_tensors']} tensors converted, "
@@ -597,4 +582,4 @@ def run_convert(args) -> int:
     return 0
 
 
-__all__ = ["convert_internvl_checkpoint", "split_internlm2_wqkv", "ase_config_from_opengvlab", "add_convert_command"]
+__all__ = ["convert_internvl_checkpoint", "split_internlm2_wqkv", "ase_config_from_opengvlab", "run_convert"]

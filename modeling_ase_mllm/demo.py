@@ -15,7 +15,11 @@ import time
 from pathlib import Path
 
 
-def run_demo(output_dir: str = "outputs/demo", steps: int = 300, max_new_tokens: int = 40) -> Path:
+DEFAULT_OUTPUT_DIR = "outputs/demo"
+MODEL_FOLDER = "model"  # the trained model, inside the output folder (the web demo serves it)
+
+
+def run_demo(output_dir: str = DEFAULT_OUTPUT_DIR, steps: int = 300, max_new_tokens: int = 40) -> Path:
     """Run the demo; returns the path of the report."""
     from .captioning import load_model_and_processor
     from .evaluation import caption_split, write_references
@@ -26,7 +30,7 @@ def run_demo(output_dir: str = "outputs/demo", steps: int = 300, max_new_tokens:
 
     started = time.time()
     out = Path(output_dir)
-    model_dir = out / "model"
+    model_dir = out / MODEL_FOLDER
     print(f"[demo] 1-2/6 fine-tuning a tiny ASE-MLLM on the mini AIC set ({steps} steps)", flush=True)
     trainer = train("mini", data="mini_aic", model="tiny", output_dir=str(model_dir), max_steps=steps)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -62,7 +66,7 @@ def run_demo(output_dir: str = "outputs/demo", steps: int = 300, max_new_tokens:
         "\n".join([
             "# ase-mllm demo report",
             "",
-            "A smoke-scale model: a random tiny ASE-MLLM fine-tuned for two minutes on 6 photos. It shows the machinery "
+            f"A smoke-scale model: a random tiny ASE-MLLM fine-tuned for {steps} steps on 6 photos. It shows the machinery "
             "(tiling, saliency, IAS-ViT, training, Hub folder, evaluation), not the paper's caption quality.",
             "",
             f"- training: `mini` recipe, {steps} steps, loss {losses[0]:.2f} → {losses[-1]:.2f}",

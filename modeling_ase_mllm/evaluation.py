@@ -238,53 +238,90 @@ def evaluate_model(
 
 
 def add_evaluate_command(subparsers) -> None:
-    """Register `ase-mllm evaluate`."""
+    """Register `ase-mllm evaluate` (argument types and checks: `modeling_ase_mllm.cli`)."""
+    from .cli import DATASET_NAMES, non_empty, positive_int
     from .metrics import add_metric_arguments
 
     command = subparsers.add_parser(
-        "evaluate", help="caption a dataset split with a model and score it (Table I metrics), or score a predictions file"
+        "evaluate", help="caption a dataset split with a model and score it (Table I metrics), or score a predictions file",
+        description="Caption a dataset split with the model into OUTPUT_DIR/predictions.jsonl (a batch at a time; a "
+                    "killed run resumes where it stopped) and score it with the eleven AIC metrics; or, with "
+                    "--predictions and --references, score an existing file.",
     )
     command.add_argument("--model", help="model folder or Hub id (omit with --predictions)")
-    command.add_argument("--dataset", help="pccd, rpcd, dpc2022, ava_captions, mini_aic, or a save_to_disk folder")
-    command.add_argument("--data-root", help="the dataset's folder, for a dataset name")
-    command.add_argument("--split", default="test")
+    command.add_argument("--dataset", help=f"{DATASET_NAMES}, or a save_to_disk folder")
+    command.add_argument("--data-root", "--root", help="the dataset's folder, for a dataset name")
+    command.add_argument("--split", default="test", help="the split to caption (default: %(default)s)")
     command.add_argument("--predictions", help="score this predictions.jsonl instead of captioning")
-    command.add_argument("--references", help="references JSON/JSONL for --predictions")
-    command.add_argument("--output-dir", default="outputs/evaluate")
-    command.add_argument("--batch-size", type=int, default=8)
-    command.add_argument("--max-new-tokens", type=int, default=128)
-    command.add_argument("--num-beams", type=int, default=1)
-    command.add_argument("--max-tiles", type=int)
-    command.add_argument("--prompt", help="default: the paper's prompt")
-    command.add_argument("--limit", type=int, help="only the first N images of the split")
+    command.add_argument("--references", help="references JSON ({image_id: [refs]}) or JSONL, for --predictions")
+    command.add_argument("--output-dir", default="outputs/evaluate",
+                         help="predictions, references and metrics go here (default: %(default)s)")
+    command.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default: %(default)s)")
+    command.add_argument("--max-new-tokens", type=positive_int, default=128,
+                         help="longest caption, in tokens (default: %(default)s)")
+    command.add_argument("--num-beams", type=positive_int, default=1, help="beam search width (default: %(default)s)")
+    command.add_argument("--max-tiles", type=int, metavar="N",
+                         help="at most N 448 px tiles per image (default: the model's own setting)")
+    question = command.add_mutually_exclusive_group()
+    question.add_argument("--prompt", type=non_empty, help="the question (default: the paper's prompt)")
+    question.add_argument("--aspect", help="ask about one aspect, e.g. composition (as `ase-mllm caption --aspect`)")
+    command.add_argument("--limit", type=positive_int, metavar="N", help="only the first N images of the split")
     command.add_argument("--overwrite", action="store_true",
                          help="replace the captions and metrics already in --output-dir (by default a run resumes "
                               "them, and stops if they came from another model or other settings)")
-    command.add_argument("--device")
+    command.add_argument("--device", help="a torch device: cpu, cuda, cuda:1 ... (default: cuda when available)")
     add_metric_arguments(command)
-    command.set_defaults(handler=run_evaluate_command)
+    command.set_defaults(handler=run_evaluate_command, kept=kept_after_interrupt)
+
+
+def check_evaluate_arguments(args) -> None:
+    """Everything `ase-mllm evaluate` can check before it loads a model (exits 2 with the usage otherwise)."""
+    from .cli import (
+        check_aspect, check_dataset, check_device, check_existing, check_max_tiles, check_model, check_output_folder,
+    )
+
+    parser = args.parser
+    if args.predictions:
+        if not args.references:
+            parser.error("argument --predictions: needs --references (the file to score against)")
+        check_existing(parser, "--predictions", args.predictions)
+        check_existing(parser, "--references", args.references)
+    else:
+        if not (args.model and args.dataset):
+            parser.error("give --model and --dataset (or --predictions and --references)")
+        check_model(parser, args.model)
+        check_dataset(parser, "--dataset", args.dataset)
+        check_existing(parser, "--data-root", args.data_root, "folder")
+        check_max_tiles(parser, args.max_tiles)
+        check_aspect(parser, args.aspect)
+        check_device(parser, args.device)
+    check_existing(parser, "--spice-corenlp-dir", args.spice_corenlp_dir, "folder")
+    check_output_folder(parser, "--output-dir", args.output_dir)
+
+
+def kept_after_interrupt(args) -> str:
+    """What a Ctrl-C leaves: the finished lines of predictions.jsonl, from which the same command resumes."""
+    predictions = Path(args.output_dir) / PREDICTIONS_FILE
+    if args.predictions or not predictions.is_file():
+        return "no predictions were written"
+    finished = predictions.read_bytes().count(b"\n")
+    return f"{predictions} keeps {finished} finished caption(s); the same command resumes from there"
 
 
 def run_evaluate_command(args) -> int:
     from .metrics import format_table, score_predictions_file
 
+    check_evaluate_arguments(args)
     options = {"spice_corenlp_dir": args.spice_corenlp_dir, "pr_variant": args.pr_variant}
     if args.predictions:
-        if not args.references:
-            raise SystemExit("--predictions needs --references")
         metrics = score_predictions_file(args.predictions, args.references, args.output_dir, **options)
     else:
-        if not (args.model and args.dataset):
-            raise SystemExit("give --model and --dataset (or --predictions and --references)")
-        try:
-            metrics = evaluate_model(
-                args.model, args.dataset, args.split, args.output_dir, root=args.data_root, batch_size=args.batch_size,
-                generation_config={"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams},
-                prompt=args.prompt, max_tiles=args.max_tiles, limit=args.limit, device=args.device,
-                overwrite=args.overwrite, **options,
-            )
-        except StaleRunError as error:
-            raise SystemExit(f"ase-mllm evaluate: error: {error}") from None
+        metrics = evaluate_model(
+            args.model, args.dataset, args.split, args.output_dir, root=args.data_root, batch_size=args.batch_size,
+            generation_config={"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams},
+            prompt=critique_prompt(args.prompt, args.aspect), max_tiles=args.max_tiles, limit=args.limit,
+            device=args.device, overwrite=args.overwrite, **options,
+        )
     print(format_table(metrics))
     print(f"[evaluate] wrote {Path(args.output_dir) / 'metrics.json'} and metrics.md")
     return 0

@@ -33,6 +33,9 @@ from .configuration_ase_mllm import SALIENCY_SOURCES
 from .saliency_ase_mllm import map_saliency_to_tiles, spectral_residual_saliency
 
 
+# The most 448 px tiles per image (InternVL2's largest dynamic-resolution setting).
+MAX_TILES = 40
+
 @lru_cache(maxsize=64)
 def candidate_grids(min_tiles: int, max_tiles: int) -> tuple[tuple[int, int], ...]:
     """Every `(cols, rows)` with `min_tiles <= cols*rows <= max_tiles`, ordered as InternVL orders them.
@@ -240,8 +243,8 @@ class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
         image_saliency: list | None = None,
         **kwargs,
     ) -> BatchFeature:
-        if not 1 <= min_patches <= max_patches <= 40:
-            raise ValueError(f"need 1 <= min_patches <= max_patches <= 40, got {min_patches}..{max_patches}.")
+        if not 1 <= min_patches <= max_patches <= MAX_TILES:
+            raise ValueError(f"need 1 <= min_patches <= max_patches <= {MAX_TILES}, got {min_patches}..{max_patches}.")
         source = saliency_source or self.saliency_source
         if source not in SALIENCY_SOURCES:
             raise ValueError(f"`saliency_source` must be one of {SALIENCY_SOURCES}, got {source!r}.")

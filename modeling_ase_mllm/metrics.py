@@ -10,6 +10,7 @@ Recall come from the official SPICE jar (see `spice.py`) or are reported unavail
 import argparse
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 from .spice import PR_VARIANTS, SPICE_METRICS, require_java, spice_scores
@@ -49,13 +50,27 @@ def validate(predictions: dict[str, str], references: dict[str, list[str]]) -> N
     if missing_preds:
         raise MetricInputError(f"no prediction for image_id(s) {_some(missing_preds)}")
     for image_id, refs in references.items():
-        if not refs or not any(isinstance(r, str) and r.strip() for r in refs):
+        if not refs:
             raise MetricInputError(f"image_id {image_id!r} has an empty reference list")
-        if any(not isinstance(r, str) or not r.strip() for r in refs):
-            raise MetricInputError(f"image_id {image_id!r} has a blank or non-string reference")
+        for index, reference in enumerate(refs):
+            if not isinstance(reference, str):
+                raise MetricInputError(f"image_id {image_id!r}: reference {index} is {_kind(reference)}, not a string")
+            if not reference.strip():
+                raise MetricInputError(f"image_id {image_id!r}: reference {index} is blank")
     for image_id, caption in predictions.items():
-        if not isinstance(caption, str) or not caption.strip():
+        if not isinstance(caption, str):
+            raise MetricInputError(f"image_id {image_id!r}: the caption is {_kind(caption)}, not a string")
+        if not caption.strip():
             raise MetricInputError(f"image_id {image_id!r} has a blank caption")
+
+
+def _kind(value) -> str:
+    """`"an int (5)"`, `"null"`: what a JSON value that should have been a string is."""
+    if value is None:
+        return "null"
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name} ({shown})"
 
 
 def ptb_tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -115,33 +130,56 @@ def score_predictions(
     return result
 
 
+def _json_lines(path) -> Iterator[tuple[int, object]]:
+    """`(line number, value)` of each non-blank line of a JSON Lines file (UTF-8, with or without a BOM)."""
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if line.strip():
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as error:
+                raise MetricInputError(f"{path}:{number}: not valid JSON ({error.msg}, column {error.colno})") from None
+
+
 def read_predictions(path) -> dict[str, str]:
     """`predictions.jsonl`: one `{"image_id": ..., "caption": ...}` per line; names the line of a bad record."""
     predictions = {}
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            image_id, caption = str(record["image_id"]), record["caption"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise MetricInputError(f"{path}:{number}: expected {{\"image_id\": ..., \"caption\": ...}} ({error})") from error
+    for number, record in _json_lines(path):
+        if not isinstance(record, dict) or "image_id" not in record or "caption" not in record:
+            got = sorted(record) if isinstance(record, dict) else _kind(record)
+            raise MetricInputError(f"{path}:{number}: expected {{\"image_id\": ..., \"caption\": ...}}, got {got}")
+        image_id = str(record["image_id"])
         if image_id in predictions:
             raise MetricInputError(f"{path}:{number}: image_id {image_id!r} predicted twice")
-        predictions[image_id] = caption
+        predictions[image_id] = record["caption"]
     return predictions
 
 
 def read_references(path_or_mapping) -> dict[str, list[str]]:
-    """References from a mapping, a JSON object `{image_id: [refs]}`, or JSONL lines `{"image_id", "references"}`."""
+    """References from a mapping, a JSON object `{image_id: [refs]}`, or JSONL lines `{"image_id", "references"}`.
+
+    Files are UTF-8, with or without a BOM; a malformed one is a `MetricInputError` naming the file (and line).
+    """
     if isinstance(path_or_mapping, dict):
         return {str(k): list(v) for k, v in path_or_mapping.items()}
     path = Path(path_or_mapping)
-    text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        return {str(row["image_id"]): list(row["references"]) for row in rows}
-    return {str(k): list(v) for k, v in json.loads(text).items()}
+        references = {}
+        for number, row in _json_lines(path):
+            if not isinstance(row, dict) or "image_id" not in row or not isinstance(row.get("references"), list):
+                got = sorted(row) if isinstance(row, dict) else _kind(row)
+                raise MetricInputError(f"{path}:{number}: expected {{\"image_id\": ..., \"references\": [...]}}, got {got}")
+            references[str(row["image_id"])] = list(row["references"])
+        return references
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as error:
+        raise MetricInputError(f"{path}:{error.lineno}: not valid JSON ({error.msg}, column {error.colno})") from None
+    if not isinstance(mapping, dict):
+        raise MetricInputError(f"{path}: expected a JSON object {{image_id: [references]}}, got {_kind(mapping)}")
+    for image_id, refs in mapping.items():
+        if not isinstance(refs, list):
+            raise MetricInputError(f"{path}: image_id {image_id!r}: expected a list of references, got {_kind(refs)}")
+    return {str(k): list(v) for k, v in mapping.items()}
 
 
 def format_table(metrics: dict) -> str:

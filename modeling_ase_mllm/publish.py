@@ -1,6 +1,6 @@
 """`ase-mllm push`: publish a saved ASE-MLLM folder to the Hugging Face Hub with `huggingface_hub`'s own upload.
 
-    ase-mllm push outputs/demo/ase-mllm-tiny --repo-id you/ase-mllm-pccd [--private] [--dry-run]
+    ase-mllm push outputs/demo/model --repo-id you/ase-mllm-pccd [--private] [--dry-run]
 
 The token comes from the usual places (`HF_TOKEN`, `hf auth login`). Before uploading, the folder is checked: its
 `config.json` and processor config must carry the `auto_map` and every remote-code file must be present, so that
@@ -67,19 +67,11 @@ def push_folder(folder: str | Path, repo_id: str, private: bool | None = None, d
     return {**plan, "commit": str(commit)}
 
 
-def add_push_command(commands) -> None:
-    parser = commands.add_parser("push", help="publish a saved ASE-MLLM folder to the Hugging Face Hub")
-    parser.add_argument("folder")
-    parser.add_argument("--repo-id", required=True, help="e.g. you/ase-mllm-pccd")
-    parser.add_argument("--private", action="store_true")
-    parser.add_argument("--dry-run", action="store_true", help="list the files and auto_map; upload nothing")
-    parser.set_defaults(handler=run_push, output_dir=None)
-
-
 def run_push(args) -> int:
+    """`ase-mllm push` (its arguments: `modeling_ase_mllm.cli`)."""
     result = push_folder(args.folder, args.repo_id, private=args.private or None, dry_run=args.dry_run)
     print(json.dumps({"repo_id": args.repo_id, "dry_run": args.dry_run, **result}, indent=2))
     return 0
 
 
-__all__ = ["push_folder", "upload_plan", "add_push_command", "IGNORE_PATTERNS"]
+__all__ = ["push_folder", "upload_plan", "run_push", "IGNORE_PATTERNS"]

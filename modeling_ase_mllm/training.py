@@ -15,7 +15,6 @@ need the `train` extra.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 
 from .precompute import SALIENCY_COLUMN
-from .recipes import TINY_MODEL, FreezingPreset, TrainingRecipe, list_recipes, load_recipe
+from .recipes import TINY_MODEL, FreezingPreset, TrainingRecipe, load_recipe
 
 
 # The IAS components (`modeling_ase_mllm.py`): one saliency MLP, and per IAS-ViT block the cross-attention, its two
@@ -421,7 +420,7 @@ def train(
 
 
 def train_from_args(args):
-    """:func:`train` with the arguments of `ase-mllm train` (see :func:`add_train_command`); returns the trainer."""
+    """:func:`train` with the arguments of `ase-mllm train` (parsed by `modeling_ase_mllm.cli`); returns the trainer."""
     return train(
         args.recipe,
         data=args.data,
@@ -438,38 +437,12 @@ def run_train_command(args) -> int:
     return 0
 
 
-def add_train_command(subparsers) -> None:
-    """Register `ase-mllm train`."""
-    command = subparsers.add_parser(
-        "train",
-        help="fine-tune ASE-MLLM from a recipe; `accelerate launch` it for DDP, FSDP or DeepSpeed ZeRO-3",
-    )
-    command.add_argument("--recipe", required=True, help=f"recipe name ({', '.join(list_recipes())}) or YAML path")
-    command.add_argument(
-        "--data", help="dataset name (pccd, rpcd, dpc2022, ava_captions, mini_aic) or a save_to_disk folder"
-    )
-    command.add_argument("--data-root", help="the dataset's folder, for a dataset name")
-    command.add_argument(
-        "--model", help=f"checkpoint path or Hub id (default: the recipe's; '{TINY_MODEL}' = a random tiny model)"
-    )
-    # SUPPRESS: absent unless given, so that the default can name the recipe (outputs/train/<recipe>).
-    command.add_argument(
-        "--output-dir", default=argparse.SUPPRESS, help="checkpoints and the final model (default outputs/train/<recipe>)"
-    )
-    command.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    command.add_argument(
-        "--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
-        help="continue from the last checkpoint in --output-dir, or from CHECKPOINT",
-    )
-    command.set_defaults(handler=run_train_command)
-
-
 __all__ = [
     "AseMllmDataCollator",
     "IAS_MODULE_NAMES",
     "EAT_MODULE_NAMES",
     "LLM_LORA_TARGET_MODULES",
-    "add_train_command",
+    "run_train_command",
     "apply_freezing",
     "build_trainer",
     "lora_config_for",

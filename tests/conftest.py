@@ -42,6 +42,15 @@ def two_images():
     return [random_image(300, 1000, seed=1), random_image(448, 448, seed=2)]
 
 
+@pytest.fixture(scope="session")
+def saved_model(tmp_path_factory, processor):
+    """A random tiny model saved with its processor, as `ase-mllm demo` would leave one."""
+    folder = tmp_path_factory.mktemp("model")
+    build_tiny_model(gate=0.5, seed=2).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def make_model():
     def make(text_model_type: str = "llama", gate: float | None = 0.0, seed: int = 0, **overrides):

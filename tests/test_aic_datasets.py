@@ -26,8 +26,8 @@ from modeling_ase_mllm.aic_datasets import (
     load_dpc2022,
     load_pccd,
     load_rpcd,
-    main,
 )
+from modeling_ase_mllm.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -373,9 +373,11 @@ def test_load_aic_dataset_dispatches_by_name(tmp_path: Path):
         load_aic_dataset("pccd")
 
 
-def test_main_saves_a_loadable_dataset_dict(pccd_root: Path, tmp_path: Path, capsys):
+def test_prepare_data_saves_a_loadable_dataset_dict(pccd_root: Path, tmp_path: Path, capsys):
     out = tmp_path / "saved"
-    status, caught = load_quietly(main, ["--dataset", "pccd", "--root", str(pccd_root), "--out", str(out)])
+    status, caught = load_quietly(
+        cli_main, ["prepare-data", "--dataset", "pccd", "--data-root", str(pccd_root), "--output-dir", str(out)]
+    )
     assert {w.category for w in caught} == {MissingImageWarning, EmptyReferencesWarning}
     assert status == 0
     assert "pccd train: 2 images, 11 references" in capsys.readouterr().out
@@ -386,17 +388,27 @@ def test_main_saves_a_loadable_dataset_dict(pccd_root: Path, tmp_path: Path, cap
     assert saved["train"][0]["image"].size == (32, 24)
 
 
-def test_main_reports_errors_with_exit_status(tmp_path: Path, capsys):
-    status = main(["--dataset", "dpc2022", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+def test_prepare_data_reports_errors_with_exit_status(tmp_path: Path, capsys):
+    # A release folder without its images: the reader's error, one line, status 1 (the old spellings still work).
+    (tmp_path / "DPC2022").mkdir()
+    status = cli_main(["prepare-data", "--dataset", "dpc2022", "--root", str(tmp_path / "DPC2022"), "--out",
+                       str(tmp_path / "o")])
+    err = capsys.readouterr().err
     assert status == 1
-    assert "DPC2022 image folder not found" in capsys.readouterr().err
+    assert "DPC2022 image folder not found" in err and len(err.strip().splitlines()) == 1
+    # A folder that does not exist is an argument error, found before reading anything.
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["prepare-data", "--dataset", "dpc2022", "--data-root", str(tmp_path / "missing"), "--output-dir",
+                  str(tmp_path / "o")])
+    assert exit_info.value.code == 2
+    assert f"argument --data-root: no folder '{tmp_path / 'missing'}'" in capsys.readouterr().err
 
 
 def test_prepare_dataset_script_runs_from_a_checkout(tmp_path: Path):
     root = fx.write_ava_captions_release(tmp_path / "AVA")
     out = tmp_path / "saved"
     script = REPO / "processing/prepare_dataset.py"
-    arguments = ["--dataset", "ava_captions", "--root", str(root), "--out", str(out), "--split", "train"]
+    arguments = ["--dataset", "ava_captions", "--data-root", str(root), "--output-dir", str(out), "--split", "train"]
     command = [sys.executable, str(script), *arguments]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr

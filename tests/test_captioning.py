@@ -12,16 +12,6 @@ from modeling_ase_mllm.visualize import render_saliency, saliency_picture_size, 
 
 
 @pytest.fixture(scope="module")
-def saved_model(tmp_path_factory, processor):
-    from modeling_ase_mllm.tiny import build_tiny_model
-
-    folder = tmp_path_factory.mktemp("model")
-    build_tiny_model(gate=0.5, seed=2).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     from skimage import data
 
@@ -83,3 +73,20 @@ def test_saliency_picture_stitches_the_tiles_back(processor):
     assert torch.equal(torch.from_numpy(canvas[:, 32:64]), maps[1])
     picture = render_saliency(image, maps, (3, 1))
     assert picture.size == saliency_picture_size(image.size, (3, 1)) and picture.mode == "RGB"
+
+
+def test_a_batch_that_fails_in_the_model_is_redone_photo_by_photo(processor):
+    """A 0-pixel image stops the processor for its whole batch; redone one by one, only it fails, and the others'
+    captions are what they are alone."""
+    from modeling_ase_mllm.captioning import critique_images
+    from modeling_ase_mllm.tiny import build_tiny_model
+
+    model = build_tiny_model(gate=0.5, seed=2)
+    good = [random_image(100, 120, seed=1), random_image(90, 150, seed=3)]
+    options = {"generation_config": {"max_new_tokens": 4}, "max_tiles": 1}
+    results = critique_images(model, processor, [good[0], PIL.Image.new("RGB", (0, 5)), good[1]], batch_size=3, **options)
+    alone = [critique_images(model, processor, [image], **options)[0].caption for image in good]
+    assert [r.image for r in results] == ["image[0]", "image[1]", "image[2]"]
+    assert [results[0].caption, results[2].caption] == alone
+    assert results[1].caption is None
+    assert results[1].error == "captioning failed: ValueError: image 0 has no pixels (size 0x5)."

@@ -123,9 +123,10 @@ def test_evaluating_another_model_into_a_used_folder_stops_and_overwrite_equals_
     shared, fresh = tmp_path / "shared", tmp_path / "fresh"
     assert evaluate_cli(split_on_disk / "model", split_on_disk, shared) == 0
     first = metric_values(shared)
-    with pytest.raises(SystemExit) as stop:
-        evaluate_cli(second_model, split_on_disk, shared)
-    message = str(stop.value)
+    capsys.readouterr()
+    assert evaluate_cli(second_model, split_on_disk, shared) == 1
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and message.startswith("ase-mllm evaluate: error: ")
     assert "holds captions of another run" in message and "model_fingerprint" in message
     assert "--overwrite" in message and str(split_on_disk / "model") in message
     assert metric_values(shared) == first  # nothing of the first run was touched
@@ -136,8 +137,9 @@ def test_evaluating_another_model_into_a_used_folder_stops_and_overwrite_equals_
     assert (shared / "predictions.jsonl").read_text() == (fresh / "predictions.jsonl").read_text()
 
     # Other settings with the same model are another run too, and are refused before the model loads.
-    with pytest.raises(SystemExit, match=r"prompt: 'Comment on this image from an aesthetic perspective\.' there"):
-        evaluate_cli(second_model, split_on_disk, fresh, "--prompt", "Describe the light.")
+    assert evaluate_cli(second_model, split_on_disk, fresh, "--aspect", "composition") == 1
+    assert ("prompt: 'Comment on this image from an aesthetic perspective.' there, "
+            "'Comment on the composition of this image.' now") in capsys.readouterr().err
 
 
 @pytest.mark.slow

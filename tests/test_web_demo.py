@@ -1,5 +1,8 @@
-"""The Gradio web demo, driven in headless Chromium: upload a photo, get a critique and the saliency picture."""
+"""The Gradio web demo: its model is found next to the checkout, it will not serve a random model unasked, and in
+headless Chromium an upload gets a critique and the saliency picture, or the reason it cannot be used."""
 
+import importlib.util
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +19,43 @@ from conftest import PROMPT, random_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+def load_app_module():
+    spec = importlib.util.spec_from_file_location("ase_mllm_app", ROOT / "examples" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_model_is_found_in_the_project_not_the_working_folder(tmp_path, monkeypatch, processor):
+    app = load_app_module()
+    project, elsewhere = tmp_path / "checkout", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert app.find_demo_model(project) is None
+    model = project / "outputs" / "demo" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    assert app.find_demo_model(project) == model
+    assert app.PROJECT == ROOT  # the real app looks next to its own checkout
+
+
+def test_without_a_model_it_says_how_to_make_one_and_serves_nothing(tmp_path):
+    """A copy of the app in a checkout without outputs/, started from another folder: status 2 and the way out."""
+    project = tmp_path / "checkout"
+    (project / "examples").mkdir(parents=True)
+    shutil.copy(ROOT / "examples" / "app.py", project / "examples" / "app.py")
+    (tmp_path / "elsewhere").mkdir()
+    result = subprocess.run([sys.executable, str(project / "examples" / "app.py")], cwd=tmp_path / "elsewhere",
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"[app] no model to serve: {project / 'outputs' / 'demo' / 'model'} does not exist. Make it with `ase-mllm "
+        f"demo` in {project} (a few minutes on a CPU), or pass --model PATH_OR_HUB_ID; --random-model serves an "
+        "untrained random model (development only)."
+    )
+    assert not (project / "outputs").exists()
 
 
 def free_port() -> int:
@@ -37,6 +77,7 @@ def wait_for(url: str, seconds: float = 120) -> None:
 
 @pytest.mark.slow
 def test_upload_photo_and_get_critique_and_overlay(tmp_path, processor):
+    """A photo over the megapixel bound shows the reason on the page; a good one gets the critique and picture."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.fail("Debian chromium and chromium-driver are required (.ci/run installs them)")
     from selenium.webdriver.chrome.options import Options
@@ -54,13 +95,15 @@ def test_upload_photo_and_get_critique_and_overlay(tmp_path, processor):
     photo = random_image(300, 500, seed=8)
     photo_path = tmp_path / "photo.png"
     photo.save(photo_path)
+    large_path = tmp_path / "large.png"
+    random_image(1000, 1200, seed=9).save(large_path)  # 1.2 megapixels, over the server's bound of 1
     expected = model.chat(processor, photo, PROMPT, {"max_new_tokens": 12}).strip()
     assert expected  # the page must show something we can recognise
 
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "examples" / "app.py"), "--model", str(folder), "--port", str(port),
-         "--max-new-tokens", "12"],
+         "--max-new-tokens", "12", "--max-megapixels", "1"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
@@ -74,12 +117,21 @@ def test_upload_photo_and_get_critique_and_overlay(tmp_path, processor):
     try:
         wait_for(f"http://127.0.0.1:{port}/")
         driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-        driver.get(f"http://127.0.0.1:{port}/")
         wait = WebDriverWait(driver, 120)
-        upload = wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#photo input[type=file]")))
-        upload.send_keys(str(photo_path))
-        wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#photo img")))
-        driver.find_element(By.CSS_SELECTOR, "#critique-button").click()
+
+        def upload_and_click(path):
+            driver.get(f"http://127.0.0.1:{port}/")
+            upload = wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#photo input[type=file]")))
+            upload.send_keys(str(path))
+            wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#photo img")))
+            driver.find_element(By.CSS_SELECTOR, "#critique-button").click()
+
+        upload_and_click(large_path)
+        reason = "image 'large.png' has 1.2 megapixels (1200x1000), over the limit of 1 (--max-megapixels raises it)"
+        wait.until(lambda d: reason in d.find_element(By.TAG_NAME, "body").text)
+        assert driver.find_element(By.CSS_SELECTOR, "#critique textarea").get_attribute("value") == ""
+
+        upload_and_click(photo_path)
         critique = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#critique textarea").get_attribute("value"))
         overlay = wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#saliency img")))
         assert critique.strip() == expected
