@@ -125,8 +125,8 @@ def test_evaluating_another_model_into_a_used_folder_stops_and_overwrite_equals_
     first = metric_values(shared)
     capsys.readouterr()
     assert evaluate_cli(second_model, split_on_disk, shared) == 1
-    message = capsys.readouterr().err
-    assert message.count("\n") == 1 and message.startswith("ase-mllm evaluate: error: ")
+    message = capsys.readouterr().err.strip().splitlines()[-1]  # after the weight-loading progress bar
+    assert message.startswith("ase-mllm evaluate: error: ") and message.endswith("choose another output folder")
     assert "holds captions of another run" in message and "model_fingerprint" in message
     assert "--overwrite" in message and str(split_on_disk / "model") in message
     assert metric_values(shared) == first  # nothing of the first run was touched
