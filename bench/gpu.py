@@ -173,8 +173,14 @@ def measure(preset="internvl2-8b", device="cuda", dtype="bfloat16", batches=(1, 
 
     def run_phase(measure_one):
         for attention in attentions:
-            for m in models.values():
-                m.set_attn_implementation(attention)
+            try:
+                for m in models.values():
+                    m.set_attn_implementation(attention)
+            except (ValueError, ImportError) as error:  # transformers refuses an implementation it cannot use
+                print(f"{attention}: not available ({error})", flush=True)
+                unavailable = {name: dict.fromkeys(MEASURES, "n/a") for name in MODELS}
+                cells.update({(attention, batch): unavailable for batch in batches})
+                continue
             for batch in batches:
                 cell = cells.setdefault((attention, batch), {name: {} for name in MODELS})
                 inputs = synthetic_inputs(config, batch, max_tiles, prompt_tokens, device=device, dtype=dtype)
