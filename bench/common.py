@@ -129,10 +129,10 @@ def counted_flops(fn, *models) -> int:
     return counter.get_total_flops()
 
 
-def matmul_peak_flops(device: str = "cpu", size: int = 2048, repeats: int = 5) -> float:
-    """Measured FLOP/s of a large fp32 matmul on this machine: the denominator of "achieved fraction"."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+def matmul_peak_flops(device: str = "cpu", size: int = 2048, repeats: int = 5, dtype=torch.float32) -> float:
+    """Measured FLOP/s of a large (fp32 by default) matmul on this machine: the denominator of "achieved fraction"."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     seconds = median_seconds(lambda: a @ b, repeats, device)
     return 2 * size**3 / seconds
 

@@ -34,6 +34,7 @@ residual, with a warning.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import warnings
@@ -465,10 +466,25 @@ def stop_token_ids(tokenizer, style: str, eos_token_id) -> list[int]:
     return list(dict.fromkeys([*ids, *(e for e in eos if e is not None)]))
 
 
-def new_ase_weights(config: AseMllmConfig) -> dict[str, torch.Tensor]:
-    """Initial IAS-ViT weights (zero gate), from our own init on a vision tower built for the purpose."""
-    vision = AseMllmVisionModel(config.vision_config)
-    return {f"model.vision_tower.{k}": v for k, v in vision.state_dict().items() if is_ias_key(f"model.vision_tower.{k}")}
+def new_ias_weights(config: AseMllmConfig, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """Initial IAS-ViT weights (zero gate) in `dtype`, one IAS module at a time.
+
+    The vision tower is built on the `meta` device, so none of InternViT's own weights is allocated (1.2 GB in
+    float32 at InternViT-300M); each IAS module in turn is materialised on the CPU, initialised by the tower's own
+    `_init_weights` (as a freshly built model initialises it), yielded in `dtype` and released.
+    """
+    prefix = "model.vision_tower."
+    with torch.device("meta"):
+        vision = AseMllmVisionModel(config.vision_config)
+    for name, module in vision.named_modules():
+        if not is_ias_key(f"{prefix}{name}.") or is_ias_key(f"{prefix}{name.rpartition('.')[0]}."):
+            continue  # not IAS, or inside an IAS module already handled
+        module.to_empty(device="cpu")
+        for submodule in module.modules():
+            vision._init_weights(submodule)
+        for key, tensor in module.state_dict(prefix=f"{prefix}{name}.").items():
+            yield key, tensor.to(dtype)
+        module.to_empty(device="meta")
 
 
 def source_dtype(raw: dict, shards: list[Path]) -> torch.dtype:
@@ -548,13 +564,20 @@ def convert_internvl_checkpoint(
     converted = 0
     for shard in shards:
         with safe_open(str(shard), framework="pt") as tensors:
-            for name in tensors.keys():
-                for target, tensor in convert_tensor(name, tensors.get_tensor(name), config.text_config):
-                    writer.add(target, tensor.to(dtype) if tensor.is_floating_point() else tensor)
-                    converted += 1
-    added = {**new_ase_weights(config), **eat_weights}
-    for name, tensor in added.items():
+            names = list(tensors.keys())
+        for name in names:
+            # A tensor from `safe_open` is a view of the file's memory map, which stays mapped, with every page read
+            # from it resident, while any tensor from it lives; one map per tensor lets each tensor's pages go with
+            # it, so that only the output buffer's are resident (one map per shard kept up to a shard more).
+            with safe_open(str(shard), framework="pt") as tensors:
+                source_tensor = tensors.get_tensor(name)
+            for target, tensor in convert_tensor(name, source_tensor, config.text_config):
+                writer.add(target, tensor.to(dtype) if tensor.is_floating_point() else tensor)
+                converted += 1
+    added = []
+    for name, tensor in itertools.chain(new_ias_weights(config, dtype), eat_weights.items()):
         writer.add(name, tensor.to(dtype) if tensor.is_floating_point() else tensor)
+        added.append(name)
     writer.finish()
 
     config.architectures = ["AseMllmForConditionalGeneration"]

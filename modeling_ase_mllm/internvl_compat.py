@@ -59,10 +59,28 @@ def internvl_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor for name, tensor in model.state_dict().items() if not is_ias_key(name)}
 
 
-def build_internvl_twin(model: torch.nn.Module) -> InternVLForConditionalGeneration:
-    """transformers' `InternVLForConditionalGeneration` holding exactly `model`'s non-IAS weights."""
-    twin = InternVLForConditionalGeneration(internvl_config_from_ase(model.config)).to(model.dtype)
-    missing, unexpected = twin.load_state_dict(internvl_state_dict(model), strict=False)
+def build_internvl_twin(model: torch.nn.Module, share_weights: bool = False) -> InternVLForConditionalGeneration:
+    """transformers' `InternVLForConditionalGeneration` holding exactly `model`'s non-IAS weights.
+
+    By default the twin owns a copy, built on the CPU. With `share_weights=True` it is built on the `meta` device
+    and handed `model`'s own tensors and buffers (no copy, nothing initialised on the CPU), so it lives wherever
+    `model` does: a GPU, or `meta` for counting.
+    """
+    config = internvl_config_from_ase(model.config)
+    if not share_weights:
+        twin = InternVLForConditionalGeneration(config).to(model.dtype)
+        missing, unexpected = twin.load_state_dict(internvl_state_dict(model), strict=False)
+    else:
+        with torch.device("meta"):
+            twin = InternVLForConditionalGeneration(config)
+        missing, unexpected = twin.load_state_dict(internvl_state_dict(model), strict=False, assign=True)
+        # Non-persistent buffers (rotary frequencies) are in no state dict: take `model`'s, which has the same names.
+        buffers = dict(model.named_buffers())
+        for name, _ in list(twin.named_buffers()):
+            module, _, leaf = name.rpartition(".")
+            twin.get_submodule(module)._buffers[leaf] = buffers[name]
+        twin.tie_weights()
+        twin.config._attn_implementation = model.config._attn_implementation
     # Tied heads are the only keys an InternVL state dict may legitimately lack.
     missing = [key for key in missing if key != "lm_head.weight" or not twin.config.tie_word_embeddings]
     if missing or unexpected:

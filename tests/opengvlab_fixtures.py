@@ -101,8 +101,11 @@ def opengvlab_state_dict(hf: dict, heads: int, kv_heads: int, llm: str = "intern
     return out
 
 
-def write_shards(folder: Path, state: dict, shards: int) -> None:
-    """Split by bytes (greedy, in key order) into `shards` files of about equal size, with an index."""
+def write_shards(folder: Path, state: dict, shards: int, materialize=None) -> None:
+    """Split by bytes (greedy, in key order) into `shards` files of about equal size, with an index. With
+    `materialize`, `state` may hold `meta` tensors: each shard's are made real by it just before that shard is written,
+    so that only one shard is ever in memory."""
+    materialize = materialize or (lambda tensor: tensor)
     sizes = {n: t.numel() * t.element_size() for n, t in state.items()}
     budget, parts, current, filled = sum(sizes.values()) / shards, [[] for _ in range(shards)], 0, 0
     for name in state:
@@ -113,7 +116,7 @@ def write_shards(folder: Path, state: dict, shards: int) -> None:
     weight_map = {}
     for index, part in enumerate(parts):
         file = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
-        save_file({n: state[n].contiguous() for n in part}, str(folder / file))
+        save_file({n: materialize(state[n]).contiguous() for n in part}, str(folder / file))
         weight_map.update({n: file for n in part})
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
 
@@ -132,10 +135,11 @@ def internlm2_llm_config(text) -> dict:
 
 def write_opengvlab_checkpoint(folder: Path, config, state: dict, tokenizer=None, shards: int = 4,
                                template: str = "internlm2-chat", llm_config: dict | None = None,
-                               **top_level) -> None:
+                               materialize=None, **top_level) -> None:
     """An OpenGVLab InternVL folder: `config.json` (`llm_config` InternLM2's unless given), the tokenizer (saved with
     `save_pretrained` when given; `write_internlm2_tokenizer` writes OpenGVLab's own) and `state` in `shards` files.
-    `top_level` sets or overrides top-level config fields (`ps_version`, `torch_dtype`, ...)."""
+    `top_level` sets or overrides top-level config fields (`ps_version`, `torch_dtype`, ...); `materialize`: see
+    `write_shards`."""
     folder.mkdir(parents=True, exist_ok=True)
     vision = config.vision_config
     opengvlab = {
@@ -154,7 +158,7 @@ def write_opengvlab_checkpoint(folder: Path, config, state: dict, tokenizer=None
     (folder / "config.json").write_text(json.dumps(opengvlab, indent=2))
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
-    write_shards(folder, state, shards)
+    write_shards(folder, state, shards, materialize)
 
 
 # --- InternLM2's tokenizer ----------------------------------------------------------------------------------------

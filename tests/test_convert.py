@@ -20,8 +20,9 @@ from transformers import (
 )
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from modeling_ase_mllm.convert import ase_config_from_opengvlab, convert_internvl_checkpoint, rope_parameters
-from modeling_ase_mllm.internvl_compat import build_internvl_twin, internvl_config_from_ase
+from modeling_ase_mllm.convert import ase_config_from_opengvlab, convert_internvl_checkpoint, new_ias_weights, rope_parameters
+from modeling_ase_mllm.internvl_compat import build_internvl_twin, internvl_config_from_ase, is_ias_key
+from modeling_ase_mllm.modeling_ase_mllm import AseMllmVisionModel
 from modeling_ase_mllm.processing_ase_mllm import INTERNVL2_5_SYSTEM_PROMPT, INTERNVL2_SYSTEM_PROMPT, build_chat_template
 from modeling_ase_mllm.tiny import build_processor, build_tiny_model, tiny_config
 from opengvlab_fixtures import (
@@ -305,7 +306,7 @@ def test_a_rebuilt_tokenizer_that_encodes_differently_stops_the_conversion(tmp_p
 MISSING_SENTENCEPIECE_CHILD = """
 import json, sys
 sys.modules["sentencepiece"] = sys.modules["google.protobuf"] = None
-from modeling_ase_mllm.convert import ase_config_from_opengvlab, convert_internvl_checkpoint, rope_parameters
+from modeling_ase_mllm.convert import ase_config_from_opengvlab, convert_internvl_checkpoint, new_ias_weights, rope_parameters
 messages = {}
 for source in sys.argv[1:]:
     try:
@@ -514,6 +515,28 @@ def test_every_tensor_is_written_in_the_source_dtype_unless_told(tmp_path):
     assert [dtype for dtype in written_dtypes(tmp_path / "fp32") if dtype.is_floating_point] == [torch.float32]
 
 
+def test_new_ias_weights_are_initialised_as_a_built_model_initialises_them():
+    """The conversion materialises only the IAS modules of a vision tower built on `meta`; their weights follow the
+    init of a tower built whole: the same names and shapes, the same constants (zero gates, unit norms, zero biases)
+    and, for the random ones, the same mean and spread (within 4 standard errors)."""
+    config = tiny_config(vision_config={**tiny_config().vision_config.to_dict(), "hidden_size": 256,
+                                        "intermediate_size": 512, "saliency_embed_dim": 64})
+    torch.manual_seed(0)
+    whole = AseMllmVisionModel(config.vision_config).state_dict()
+    reference = {f"model.vision_tower.{k}": v for k, v in whole.items() if is_ias_key(f"model.vision_tower.{k}")}
+    new = dict(new_ias_weights(config, torch.bfloat16))
+    assert list(new) == list(reference)
+    for name, tensor in new.items():
+        expected = reference[name]
+        assert tensor.dtype == torch.bfloat16 and tensor.shape == expected.shape, name
+        if expected.min() == expected.max():
+            assert torch.equal(tensor, expected.to(torch.bfloat16)), name
+            continue
+        values, n = tensor.float(), expected.numel()
+        assert abs(values.mean() - expected.mean()) < 4 * expected.std() / n**0.5, name
+        assert abs(values.std() / expected.std() - 1) < 4 / (2 * n) ** 0.5, name
+
+
 MEMORY_CHILD = """
 import sys, warnings
 import modeling_ase_mllm.convert as convert
@@ -533,8 +556,8 @@ print(before, status("VmHWM:"))
 
 @pytest.mark.slow
 def test_conversion_holds_about_two_shards_in_memory(tmp_path):
-    """4 source shards of ~35 MB: the converter's peak RSS (VmHWM, reset just before converting) grows by less than
-    2.6 shards, where loading the checkpoint whole would need all 4."""
+    """4 source shards of ~31 MiB: the converter's peak RSS (VmHWM, reset just before converting) grows by less than
+    2 shards, where loading the checkpoint whole would need all 4 (`bench/convert_memory.py` measures InternVL2-1B)."""
     config = tiny_config(text_config={**tiny_config().text_config.to_dict(), "hidden_size": 512, "intermediate_size": 1536,
                                       "num_hidden_layers": 6, "num_attention_heads": 8, "num_key_value_heads": 4,
                                       "vocab_size": 16384})
@@ -553,4 +576,4 @@ def test_conversion_holds_about_two_shards_in_memory(tmp_path):
     before, after = (int(v) * 1024 for v in run.stdout.split()[-2:])
     growth = after - before
     print(f"\n4 shards of {shard / 2**20:.1f} MiB ({total / 2**20:.1f} MiB in all): peak RSS grew {growth / 2**20:.1f} MiB")
-    assert growth < 2.6 * shard and 3.5 * shard < total  # measured 2.3 shards: one output shard, its serialisation, one input tensor
+    assert growth < 2 * shard and 3.5 * shard < total  # measured 1.45: one output shard, one input tensor (a 32 MiB embedding)

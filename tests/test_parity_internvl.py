@@ -5,7 +5,7 @@ import torch
 
 from conftest import user_turn
 from modeling_ase_mllm.internvl_compat import build_internvl_twin, is_ias_key
-from modeling_ase_mllm.tiny import set_saliency_gates
+from modeling_ase_mllm.tiny import set_saliency_gates, tiny_config
 
 
 @pytest.fixture
@@ -74,3 +74,18 @@ def test_state_dict_is_internvl_plus_ias_keys(make_model):
     extra = ours - twin_keys
     assert extra and all(is_ias_key(key) for key in extra)
     assert any(key.endswith("saliency_gate.weight") for key in extra)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_a_twin_sharing_the_weights_is_the_copied_twin(make_model, batch, tied):
+    """`share_weights=True` (built on `meta`, handed the model's own tensors and buffers) computes what a copied twin
+    computes, holds no tensor of its own, and keeps a tied head tied."""
+    text = {**tiny_config().text_config.to_dict(), "tie_word_embeddings": tied}
+    model = make_model(gate=0.0, tie_word_embeddings=tied, text_config=text)
+    copied, shared = build_internvl_twin(model), build_internvl_twin(model, share_weights=True)
+    ours = {tensor.data_ptr() for tensor in [*model.parameters(), *model.buffers()]}
+    assert all(tensor.data_ptr() in ours for tensor in [*shared.parameters(), *shared.buffers()])
+    assert (shared.lm_head.weight is shared.model.language_model.embed_tokens.weight) == tied
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "pixel_values")}
+    with torch.no_grad():
+        assert torch.equal(shared(**inputs).logits, copied(**inputs).logits)
