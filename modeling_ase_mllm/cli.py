@@ -7,6 +7,7 @@ from pathlib import Path
 from .aic_datasets import main as prepare_data_main
 from .convert import add_convert_command
 from .evaluation import add_evaluate_command
+from .metrics import add_metric_arguments
 from .publish import add_push_command
 from .training import add_train_command
 
@@ -14,8 +15,9 @@ from .training import add_train_command
 def demo(args) -> int:
     """The embedded default: fine-tune, publish, reload, evaluate and caption a small model, then report."""
     from .demo import run_demo
+    from .metrics import metric_options
 
-    run_demo(args.output_dir, steps=args.steps, max_new_tokens=args.max_new_tokens)
+    run_demo(args.output_dir, steps=args.steps, max_new_tokens=args.max_new_tokens, **metric_options(args))
     return 0
 
 
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_demo.add_argument("--output-dir", default="outputs/demo")
     run_demo.add_argument("--steps", type=int, default=300, help="training steps (300 take about two minutes on 2 cores)")
     run_demo.add_argument("--max-new-tokens", type=int, default=40)
+    add_metric_arguments(run_demo)
     run_demo.set_defaults(handler=demo)
 
     run_caption = commands.add_parser("caption", help="critique photos from an aesthetic perspective")

@@ -156,9 +156,9 @@ def add_evaluate_command(subparsers) -> None:
 
 
 def run_evaluate_command(args) -> int:
-    from .metrics import format_table, score_predictions_file
+    from .metrics import format_table, metric_options, score_predictions_file
 
-    options = {"spice_corenlp_dir": args.spice_corenlp_dir, "pr_variant": args.pr_variant}
+    options = metric_options(args)
     if args.predictions:
         if not args.references:
             raise SystemExit("--predictions needs --references")
