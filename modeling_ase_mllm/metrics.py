@@ -164,7 +164,7 @@ def add_metric_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-download", action="store_true",
                        help="never fetch the CoreNLP jars from Maven Central (also: SPICE_NO_DOWNLOAD=1)")
     group.add_argument("--spice-heap", help="the SPICE JVM's maximum heap, e.g. 6g (default: $SPICE_JAVA_HEAP, else 4g)")
-    group.add_argument("--spice-threads", type=int, help="SPICE parsing threads (default: one per processor)")
+    group.add_argument("--spice-threads", type=int, help="SPICE parsing threads (default: one per processor, at most 4)")
     group.add_argument("--no-spice", action="store_true", help="leave the four SPICE-family metrics out (n/a)")
     group.add_argument("--pr-variant", choices=PR_VARIANTS, default="independent",
                        help="Precision/Recall: independent maxima over references (the paper's definition), or "

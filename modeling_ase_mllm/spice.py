@@ -34,9 +34,12 @@ CORENLP_DIR_ENV = "SPICE_CORENLP_DIR"
 NO_DOWNLOAD_ENV = "SPICE_NO_DOWNLOAD"
 REPOSITORY_ENV = "SPICE_MAVEN_REPOSITORY"
 HEAP_ENV = "SPICE_JAVA_HEAP"
-# The parser keeps one chart per thread; 4g holds two threads on PCCD-length critiques (~1.5 GB resident), leaves
-# room on a 24 GB machine shared with other work, and a caption too long for it is reported, never mis-scored.
+# CoreNLP's models take ~1 GB and its parser one chart per thread, growing with the square of the sentence length
+# (one thread on a 54-token caption, a PCCD critique once PTB tokenization has dropped its full stops, peaks at
+# 1.5 GB resident in all). 4g holds a few threads on such critiques, leaves room on a 24 GB machine shared with
+# other work, and a caption too long for it is reported, never mis-scored.
 DEFAULT_HEAP = "4g"
+DEFAULT_THREADS = min(os.cpu_count() or 1, 4)
 RUNNER_SOURCE = Path(__file__).parent / "java" / "edu" / "anu" / "spice" / "AseSpiceRunner.java"
 RUNNER_CLASS = "edu.anu.spice.AseSpiceRunner"
 # Java 17 closes java.base to reflection; the parse cache serialises through FST 2.47, which needs these packages.
@@ -93,7 +96,7 @@ class SpiceOptions:
     download: fetch missing jars (False when $SPICE_NO_DOWNLOAD is set).
     repository: the Maven repository's base URL ($SPICE_MAVEN_REPOSITORY, else Maven Central).
     heap: the JVM's maximum heap, as `java -Xmx` takes it ($SPICE_JAVA_HEAP, else `DEFAULT_HEAP`).
-    threads: parsing threads (SPICE's default: one per processor).
+    threads: parsing threads (default: one per processor, at most `DEFAULT_THREADS`; each holds its own chart).
     parse_cache: SPICE's parse cache (an LMDB folder) that runs share (`cache_root()/parses`).
     """
 
@@ -112,7 +115,8 @@ class SpiceOptions:
         self.heap = str(self.heap or os.environ.get(HEAP_ENV) or DEFAULT_HEAP)
         if not re.fullmatch(r"\d+[kmgKMG]?", self.heap):
             raise ValueError(f"SPICE heap {self.heap!r} (--spice-heap / {HEAP_ENV}) must look like 4g, 6144m")
-        if self.threads is not None and self.threads < 1:
+        self.threads = DEFAULT_THREADS if self.threads is None else self.threads
+        if self.threads < 1:
             raise ValueError(f"SPICE threads (--spice-threads) must be at least 1, got {self.threads}")
         self.parse_cache = Path(self.parse_cache or cache_root() / "parses")
 
@@ -315,11 +319,13 @@ def run_spice(entries: list[dict], corenlp: Path, options: SpiceOptions) -> Spic
         source, target = Path(folder) / "in.json", Path(folder) / "out.json"
         source.write_text(json.dumps(entries), encoding="utf-8")
         command = [java, f"-Xmx{options.heap}", *(f"--add-opens=java.base/{p}=ALL-UNNAMED" for p in FST_OPEN_PACKAGES),
-                   "-cp", command_classpath, RUNNER_CLASS, str(source), str(target), "-cache", str(options.parse_cache)]
-        if options.threads:
-            command += ["-threads", str(options.threads)]
+                   "-cp", command_classpath, RUNNER_CLASS, str(source), str(target), "-cache", str(options.parse_cache),
+                   "-threads", str(options.threads)]
         run = subprocess.run(command, capture_output=True, text=True, errors="replace")
-        output = json.loads(target.read_text(encoding="utf-8")) if target.is_file() and target.stat().st_size else {}
+        try:
+            output = json.loads(target.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # none, or cut short by a dying JVM
+            output = {}
     # CoreNLP's parser catches its own OutOfMemoryError and goes on with an empty parse; it only logs the length.
     lengths = [int(n) for n in re.findall(r"Parsing of sentence ran out of memory \(length=(\d+)\)", run.stderr)]
     if lengths or (run.returncode != 0 and "OutOfMemoryError" in run.stderr + str(output.get("error"))):
@@ -424,6 +430,8 @@ def spice_scores(
                       "fewer --spice-threads")
     except SpiceUnavailable as error:
         return None, str(error)
+    except OSError as error:  # a cache or jar folder that cannot be written, a java that vanished
+        return None, f"SPICE could not run: {error}"
     keyed = {}
     for key, score in run.scores.items():
         kind, index = key.split("|", 1)

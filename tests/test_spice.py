@@ -2,9 +2,10 @@
 tuples, the parse cache under two concurrent runs, the jar download against a server on 127.0.0.1, Java-side
 failures that keep the seven other metrics, and eleven numbers in every output.
 
-The tests need the two CoreNLP jars (SPICE_CORENLP_DIR; .ci/run fetches them with Maven) and, for the reference runs
-of pycocoevalcap's `Spice` on Java 17, a standalone Nashorn (SPICE_NASHORN_DIR, also fetched by .ci/run). Without a
-variable they are skipped, saying what to fetch; with a variable set and its jars missing they fail.
+The tests need the two CoreNLP jars (SPICE_CORENLP_DIR; .ci/run fetches them with Maven into the cache folder) and,
+for the reference runs of pycocoevalcap's `Spice` on Java 17, a standalone Nashorn (SPICE_NASHORN_DIR, also fetched
+by .ci/run). Without a variable they look in the cache folder, and are skipped, saying what to fetch, when the jars
+are not there; with a variable set and its jars missing they fail.
 """
 
 import json
@@ -30,10 +31,18 @@ from modeling_ase_mllm.spice import (
 from spice_fixtures import HAND, HAND_SCORES, PCCD, SETS
 
 
-def _jars_from(variable: str, patterns: list[str], what: str) -> Path:
+# Where .ci/run puts the jars; read before this module points XDG_CACHE_HOME at a folder of its own.
+FETCHED = cache_root()
+
+
+def _jars_from(variable: str, default: Path, patterns: list[str], what: str) -> Path:
+    """The folder named by `variable`, else `default` if it holds the jars; a skip saying what to fetch, else."""
     folder = os.environ.get(variable)
     if folder is None:
-        pytest.skip(f"{what}: set {variable} to a folder holding {', '.join(patterns)} (.ci/run fetches them with mvn)")
+        if all(list(default.glob(pattern)) for pattern in patterns):
+            return default
+        pytest.skip(f"{what}: run the SPICE block of .ci/run (mvn dependency:copy ...) or set {variable} to a folder "
+                    f"holding {', '.join(patterns)}")
     missing = [pattern for pattern in patterns if not list(Path(folder).glob(pattern))]
     if missing:
         pytest.fail(f"{variable}={folder} lacks {', '.join(missing)}")
@@ -42,12 +51,13 @@ def _jars_from(variable: str, patterns: list[str], what: str) -> Path:
 
 @pytest.fixture(scope="session")
 def corenlp_dir() -> Path:
-    return _jars_from("SPICE_CORENLP_DIR", [jar.name for jar in CORENLP_JARS], "official SPICE needs CoreNLP 3.6.0")
+    return _jars_from("SPICE_CORENLP_DIR", FETCHED, [jar.name for jar in CORENLP_JARS],
+                      "official SPICE needs CoreNLP 3.6.0")
 
 
 @pytest.fixture(scope="session")
 def nashorn_dir() -> Path:
-    return _jars_from("SPICE_NASHORN_DIR", ["nashorn-core-15.*.jar", "asm-*.jar"],
+    return _jars_from("SPICE_NASHORN_DIR", FETCHED / "nashorn", ["nashorn-core-15.*.jar", "asm-*.jar"],
                       "pycocoevalcap's own Spice needs Nashorn on Java 17")
 
 
@@ -319,6 +329,15 @@ def test_interrupted_download_resumes_with_a_range_request(server, tmp_path, cor
     ensure_corenlp(SpiceOptions(corenlp_dir=folder, download=True, repository=server.url))
     assert server.requests[-1] == (SMALL.name, f"bytes={5 << 20}-") and server.sent == SMALL.size - (5 << 20)
     assert sha256_of(folder / SMALL.name) == SMALL.sha256 and not part.exists()
+
+
+def test_no_download_variable_forbids_fetching(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPICE_NO_DOWNLOAD", "1")
+    with pytest.raises(SpiceUnavailable, match="downloads are off"):
+        ensure_corenlp(SpiceOptions(corenlp_dir=tmp_path, repository=server.url))
+    assert server.requests == [] and list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("SPICE_NO_DOWNLOAD", "0")
+    assert SpiceOptions().download is True
 
 
 def test_without_a_server_the_error_names_files_urls_checksums_folder_and_variable(tmp_path):

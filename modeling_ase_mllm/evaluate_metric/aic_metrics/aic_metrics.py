@@ -29,7 +29,7 @@ Args:
         ~/.cache/ase_mllm/spice).
     download: fetch missing jars from Maven Central (default: yes, unless $SPICE_NO_DOWNLOAD is set).
     spice_heap: the SPICE JVM's maximum heap, e.g. "6g" (default: $SPICE_JAVA_HEAP, else 4g).
-    spice_threads: SPICE parsing threads (default: one per processor).
+    spice_threads: SPICE parsing threads (default: one per processor, at most 4).
     spice: False leaves the four SPICE-family metrics out.
 Returns:
     Bleu_1..Bleu_4, METEOR, ROUGE_L, CIDEr, SPICE, SPICE-L, Precision, Recall (None when unavailable),
