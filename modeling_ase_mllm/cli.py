@@ -206,8 +206,9 @@ def demo(args) -> int:
     """The embedded default: fine-tune, publish, reload, evaluate and caption a small model, then report."""
     check_output_folder(args.parser, "--output-dir", args.output_dir)
     from .demo import run_demo
+    from .metrics import metric_options
 
-    run_demo(args.output_dir, steps=args.steps, max_new_tokens=args.max_new_tokens)
+    run_demo(args.output_dir, steps=args.steps, max_new_tokens=args.max_new_tokens, **metric_options(args))
     return 0
 
 
@@ -407,6 +408,7 @@ def add_photo_options(command, dtype: bool = False) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .evaluation import add_evaluate_command
+    from .metrics import add_metric_arguments
 
     parser = argparse.ArgumentParser(prog="ase-mllm", description="ASE-MLLM: aesthetic image captioning with saliency.")
     parser.add_argument("--debug", action="store_true", help=f"show tracebacks (also: {DEBUG_ENV}=1)")
@@ -425,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_demo.add_argument("--steps", type=positive_int, default=300, help="training steps (default: %(default)s)")
     run_demo.add_argument("--max-new-tokens", type=positive_int, default=40,
                           help="longest critique, in tokens (default: %(default)s)")
+    add_metric_arguments(run_demo)
 
     run_caption = add("caption", "critique photos from an aesthetic perspective",
                       "Critique each photo with the model. One line per photo (`path: critique`, or a JSON object "

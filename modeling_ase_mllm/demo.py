@@ -19,8 +19,10 @@ DEFAULT_OUTPUT_DIR = "outputs/demo"
 MODEL_FOLDER = "model"  # the trained model, inside the output folder (the web demo serves it)
 
 
-def run_demo(output_dir: str = DEFAULT_OUTPUT_DIR, steps: int = 300, max_new_tokens: int = 40) -> Path:
-    """Run the demo; returns the path of the report."""
+def run_demo(
+    output_dir: str = DEFAULT_OUTPUT_DIR, steps: int = 300, max_new_tokens: int = 40, **metric_options
+) -> Path:
+    """Run the demo; returns the path of the report. `metric_options`: `score_predictions`' (SPICE, P/R variant)."""
     from .captioning import load_model_and_processor
     from .evaluation import caption_split, write_references
     from .metrics import format_table, score_predictions_file
@@ -44,7 +46,7 @@ def run_demo(output_dir: str = DEFAULT_OUTPUT_DIR, steps: int = 300, max_new_tok
     # min_new_tokens: the metrics refuse blank captions; no_repeat_ngram_size: a tiny model loops otherwise.
     generation = {"max_new_tokens": max_new_tokens, "min_new_tokens": 3, "no_repeat_ngram_size": 3}
     predictions = caption_split(model, processor, test, evaluation_dir, generation_config=generation, overwrite=True)
-    metrics = score_predictions_file(predictions, write_references(test, evaluation_dir), evaluation_dir)
+    metrics = score_predictions_file(predictions, write_references(test, evaluation_dir), evaluation_dir, **metric_options)
 
     print("[demo] 5/6 drawing the saliency pictures", flush=True)
     captions = {json.loads(line)["image_id"]: json.loads(line)["caption"] for line in predictions.read_text().splitlines()}

@@ -17,7 +17,6 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .captioning import critique_prompt, load_model_and_processor
-from .fingerprint import settings_fingerprint, weights_fingerprint
 
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -35,6 +34,8 @@ class StaleRunError(ValueError):
 
 def model_run_settings(model, processor, prompt: str, generation_config: dict | None, max_tiles: int | None) -> dict:
     """What decides the captions on the model's side: weights, dtype, saliency source, processor, decoding."""
+    from .fingerprint import settings_fingerprint, weights_fingerprint  # torch: not at import (`--help` is fast)
+
     image_processor = processor.image_processor
     generation = {k: v for k, v in model.generation_config.to_diff_dict().items() if k != "transformers_version"}
     return {
@@ -309,10 +310,10 @@ def kept_after_interrupt(args) -> str:
 
 
 def run_evaluate_command(args) -> int:
-    from .metrics import format_table, score_predictions_file
+    from .metrics import format_table, metric_options, score_predictions_file
 
     check_evaluate_arguments(args)
-    options = {"spice_corenlp_dir": args.spice_corenlp_dir, "pr_variant": args.pr_variant}
+    options = metric_options(args)
     if args.predictions:
         metrics = score_predictions_file(args.predictions, args.references, args.output_dir, **options)
     else:

@@ -2,27 +2,23 @@
 
 BLEU-1..4, METEOR, ROUGE-L and CIDEr come from pycocoevalcap 1.2 itself, after its PTB tokenizer, with the
 whole split scored in one call (CIDEr-D takes its IDF over the scored corpus). SPICE, SPICE-L, Precision and
-Recall come from the official SPICE jar (see `spice.py`) or are reported unavailable, with the reason.
+Recall come from the official SPICE jar (see `spice.py`), fed the same PTB-tokenized captions, as pycocoevalcap's
+`COCOEvalCap` feeds them; when SPICE cannot run, or fails, the four are reported unavailable with the reason.
 
     score_predictions({"img1": "warm light ..."}, {"img1": ["ref a", "ref b"]})
 """
 
 import argparse
 import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
-from .spice import PR_VARIANTS, SPICE_METRICS, require_java, spice_scores
+from .model_card_ase_mllm import TABLE_COLUMNS, format_table, format_table_row
+from .spice import PR_VARIANTS, SPICE_METRICS, SpiceOptions, require_java, spice_scores
 
 
-COCO_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
-METRICS = COCO_METRICS + SPICE_METRICS
-# The paper's Table I columns, in order.
-TABLE_COLUMNS = (
-    ("B1", "Bleu_1"), ("B2", "Bleu_2"), ("B3", "Bleu_3"), ("B4", "Bleu_4"), ("M", "METEOR"), ("R", "ROUGE_L"),
-    ("C", "CIDEr"), ("S", "SPICE"), ("S-L", "SPICE-L"), ("Pre", "Precision"), ("Re", "Recall"),
-)
+METRICS = tuple(key for _, key in TABLE_COLUMNS)
+COCO_METRICS = tuple(key for key in METRICS if key not in SPICE_METRICS)
 EVALUATE_MODULE_PATH = str(Path(__file__).parent / "evaluate_metric" / "aic_metrics")
 
 
@@ -81,18 +77,17 @@ def ptb_tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
     return PTBTokenizer().tokenize({key: [{"caption": c} for c in values] for key, values in captions.items()})
 
 
-def coco_scores(predictions: dict[str, str], references: dict[str, list[str]], meteor=None) -> dict[str, float]:
+def coco_scores(gts: dict[str, list[str]], res: dict[str, list[str]], meteor=None) -> dict[str, float]:
     """BLEU-1..4, METEOR, ROUGE-L, CIDEr of the whole corpus, exactly as pycocoevalcap computes them.
 
-    `meteor`: a `pycocoevalcap.meteor.meteor.Meteor` to reuse (its JVM takes seconds to start).
+    `gts`/`res`: PTB-tokenized references and predictions (`ptb_tokenize`). `meteor`: a
+    `pycocoevalcap.meteor.meteor.Meteor` to reuse (its JVM takes seconds to start).
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
 
-    gts = ptb_tokenize(references)
-    res = ptb_tokenize({key: [caption] for key, caption in predictions.items()})
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     scores = {f"Bleu_{n}": float(bleu[n - 1]) for n in range(1, 5)}
     scores["METEOR"] = float((meteor or Meteor()).compute_score(gts, res)[0])
@@ -104,11 +99,14 @@ def coco_scores(predictions: dict[str, str], references: dict[str, list[str]], m
 def score_predictions(
     predictions: dict[str, str],
     references: dict[str, list[str]],
-    spice_corenlp_dir: str | None = None,
     pr_variant: str = "independent",
+    spice: SpiceOptions | bool = True,
     meteor=None,
 ) -> dict:
     """All eleven metrics for `image_id → caption` against `image_id → references`.
+
+    `spice`: `SpiceOptions` (True: the defaults, from the environment), or False to leave the four SPICE-family
+    metrics out. Whatever happens to SPICE (no jars, no network, a Java failure), the seven others are returned.
 
     Returns `{metric: value or None, ..., "unavailable": {metric: reason}, "num_images": n, "pr_variant": ...,
     "spice_backend": "official" | None}`.
@@ -116,16 +114,19 @@ def score_predictions(
     predictions = {str(k): v for k, v in predictions.items()}
     references = {str(k): list(v) for k, v in references.items()}
     validate(predictions, references)
-    result: dict = dict(coco_scores(predictions, references, meteor))
-    spice, reason = spice_scores(predictions, references, spice_corenlp_dir, pr_variant)
-    unavailable = {}
+    gts = ptb_tokenize(references)
+    res = ptb_tokenize({key: [caption] for key, caption in predictions.items()})
+    result: dict = dict(coco_scores(gts, res, meteor))
+    if spice is False:
+        scores, reason = None, "not computed (--no-spice)"
+    else:
+        options = spice if isinstance(spice, SpiceOptions) else SpiceOptions()
+        scores, reason = spice_scores({key: res[key][0] for key in predictions}, gts, options, pr_variant)
     for name in SPICE_METRICS:
-        result[name] = None if spice is None else spice[name]
-        if spice is None:
-            unavailable[name] = reason
+        result[name] = None if scores is None else scores[name]
     result.update(
-        unavailable=unavailable, num_images=len(predictions), pr_variant=pr_variant,
-        spice_backend=None if spice is None else "official",
+        unavailable={} if scores is not None else {name: reason for name in SPICE_METRICS},
+        num_images=len(predictions), pr_variant=pr_variant, spice_backend=None if scores is None else "official",
     )
     return result
 
@@ -182,25 +183,6 @@ def read_references(path_or_mapping) -> dict[str, list[str]]:
     return {str(k): list(v) for k, v in mapping.items()}
 
 
-def format_table(metrics: dict) -> str:
-    """A markdown table in the paper's Table I layout (3 decimals; `n/a` with a footnote when unavailable)."""
-    header = "| " + " | ".join(column for column, _ in TABLE_COLUMNS) + " |"
-    rule = "|" + "---:|" * len(TABLE_COLUMNS)
-    lines = [header, rule, format_table_row(metrics)]
-    reasons = sorted(set((metrics.get("unavailable") or {}).values()))
-    lines += [""] + [f"n/a: {reason}" for reason in reasons] if reasons else []
-    return "\n".join(lines)
-
-
-def format_table_row(metrics: dict) -> str:
-    """One Table I row: `| 0.682 | 0.454 | ... | n/a |`."""
-    cells = []
-    for _, key in TABLE_COLUMNS:
-        value = metrics.get(key)
-        cells.append("n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}")
-    return "| " + " | ".join(cells) + " |"
-
-
 def score_predictions_file(predictions_path, references, output_dir=None, **options) -> dict:
     """Score a `predictions.jsonl`; write `metrics.json` and `metrics.md` (Table I) next to it or in `output_dir`."""
     metrics = score_predictions(read_predictions(predictions_path), read_references(references), **options)
@@ -217,9 +199,29 @@ def write_metrics(metrics: dict, output_dir) -> None:
 
 
 def add_metric_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--spice-corenlp-dir", help="folder with the Stanford CoreNLP 3.6.0 jars (or SPICE_CORENLP_DIR)")
-    parser.add_argument("--pr-variant", choices=PR_VARIANTS, default="independent",
-                        help="Precision/Recall: independent maxima over references, or those of the best-F reference")
+    """The SPICE-family flags that `ase-mllm evaluate`, `score` and `demo` share; `metric_options` reads them."""
+    group = parser.add_argument_group("SPICE, SPICE-L, Precision, Recall (official SPICE 1.0 on Stanford CoreNLP 3.6.0)")
+    group.add_argument("--spice-corenlp-dir",
+                       help="folder that holds (or receives) the CoreNLP 3.6.0 jars (default: $SPICE_CORENLP_DIR, "
+                            "else ~/.cache/ase_mllm/spice)")
+    group.add_argument("--no-download", action="store_true",
+                       help="never fetch the CoreNLP jars from Maven Central (also: SPICE_NO_DOWNLOAD=1)")
+    group.add_argument("--spice-heap", help="the SPICE JVM's maximum heap, e.g. 6g (default: $SPICE_JAVA_HEAP, else 4g)")
+    group.add_argument("--spice-threads", type=int, help="SPICE parsing threads (default: one per processor, at most 4)")
+    group.add_argument("--no-spice", action="store_true", help="leave the four SPICE-family metrics out (n/a)")
+    group.add_argument("--pr-variant", choices=PR_VARIANTS, default="independent",
+                       help="Precision/Recall: independent maxima over references (the paper's definition), or "
+                            "those of the best-F reference (spice_best.py)")
+
+
+def metric_options(args: argparse.Namespace) -> dict:
+    """`score_predictions` keyword arguments from `add_metric_arguments`' flags (bad values fail here, before any
+    captioning)."""
+    spice = False if args.no_spice else SpiceOptions(
+        corenlp_dir=args.spice_corenlp_dir, download=False if args.no_download else None, heap=args.spice_heap,
+        threads=args.spice_threads,
+    )
+    return {"spice": spice, "pr_variant": args.pr_variant}
 
 
 def main_score(argv=None) -> int:
@@ -230,7 +232,6 @@ def main_score(argv=None) -> int:
     parser.add_argument("--output-dir")
     add_metric_arguments(parser)
     args = parser.parse_args(argv)
-    metrics = score_predictions_file(args.predictions, args.references, args.output_dir,
-                                     spice_corenlp_dir=args.spice_corenlp_dir, pr_variant=args.pr_variant)
+    metrics = score_predictions_file(args.predictions, args.references, args.output_dir, **metric_options(args))
     print(format_table(metrics))
     return 0

@@ -8,16 +8,19 @@ Remote code: imports only huggingface_hub, the standard library and sibling modu
 """
 
 import json
+import math
 from pathlib import Path
 
-from huggingface_hub import ModelCard, ModelCardData
 
 
 BEGIN, END = "<!-- ase-mllm card: begin -->", "<!-- ase-mllm card: end -->"
 TAGS = ["ase-mllm", "aesthetic-image-captioning", "internvl", "image-text-to-text", "custom_code"]
-# Table I's order (paper §IV.C).
-METRIC_ORDER = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE", "SPICE-L", "Precision",
-                "Recall")
+# The eleven metrics, as the paper's Table I columns (§IV.C) and the keys `metrics.json` holds them under. This is
+# their one vocabulary: `metrics.py` imports it from here, because remote code cannot import the metrics module.
+TABLE_COLUMNS = (
+    ("B1", "Bleu_1"), ("B2", "Bleu_2"), ("B3", "Bleu_3"), ("B4", "Bleu_4"), ("M", "METEOR"), ("R", "ROUGE_L"),
+    ("C", "CIDEr"), ("S", "SPICE"), ("S-L", "SPICE-L"), ("Pre", "Precision"), ("Re", "Recall"),
+)
 
 USAGE = '''```python
 import torch
@@ -48,14 +51,21 @@ SALIENCY = {
 }
 
 
-def metrics_table(metrics: dict) -> str:
-    """A markdown table of the eleven AIC metrics (whatever of them `metrics` holds), in Table I's order."""
-    names = [m for m in METRIC_ORDER if m in metrics]
-    cells = [f"{metrics[n]:.3f}" if isinstance(metrics[n], (int, float)) else "n/a" for n in names]
-    table = "| " + " | ".join(names) + " |\n|" + "---:|" * len(names) + "\n| " + " | ".join(cells) + " |"
-    unavailable = metrics.get("unavailable") or {}
-    notes = [f"\n\nn/a: {name}: {reason}" for name, reason in unavailable.items() if name in names]
-    return table + "".join(notes)
+def format_table_row(metrics: dict) -> str:
+    """One Table I row from `metrics.json`'s keys: `| 0.682 | 0.454 | ... | n/a |` (3 decimals)."""
+    cells = []
+    for _, key in TABLE_COLUMNS:
+        value = metrics.get(key)
+        cells.append(f"{value:.3f}" if isinstance(value, (int, float)) and not math.isnan(value) else "n/a")
+    return "| " + " | ".join(cells) + " |"
+
+
+def format_table(metrics: dict) -> str:
+    """A markdown table in the paper's Table I layout; each distinct reason for an `n/a` once, below it."""
+    header = "| " + " | ".join(column for column, _ in TABLE_COLUMNS) + " |"
+    lines = [header, "|" + "---:|" * len(TABLE_COLUMNS), format_table_row(metrics)]
+    reasons = list(dict.fromkeys((metrics.get("unavailable") or {}).values()))
+    return "\n".join(lines + ([""] + [f"n/a: {reason}" for reason in reasons] if reasons else []))
 
 
 def card_sections(config, model_id: str, metrics: dict | None, picture: str | None) -> str:
@@ -84,10 +94,12 @@ def card_sections(config, model_id: str, metrics: dict | None, picture: str | No
         lines += ["![What the model looks at: the photo with its saliency, beside every tile's map]"
                   f"({picture})", ""]
     if metrics:
-        lines += ["## Evaluation", "", metrics_table(metrics), ""]
+        lines += ["## Evaluation", "", format_table(metrics), ""]
         if metrics.get("num_images"):
-            lines += [f"{metrics['num_images']} test images; BLEU, METEOR, ROUGE-L, CIDEr and SPICE as the MS-COCO caption "
-                      "evaluation computes them (pycocoevalcap).", ""]
+            lines += [f"{metrics['num_images']} test images. B1-B4: BLEU-1..4, M: METEOR, R: ROUGE-L, C: CIDEr, S: SPICE, "
+                      "as the MS-COCO caption evaluation computes them (pycocoevalcap); S-L: SPICE against each "
+                      "reference alone, best per image; Pre/Re: SPICE's tuple precision and recall over the same "
+                      f"pairs (rule: {metrics.get('pr_variant', 'independent')}).", ""]
     return "\n".join(lines + [END])
 
 
@@ -102,6 +114,8 @@ def write_model_card(folder, config=None, model_id: str | None = None, metrics: 
         metrics: a `metrics.json` path or dict (default: `folder/metrics.json` if present) for the evaluation table.
         picture: a saliency picture's path relative to `folder` (default: `saliency.png` if present).
     """
+    from huggingface_hub import ModelCard, ModelCardData  # here: the CLI imports this module's table only
+
     folder = Path(folder)
     if config is None:
         from .configuration_ase_mllm import AseMllmConfig
@@ -132,4 +146,4 @@ def write_model_card(folder, config=None, model_id: str | None = None, metrics: 
     return path
 
 
-__all__ = ["write_model_card", "metrics_table"]
+__all__ = ["write_model_card", "format_table"]

@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny tokenizer/processor trained on the spot, random models, generated images."""
+"""Shared fixtures: a tiny tokenizer/processor trained on the spot, random models, generated images, METEOR."""
+
+import os
 
 import numpy as np
 import PIL.Image
@@ -11,6 +13,9 @@ from modeling_ase_mllm.tiny import build_processor, build_tiny_model, build_toke
 PROMPT = "Comment on this image from an aesthetic perspective."
 
 torch.set_num_threads(2)
+# Nothing downloads in the tests: SPICE runs on the CoreNLP jars that .ci/run fetched (SPICE_CORENLP_DIR), and the
+# download tests fetch from a server on 127.0.0.1, asking for it explicitly.
+os.environ["SPICE_NO_DOWNLOAD"] = "1"
 
 
 def random_image(height: int, width: int, seed: int = 0, mode: str = "RGB") -> PIL.Image.Image:
@@ -57,3 +62,11 @@ def make_model():
         return build_tiny_model(tiny_config(text_model_type, **overrides), seed=seed, gate=gate)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def meteor():
+    """One pycocoevalcap METEOR (a JVM that takes seconds to start) per test module."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    return Meteor()

@@ -93,4 +93,13 @@ def test_demo_runs_at_reduced_size_and_writes_a_report(tmp_path):
         Image.open(picture).verify()
     metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     assert metrics["num_images"] == 3 and 0.0 <= metrics["Bleu_1"] <= 1.0
+    from modeling_ase_mllm.metrics import format_table_row
+    from modeling_ase_mllm.spice import CORENLP_JARS, SpiceOptions
+
+    row = format_table_row(metrics)
+    assert row in report
+    if all((SpiceOptions().corenlp_dir / jar.name).is_file() for jar in CORENLP_JARS):  # CI: .ci/run fetched them
+        assert metrics["spice_backend"] == "official" and "n/a" not in row  # eleven numbers
+    else:
+        assert row.count("n/a") == 4 and "stanford-corenlp-3.6.0-models.jar" in metrics["unavailable"]["SPICE"]
     assert (tmp_path / "model" / "config.json").is_file()

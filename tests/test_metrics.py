@@ -1,4 +1,6 @@
-"""The eleven AIC metrics: pycocoevalcap's numbers exactly, SPICE-family arithmetic, files, bad input."""
+"""The eleven AIC metrics: pycocoevalcap's numbers exactly, SPICE-family arithmetic, files, bad input.
+
+Official SPICE itself (against pycocoevalcap's `Spice`, the jar download, failures) is tested in test_spice.py."""
 
 import json
 import math
@@ -8,7 +10,7 @@ import pytest
 from modeling_ase_mllm.metrics import (
     EVALUATE_MODULE_PATH, MetricInputError, TABLE_COLUMNS, format_table, score_predictions, score_predictions_file,
 )
-from modeling_ase_mllm.spice import PairScore, aggregate_spice, compile_runner, find_corenlp, spice_entries
+from modeling_ase_mllm.spice import CORENLP_JARS, PairScore, SpiceOptions, aggregate_spice, compile_runner, spice_entries
 
 # Our own sentences: critique style, punctuation, brackets, camera settings, clitics.
 REFERENCES = {
@@ -21,13 +23,6 @@ PREDICTIONS = {
     "b": "The horizon is tilted; straighten it at f/2.8.",
     "c": "Harsh shadows (under the eyes) don't help.",
 }
-
-
-@pytest.fixture(scope="module")
-def meteor():
-    from pycocoevalcap.meteor.meteor import Meteor
-
-    return Meteor()
 
 
 def pycocoevalcap_directly(predictions, references, meteor):
@@ -60,7 +55,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_coco_metrics_equal_pycocoevalcap(case, meteor):
     predictions, references = CASES[case]
-    ours = score_predictions(predictions, references, meteor=meteor)
+    ours = score_predictions(predictions, references, spice=False, meteor=meteor)
     expected = pycocoevalcap_directly(predictions, references, meteor)
     for key, value in expected.items():
         assert ours[key] == pytest.approx(value, abs=1e-6), key
@@ -99,9 +94,9 @@ def test_spice_family_arithmetic_on_recorded_pair_scores():
 def test_spice_entries_cover_all_refs_and_each_ref():
     entries = spice_entries({"a": "x"}, {"a": ["r1", "r2"]})
     assert entries == [
-        {"image_id": "all|a", "test": "x", "refs": ["r1", "r2"]},
-        {"image_id": "ref0|a", "test": "x", "refs": ["r1"]},
-        {"image_id": "ref1|a", "test": "x", "refs": ["r2"]},
+        {"image_id": "all|0", "test": "x", "refs": ["r1", "r2"]},
+        {"image_id": "ref0|0", "test": "x", "refs": ["r1"]},
+        {"image_id": "ref1|0", "test": "x", "refs": ["r2"]},
     ]
 
 
@@ -112,30 +107,23 @@ def test_spice_runner_compiles_against_spice_jar_on_this_java(tmp_path, monkeypa
     assert compile_runner() == classes  # cached
 
 
-def test_official_spice_end_to_end():
-    folder, reason = find_corenlp()
-    if folder is None:
-        pytest.skip(f"official SPICE not runnable here: {reason}")
-    metrics = score_predictions(PREDICTIONS, REFERENCES)
-    assert metrics["spice_backend"] == "official"
+def test_without_jars_and_downloads_off_the_four_are_unavailable_with_what_to_fetch(tmp_path, meteor):
+    metrics = score_predictions(PREDICTIONS, REFERENCES, spice=SpiceOptions(corenlp_dir=tmp_path, download=False),
+                                meteor=meteor)
+    reason = metrics["unavailable"]["SPICE"]
     for name in ("SPICE", "SPICE-L", "Precision", "Recall"):
-        assert 0.0 <= metrics[name] <= 1.0
-    assert metrics["SPICE-L"] >= 0.0 and not metrics["unavailable"]
-
-
-def test_without_corenlp_spice_metrics_are_unavailable_with_reason(tmp_path, monkeypatch, meteor):
-    monkeypatch.delenv("SPICE_CORENLP_DIR", raising=False)
-    metrics = score_predictions(PREDICTIONS, REFERENCES, meteor=meteor)
-    for name in ("SPICE", "SPICE-L", "Precision", "Recall"):
-        assert metrics[name] is None and "CoreNLP 3.6.0" in metrics["unavailable"][name]
+        assert metrics[name] is None and metrics["unavailable"][name] == reason
+    for jar in CORENLP_JARS:
+        assert jar.name in reason and jar.sha256 in reason
+        assert f"https://repo1.maven.org/maven2/edu/stanford/nlp/stanford-corenlp/3.6.0/{jar.name}" in reason
+    assert str(tmp_path) in reason and "SPICE_CORENLP_DIR" in reason and "--no-download" in reason
     table = format_table(metrics).splitlines()
     assert table[0] == "| " + " | ".join(column for column, _ in TABLE_COLUMNS) + " |"
     assert table[0] == "| B1 | B2 | B3 | B4 | M | R | C | S | S-L | Pre | Re |"
     cells = [cell.strip() for cell in table[2].strip("|").split("|")]
     assert cells[:7] == [f"{metrics[key]:.3f}" for _, key in TABLE_COLUMNS[:7]] and cells[7:] == ["n/a"] * 4
-    assert table[-1].startswith("n/a: official SPICE needs")
-    monkeypatch.setenv("SPICE_CORENLP_DIR", str(tmp_path))
-    assert "lacks stanford-corenlp-3.6.0.jar" in find_corenlp()[1]
+    assert sum(line.startswith("n/a: ") for line in table) == 1  # the reason once, not once per metric
+    assert list(tmp_path.iterdir()) == []  # nothing was fetched
 
 
 def test_score_predictions_file_writes_metrics_and_table(tmp_path, meteor):
@@ -143,7 +131,7 @@ def test_score_predictions_file_writes_metrics_and_table(tmp_path, meteor):
     predictions.write_text("".join(json.dumps({"image_id": k, "caption": v}) + "\n" for k, v in PREDICTIONS.items()))
     references = tmp_path / "references.json"
     references.write_text(json.dumps(REFERENCES))
-    metrics = score_predictions_file(predictions, references, tmp_path / "out", meteor=meteor)
+    metrics = score_predictions_file(predictions, references, tmp_path / "out", spice=False, meteor=meteor)
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["CIDEr"] == pytest.approx(metrics["CIDEr"]) and saved["num_images"] == 3
     assert (tmp_path / "out" / "metrics.md").read_text().startswith("| B1 | B2 |")
@@ -156,8 +144,9 @@ def test_evaluate_module_loads_offline_and_matches(monkeypatch, meteor):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     module = evaluate.load(EVALUATE_MODULE_PATH)
     ids = list(PREDICTIONS)
-    result = module.compute(predictions=[PREDICTIONS[i] for i in ids], references=[REFERENCES[i] for i in ids])
-    ours = score_predictions(PREDICTIONS, REFERENCES, meteor=meteor)
+    result = module.compute(predictions=[PREDICTIONS[i] for i in ids], references=[REFERENCES[i] for i in ids],
+                            spice=False)
+    ours = score_predictions(PREDICTIONS, REFERENCES, spice=False, meteor=meteor)
     for key in ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"):
         assert result[key] == pytest.approx(ours[key], abs=1e-12), key
 

@@ -12,8 +12,9 @@ from huggingface_hub import ModelCard, ModelCardData
 from modeling_ase_mllm.model_card_ase_mllm import BEGIN, write_model_card
 from modeling_ase_mllm.visualize import save_saliency_picture
 
-METRICS = {"BLEU-1": 0.3124, "BLEU-2": 0.1501, "BLEU-3": 0.0712, "BLEU-4": 0.0333, "METEOR": 0.1187,
-           "ROUGE-L": 0.2719, "CIDEr": 0.0871, "SPICE": None, "SPICE-L": None, "Precision": 0.41, "Recall": 0.37,
+# The keys `metrics.json` has (test_spice.py feeds the card a metrics.json that the evaluation itself wrote).
+METRICS = {"Bleu_1": 0.3124, "Bleu_2": 0.1501, "Bleu_3": 0.0712, "Bleu_4": 0.0333, "METEOR": 0.1187,
+           "ROUGE_L": 0.2719, "CIDEr": 0.0871, "SPICE": None, "SPICE-L": None, "Precision": 0.41, "Recall": 0.37,
            "unavailable": {"SPICE": "needs the CoreNLP jars", "SPICE-L": "needs the CoreNLP jars"}, "num_images": 6,
            "pr_variant": "independent"}
 
@@ -40,7 +41,9 @@ def test_card_metadata_table_picture_and_trainer_card(tmp_path, make_model, proc
     assert {"generated_from_trainer", "ase-mllm"} <= set(card.data.tags)
     assert card.text.count(BEGIN) == 1
     assert "This model was trained with Trainer." in card.text and "- lr: 4e-05" in card.text
+    assert "| B1 | B2 | B3 | B4 | M | R | C | S | S-L | Pre | Re |" in card.text
     assert "| 0.312 | 0.150 | 0.071 | 0.033 | 0.119 | 0.272 | 0.087 | n/a | n/a | 0.410 | 0.370 |" in card.text
+    assert card.text.count("n/a: needs the CoreNLP jars") == 1
     assert "](saliency.png)" in card.text and "EAT" in card.text
 
     snippet = re.search(r"```python\n(.*?)```", card.text, re.S).group(1)

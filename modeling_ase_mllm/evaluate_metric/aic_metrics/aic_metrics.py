@@ -12,18 +12,25 @@ import datasets
 import evaluate
 
 from modeling_ase_mllm.metrics import score_predictions
+from modeling_ase_mllm.spice import SpiceOptions
 
 
 _DESCRIPTION = """BLEU-1..4, METEOR, ROUGE-L and CIDEr (pycocoevalcap 1.2, PTB-tokenised, whole corpus in one call)
-plus SPICE, SPICE-L, Precision and Recall (official SPICE 1.0 when the CoreNLP 3.6.0 jars are given, otherwise
-reported unavailable with the reason)."""
+plus SPICE, SPICE-L, Precision and Recall (official SPICE 1.0 on Stanford CoreNLP 3.6.0, whose jars are fetched
+from Maven Central on first use; reported unavailable, with the reason, when that is forbidden or fails)."""
 
 _KWARGS_DESCRIPTION = """
 Args:
     predictions: one caption per image.
     references: a list of reference critiques per image.
-    spice_corenlp_dir: folder with the CoreNLP 3.6.0 jars (default: $SPICE_CORENLP_DIR).
-    pr_variant: "independent" (default) or "best_f".
+    pr_variant: "independent" (default: each maximum over references on its own) or "best_f" (both from the
+        reference with the best F).
+    spice_corenlp_dir: folder that holds (or receives) the CoreNLP 3.6.0 jars (default: $SPICE_CORENLP_DIR, else
+        ~/.cache/ase_mllm/spice).
+    download: fetch missing jars from Maven Central (default: yes, unless $SPICE_NO_DOWNLOAD is set).
+    spice_heap: the SPICE JVM's maximum heap, e.g. "6g" (default: $SPICE_JAVA_HEAP, else 4g).
+    spice_threads: SPICE parsing threads (default: one per processor, at most 4).
+    spice: False leaves the four SPICE-family metrics out.
 Returns:
     Bleu_1..Bleu_4, METEOR, ROUGE_L, CIDEr, SPICE, SPICE-L, Precision, Recall (None when unavailable),
     unavailable (metric -> reason), num_images, pr_variant, spice_backend.
@@ -44,9 +51,9 @@ class AicMetrics(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references, spice_corenlp_dir=None, pr_variant="independent"):
+    def _compute(self, predictions, references, pr_variant="independent", spice_corenlp_dir=None, download=None,
+                 spice_heap=None, spice_threads=None, spice=True):
         ids = [str(index) for index in range(len(predictions))]
-        return score_predictions(
-            dict(zip(ids, predictions)), dict(zip(ids, references)), spice_corenlp_dir=spice_corenlp_dir,
-            pr_variant=pr_variant,
-        )
+        options = spice and SpiceOptions(corenlp_dir=spice_corenlp_dir, download=download, heap=spice_heap,
+                                         threads=spice_threads)
+        return score_predictions(dict(zip(ids, predictions)), dict(zip(ids, references)), pr_variant, options)
