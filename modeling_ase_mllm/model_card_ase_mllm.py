@@ -69,6 +69,8 @@ def format_table(metrics: dict) -> str:
 
 
 def card_sections(config, model_id: str, metrics: dict | None, picture: str | None) -> str:
+    from .configuration_ase_mllm import PYTHON_REQUIREMENT, TORCH_REQUIREMENT, TRANSFORMERS_REQUIREMENT
+
     source = config.saliency_config.source
     vision = config.vision_config
     lines = [
@@ -81,6 +83,9 @@ def card_sections(config, model_id: str, metrics: dict | None, picture: str | No
         "## Usage",
         "",
         USAGE.format(model_id=model_id),
+        "",
+        f"Runs with `transformers{TRANSFORMERS_REQUIREMENT}`, `torch{TORCH_REQUIREMENT}` and Python {PYTHON_REQUIREMENT}: "
+        "this folder carries its own code (`trust_remote_code=True`), so the ase-mllm package is not needed.",
         "",
         "## How saliency works",
         "",

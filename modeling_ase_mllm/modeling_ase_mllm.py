@@ -12,6 +12,7 @@ and the LM head are InternVL's. This module only adds
 Remote code: imports only torch, transformers and sibling modules.
 """
 
+import inspect
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,12 @@ from .model_card_ase_mllm import write_model_card
 from .eat_ase_mllm import EatDeformableAttention, EatModel, EatWindowAttention, relative_position_index, shifted_window_mask
 from .saliency_ase_mllm import map_saliency_to_tiles
 
+
+# --- transformers compatibility ------------------------------------------------------------------------------------
+# Before 5.18 `InternVLModel.forward` takes no `mm_encoder_outputs`: it would encode `pixel_values` itself, without our
+# saliency inputs. `AseMllmModel.forward` then merges the image features into the embeddings itself, as it does since.
+INTERNVL_TAKES_ENCODER_OUTPUTS = "mm_encoder_outputs" in inspect.signature(InternVLModel.forward).parameters
+# -------------------------------------------------------------------------------------------------------------------
 
 # Files that make up a Hub checkpoint's remote code; `save_pretrained` copies all of them so that any saved
 # folder (model alone or model + processor) resolves every `auto_map` entry.
@@ -493,17 +500,28 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
                 return_dict=True,
             )
             mm_encoder_outputs = {**(mm_encoder_outputs or {}), "image": image_outputs}
-        if mm_encoder_outputs and mm_encoder_outputs.get("image") is not None and input_ids is not None:
-            check_image_token_count(input_ids, mm_encoder_outputs["image"].pooler_output, self.config.image_token_id)
-        return super().forward(
+        image_outputs = (mm_encoder_outputs or {}).get("image")
+        if image_outputs is not None and input_ids is not None:
+            check_image_token_count(input_ids, image_outputs.pooler_output, self.config.image_token_id)
+        if INTERNVL_TAKES_ENCODER_OUTPUTS:
+            kwargs["mm_encoder_outputs"] = mm_encoder_outputs
+        elif image_outputs is not None:
+            if inputs_embeds is None:
+                inputs_embeds = self.get_input_embeddings()(input_ids)
+            image_features = image_outputs.pooler_output.to(inputs_embeds.device, inputs_embeds.dtype)
+            mask = self.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds, image_features=image_features)
+            inputs_embeds, input_ids = inputs_embeds.masked_scatter(mask, image_features), None
+        outputs = super().forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
-            mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
+        if not INTERNVL_TAKES_ENCODER_OUTPUTS and image_outputs is not None and not isinstance(outputs, tuple):
+            outputs.image_hidden_states = image_features
+        return outputs
 
 
 def check_tile_grids(tile_grids: torch.Tensor, saliency_pixel_values: torch.Tensor, pixel_values: torch.Tensor) -> None:

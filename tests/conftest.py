@@ -13,7 +13,7 @@ from modeling_ase_mllm.tiny import build_processor, build_tiny_model, build_toke
 PROMPT = "Comment on this image from an aesthetic perspective."
 
 torch.set_num_threads(2)
-# Nothing downloads in the tests: SPICE runs on the CoreNLP jars that .ci/run fetched (SPICE_CORENLP_DIR), and the
+# Nothing downloads in the tests: SPICE runs on the CoreNLP jars that .ci/system-packages fetched, and the
 # download tests fetch from a server on 127.0.0.1, asking for it explicitly.
 os.environ["SPICE_NO_DOWNLOAD"] = "1"
 

@@ -58,7 +58,7 @@ def test_remote_code_modules_import_only_each_other():
     from modeling_ase_mllm.modeling_ase_mllm import REMOTE_CODE_FILES
 
     allowed = {"transformers", "torch", "numpy", "PIL", "huggingface_hub", "math", "json", "sys", "shutil",
-               "functools", "io", "pathlib", "collections"}
+               "functools", "io", "pathlib", "collections", "re", "inspect"}
     package = Path(__file__).resolve().parent.parent / "modeling_ase_mllm"
     for name in REMOTE_CODE_FILES:
         tree = ast.parse((package / name).read_text())
@@ -73,6 +73,26 @@ def test_remote_code_modules_import_only_each_other():
             else:
                 continue
             assert roots <= allowed, f"{name} imports {roots - allowed}"
+
+
+def test_remote_code_entry_modules_import_every_sibling_they_need_directly():
+    """transformers 5.8-5.9 copy into their module cache only the relative imports an `auto_map` module makes
+    itself: a sibling reached only through another sibling is missing there, and loading fails."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "modeling_ase_mllm"
+
+    def direct(module: str) -> set[str]:  # the pattern transformers' `get_relative_imports` matches
+        text = (package / f"{module}.py").read_text(encoding="utf-8")
+        return set(re.findall(r"^\s*from\s+\.(\S+)\s+import", text, flags=re.MULTILINE))
+
+    for entry in {target.split(".")[0] for target in AUTO_MAP.values()}:
+        reached, frontier = set(), {entry}
+        while frontier:
+            reached |= frontier
+            frontier = set().union(*(direct(module) for module in frontier)) - reached
+        assert reached - {entry} <= direct(entry), f"{entry}.py must import {sorted(reached - {entry} - direct(entry))} itself"
 
 
 @pytest.mark.slow
@@ -98,7 +118,7 @@ def test_demo_runs_at_reduced_size_and_writes_a_report(tmp_path):
 
     row = format_table_row(metrics)
     assert row in report
-    if all((SpiceOptions().corenlp_dir / jar.name).is_file() for jar in CORENLP_JARS):  # CI: .ci/run fetched them
+    if all((SpiceOptions().corenlp_dir / jar.name).is_file() for jar in CORENLP_JARS):  # CI: .ci/system-packages fetched them
         assert metrics["spice_backend"] == "official" and "n/a" not in row  # eleven numbers
     else:
         assert row.count("n/a") == 4 and "stanford-corenlp-3.6.0-models.jar" in metrics["unavailable"]["SPICE"]

@@ -79,7 +79,7 @@ def wait_for(url: str, seconds: float = 120) -> None:
 def test_upload_photo_and_get_critique_and_overlay(tmp_path, processor):
     """A photo over the megapixel bound shows the reason on the page; a good one gets the critique and picture."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("Debian chromium and chromium-driver are required (.ci/run installs them)")
+        pytest.fail("Debian chromium and chromium-driver are required (`bash .ci/system-packages test` installs them)")
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
