@@ -19,7 +19,7 @@ from modeling_ase_mllm.configuration_ase_mllm import AseMllmEatConfig
 from modeling_ase_mllm.eat_ase_mllm import EatModel, EatWindowAttention, aesthetic_target, layer_cam
 from modeling_ase_mllm.presets import load_model_preset
 from modeling_ase_mllm.saliency_ase_mllm import map_saliency_to_tiles
-from modeling_ase_mllm.tiny import build_tiny_model
+from modeling_ase_mllm.testing.tiny import build_tiny_model
 
 
 def measure(preset="small", tiles=12, repeats=3, device="cpu") -> dict:

@@ -13,20 +13,19 @@ import pytest
 from PIL import Image
 
 import aic_fixtures as fx
-from modeling_ase_mllm.aic_datasets import (
-    AIC_FEATURES,
-    PCCD_ASPECTS,
+from modeling_ase_mllm.data.ava_captions import load_ava_captions
+from modeling_ase_mllm.data.dpc2022 import load_dpc2022
+from modeling_ase_mllm.data.errors import (
     AICDataError,
     AnnotationFileNotFoundError,
     EmptyReferencesWarning,
     MissingImageWarning,
     UnavailableRecordWarning,
-    load_aic_dataset,
-    load_ava_captions,
-    load_dpc2022,
-    load_pccd,
-    load_rpcd,
 )
+from modeling_ase_mllm.data.pccd import load_pccd
+from modeling_ase_mllm.data.registry import load_aic_dataset
+from modeling_ase_mllm.data.rpcd import load_rpcd
+from modeling_ase_mllm.data.schema import AIC_FEATURES, PCCD_ASPECTS
 from modeling_ase_mllm.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,8 +17,8 @@ import pytest
 import sentencepiece
 from transformers import AutoProcessor
 
-from modeling_ase_mllm.metrics import COCO_METRICS
-from modeling_ase_mllm.mini_aic import load_mini_aic
+from modeling_ase_mllm.evaluation.vocabulary import COCO_METRICS
+from modeling_ase_mllm.data.mini_aic import load_mini_aic
 from opengvlab_fixtures import sentencepiece_ids, tokenizer_corpus, write_internlm2_checkpoint
 
 
