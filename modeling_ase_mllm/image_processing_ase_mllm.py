@@ -46,6 +46,7 @@ def tile_count(cols: int, rows: int) -> int:
     """Tiles a `cols × rows` grid gives, thumbnail included: what `pixel_values` holds for the image."""
     return cols * rows + int(has_thumbnail(cols, rows))
 
+
 @lru_cache(maxsize=64)
 def candidate_grids(min_tiles: int, max_tiles: int) -> tuple[tuple[int, int], ...]:
     """Every `(cols, rows)` with `min_tiles <= cols*rows <= max_tiles`, ordered as InternVL orders them.
