@@ -93,8 +93,8 @@ def set_saliency_gates(model: nn.Module, value: float) -> None:
 
 
 def remote_code_files() -> list[Path]:
-    """The modules a Hub folder carries: every module beside this one (this package's root, or the folder
-    transformers loaded it from), without the package's `__init__.py`."""
+    """The modules a Hub folder carries: every module beside this one, without the package's `__init__.py` (from
+    the installed package, all of its root; loaded as remote code, those transformers copied with the model)."""
     return sorted(path for path in Path(__file__).parent.glob("*.py") if path.name != "__init__.py")
 
 
@@ -394,13 +394,6 @@ class AseMllmPreTrainedModel(InternVLPreTrainedModel):
         for hook in SAVE_HOOKS:
             hook(working_dir, self, repo_id=repo_id)
         return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
-
-    def parameter_groups(self) -> dict[str, list[str]]:
-        """This model's parameter names by `parameter_group`, in `named_parameters` order."""
-        groups: dict[str, list[str]] = {}
-        for name, _ in self.named_parameters():
-            groups.setdefault(parameter_group(name), []).append(name)
-        return groups
 
 
 def copy_remote_code(save_directory) -> list[Path]:

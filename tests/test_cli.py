@@ -154,9 +154,11 @@ def test_a_hub_id_is_tried_and_its_failure_is_one_line(files, capsys, monkeypatc
 
 
 OTHER_COMMANDS = [
+    (["train"], "the following arguments are required: --recipe (a YAML file, or one of dpc2022, "),
     (["train", "--recipe", "minii"], "argument --recipe: 'minii' is not a known recipe (nor a YAML file) (did you mean "
                                      "'mini'?); choose one of dpc2022, dpc2022-no-ias, mini, "),
     (["train", "--recipe", "mini", "--max-steps", "0"], "argument --max-steps: must be a whole number >= 1, got '0'"),
+    (["train", "--recipe", "mini", "--learning_rat", "1"], "unrecognized arguments: --learning_rat 1"),
     (["train", "--recipe", "mini", "--model", "./nowhere"],
      "argument --model: no folder './nowhere' here (a Hub id looks like owner/name)"),
     (["demo", "--steps", "0"], "argument --steps: must be a whole number >= 1, got '0'"),

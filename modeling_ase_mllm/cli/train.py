@@ -28,7 +28,10 @@ def main(args) -> int:
 
     parser = make_parser()
     recipe = recipe_argument(args.arguments)
-    if recipe is not None and not Path(recipe).is_file():
+    if recipe is None:
+        parser.parse_args(args.arguments)  # --help, or a wrong flag, answers first (no SFTConfig is built)
+        parser.error(f"the following arguments are required: --recipe (a YAML file, or one of {', '.join(list_recipes())})")
+    if not Path(recipe).is_file():
         check_choice(parser, "--recipe", recipe, list_recipes(), "recipe (nor a YAML file)")
     script_args, training_args = parse_recipe(args.arguments, parser=parser)
     args.output_dir = training_args.output_dir
@@ -40,7 +43,7 @@ def main(args) -> int:
         check_model(parser, script_args.model, also=(TINY_MODEL,))
     if script_args.resume not in (None, "last"):
         check_existing(parser, "--resume", script_args.resume, "folder")
-    check_output_folder(parser, "--output_dir", training_args.output_dir)
+    check_output_folder(parser, "--output-dir", training_args.output_dir)
     from ..training.train import main as train
 
     train(script_args, training_args)

@@ -87,7 +87,9 @@ def make_parser(prog: str | None = "ase-mllm train"):
 
     from .arguments import AseMllmScriptArguments
 
-    parser = TrlParser((AseMllmScriptArguments, SFTConfig), prog=prog, usage=f"{prog} --recipe NAME_OR_FILE [--FIELD VALUE ...]", description=(
+    # No abbreviations: among some 150 flags a typo would silently set another field.
+    parser = TrlParser((AseMllmScriptArguments, SFTConfig), prog=prog, allow_abbrev=False,
+                       usage=f"{prog} --recipe NAME_OR_FILE [--FIELD VALUE ...]", description=(
         "Fine-tune ASE-MLLM with TRL's SFTTrainer (or transformers' Trainer) from a recipe of configuration/recipes, "
         "saving checkpoints and the final model in --output_dir (default: outputs/train/<recipe>). Every flag is "
         "also a recipe field; a flag given here overrides the recipe's value. `accelerate launch -m "
@@ -116,7 +118,7 @@ def parse_recipe(args=(), recipe: str | Path | None = None, overrides: dict | No
     recipe = recipe_argument(args) or recipe
     parser = parser or make_parser()
     if recipe is None:
-        parser.parse_args_into_dataclasses(args)  # --help, or a wrong flag, answers first
+        parser.parse_args(args)  # --help, or a wrong flag, answers first (no SFTConfig is built)
         raise ValueError("give a recipe (--recipe NAME or path); the bundled ones: " + ", ".join(list_recipes()))
     values = {**SFT_DEFAULTS, "output_dir": str(Path("outputs") / "train" / recipe_name(recipe)), **recipe_values(recipe),
               **(overrides or {}), "recipe": str(recipe)}
@@ -127,7 +129,9 @@ def parse_recipe(args=(), recipe: str | Path | None = None, overrides: dict | No
         names = sorted(key.removeprefix("--") for key in unknown[::2])
         raise ValueError(f"recipe {str(recipe)!r}: unknown field(s) {names}: neither ASE-MLLM's script arguments nor "
                          "SFTConfig fields (`ase-mllm train --help` lists them)")
-    script_args, training_args = parser.parse_args_into_dataclasses(args)
+    script_args, training_args, unrecognized = parser.parse_args_into_dataclasses(args, return_remaining_strings=True)
+    if unrecognized:
+        parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
     if script_args.effective_batch_size is not None:
         steps = gradient_accumulation_steps(script_args.effective_batch_size,
                                             training_args.per_device_train_batch_size, world_size())
