@@ -172,6 +172,10 @@ OTHER_COMMANDS = [
     (["push", "{tmp}", "--repo-id", "not a repo"], "argument --repo-id: 'not a repo' is not a Hub repo id (owner/name): "),
     (["evaluate", "--predictions", "{tmp}/p.jsonl"],
      "argument --predictions: needs --references (the file to score against)"),
+    (["evaluate", "--predictions", "{tmp}/p.jsonl", "--references", "{tmp}/r.json", "--update-model-card"],
+     "argument --update-model-card: needs --model and --dataset (the model the results belong to)"),
+    (["evaluate", "--model", "someone/a-model", "--dataset", "mini_aic", "--update-model-card"],
+     "argument --update-model-card: --model 'someone/a-model' is not a local folder to write its card into"),
 ]
 
 
