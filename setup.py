@@ -3,7 +3,7 @@
 import ast
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 
@@ -59,13 +59,18 @@ setup(
     python_requires=">=3.11",
     # The presets live in top-level folders of the repository but install *inside* our package, so no
     # top-level package named `configuration` or `processing` is ever installed.
-    packages=["modeling_ase_mllm", "modeling_ase_mllm._configuration", "modeling_ase_mllm._processing"],
+    packages=[
+        *find_packages(include=["modeling_ase_mllm", "modeling_ase_mllm.*"]),
+        "modeling_ase_mllm._configuration",
+        "modeling_ase_mllm._processing",
+    ],
     package_dir={
         "modeling_ase_mllm._configuration": "configuration",
         "modeling_ase_mllm._processing": "processing",
     },
     package_data={
-        "modeling_ase_mllm": ["data/*.json", "java/edu/anu/spice/*.java", "evaluate_metric/aic_metrics/*.py"],
+        "modeling_ase_mllm.data": ["*.json"],
+        "modeling_ase_mllm.evaluation": ["java/edu/anu/spice/*.java", "aic_metrics/*.py"],
         "modeling_ase_mllm._configuration": ["**/*.json", "**/*.yaml"],
         "modeling_ase_mllm._processing": ["**/*.json", "**/*.jinja", "**/*.yaml"],
     },

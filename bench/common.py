@@ -1,7 +1,7 @@
 """Shared pieces of the benchmarks: the small config, twin models, inputs, timers, FLOP counts, peak memory.
 
 Every benchmark compares ASE-MLLM with transformers' `InternVLForConditionalGeneration` holding the same weights
-(`modeling_ase_mllm.internvl_compat.build_internvl_twin`), measured in the same run.
+(`modeling_ase_mllm.convert.twin.build_internvl_twin`), measured in the same run.
 """
 
 import argparse
@@ -20,8 +20,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modeling_ase_mllm.internvl_compat import build_internvl_twin  # noqa: E402
-from modeling_ase_mllm.tiny import build_processor, build_tiny_model, set_saliency_gates, tiny_config  # noqa: E402
+from modeling_ase_mllm.convert.twin import build_internvl_twin  # noqa: E402
+from modeling_ase_mllm.data.prompts import AESTHETIC_PROMPT  # noqa: E402
+from modeling_ase_mllm.modeling_ase_mllm import set_saliency_gates  # noqa: E402
+from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model, tiny_config  # noqa: E402
 
 
 # Real 448 px / 14 px geometry and 256 tokens per tile; widths large enough that the encoders, not Python
@@ -37,7 +39,7 @@ SMALL = {
         "tie_word_embeddings": False, "pad_token_id": 0, "eos_token_id": 2,
     },
 }
-PROMPT = "Comment on this image from an aesthetic perspective."
+PROMPT = AESTHETIC_PROMPT
 TWIN_INPUTS = ("input_ids", "attention_mask", "pixel_values")
 
 

@@ -180,6 +180,14 @@ class AseMllmEatConfig(PreTrainedConfig):
         for stage, (spec, depth) in enumerate(zip(self.stage_spec, self.depths)):
             if len(spec) != depth or set(spec) - {"L", "S", "D"}:
                 raise ValueError(f"EAT stage {stage}: `stage_spec` {spec} must list {depth} blocks of 'L', 'S' or 'D'.")
+        # DAT builds stage k+1's input projection for 2·dims[k] channels, the width its 2×2 down-projection would give
+        # if it doubled; any other width is accepted here and fails only in `forward`.
+        for stage in range(1, 4):
+            if self.dims[stage] != 2 * self.dims[stage - 1]:
+                raise ValueError(
+                    f"EAT `dims` {self.dims} must double from stage to stage (DAT's layout): dims[{stage}] is "
+                    f"{self.dims[stage]}, expected 2 × {self.dims[stage - 1]} = {2 * self.dims[stage - 1]}."
+                )
 
     @property
     def default_layercam_layer(self) -> str:

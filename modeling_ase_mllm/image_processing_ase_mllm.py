@@ -36,6 +36,17 @@ from .saliency_ase_mllm import map_saliency_to_tiles, spectral_residual_saliency
 # The most 448 px tiles per image (InternVL2's largest dynamic-resolution setting).
 MAX_TILES = 40
 
+
+def has_thumbnail(cols: int, rows: int) -> bool:
+    """InternVL adds the whole image as one more tile (the thumbnail) only when it cuts it into 2+ tiles."""
+    return cols * rows > 1
+
+
+def tile_count(cols: int, rows: int) -> int:
+    """Tiles a `cols × rows` grid gives, thumbnail included: what `pixel_values` holds for the image."""
+    return cols * rows + int(has_thumbnail(cols, rows))
+
+
 @lru_cache(maxsize=64)
 def candidate_grids(min_tiles: int, max_tiles: int) -> tuple[tuple[int, int], ...]:
     """Every `(cols, rows)` with `min_tiles <= cols*rows <= max_tiles`, ordered as InternVL orders them.
@@ -279,7 +290,7 @@ class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
                 saliency_working_size or self.saliency_working_size,
                 saliency_blur_sigma or self.saliency_blur_sigma,
             )
-            saliency_maps.append(map_saliency_to_tiles(image_map, (cols, rows), True, grid_size))
+            saliency_maps.append(map_saliency_to_tiles(image_map, (cols, rows), has_thumbnail(cols, rows), grid_size))
         data = {"pixel_values": np.stack(pixel_values), "num_patches": num_patches}
         if model_side:
             data["saliency_pixel_values"] = np.stack(saliency_pixel_values)
@@ -297,20 +308,23 @@ class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
             for row in range(rows)
             for col in range(cols)
         ]
-        if len(tiles) > 1:
+        if has_thumbnail(cols, rows):
             tiles.append(self.resize(image, size, resample=resample))
         return tiles
 
-    def get_number_of_image_patches(self, height: int, width: int, images_kwargs: dict | None = None) -> int:
-        """Tiles (thumbnail included) the processor emits for a `height × width` image."""
+    def get_tile_grid(self, height: int, width: int, images_kwargs: dict | None = None) -> tuple[int, int]:
+        """The `(cols, rows)` this processor tiles a `height × width` image into (`images_kwargs` as in a call)."""
         images_kwargs = images_kwargs or {}
         min_patches = images_kwargs.get("min_patches", self.min_patches)
         max_patches = images_kwargs.get("max_patches", self.max_patches)
         crop = images_kwargs.get("crop_to_patches", self.crop_to_patches)
         if not crop or max_patches <= 1:
-            return 1
-        cols, rows = select_tile_grid(width, height, min_patches, max_patches, self.size.height)
-        return cols * rows + (1 if cols * rows > 1 else 0)
+            return (1, 1)
+        return select_tile_grid(width, height, min_patches, max_patches, self.size.height)
+
+    def get_number_of_image_patches(self, height: int, width: int, images_kwargs: dict | None = None) -> int:
+        """Tiles (thumbnail included) the processor emits for a `height × width` image."""
+        return tile_count(*self.get_tile_grid(height, width, images_kwargs))
 
 
 def check_image_saliency(image_saliency, num_images: int) -> list[torch.Tensor]:
@@ -329,4 +343,4 @@ def check_image_saliency(image_saliency, num_images: int) -> list[torch.Tensor]:
     return checked
 
 
-__all__ = ["AseMllmImageProcessor", "select_tile_grid", "candidate_grids", "to_rgb", "open_image"]
+__all__ = ["AseMllmImageProcessor", "select_tile_grid", "candidate_grids", "tile_count", "has_thumbnail", "to_rgb", "open_image"]

@@ -213,7 +213,7 @@ def save_checkpoint(folder: Path) -> tuple[Path, Path]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from conftest import random_image
 
-    from modeling_ase_mllm.tiny import build_processor, build_tiny_model
+    from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model
 
     model_folder = folder / "ase-mllm-tiny"
     build_tiny_model(gate=0.5, seed=2).save_pretrained(model_folder)

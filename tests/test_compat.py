@@ -191,8 +191,8 @@ def test_exact_versions_live_only_in_constraints_txt():
 
 
 def test_readme_and_model_card_state_the_supported_ranges(tmp_path):
-    from modeling_ase_mllm.model_card_ase_mllm import write_model_card
-    from modeling_ase_mllm.tiny import tiny_config
+    from modeling_ase_mllm.hub.model_card import write_model_card
+    from modeling_ase_mllm.testing.tiny import tiny_config
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     folder_ranges = (f"transformers `{TRANSFORMERS_REQUIREMENT}`", f"torch `{TORCH_REQUIREMENT}`", f"Python `{PYTHON_REQUIREMENT}`")

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from modeling_ase_mllm.metrics import METRICS, format_table_row, score_predictions, score_predictions_file
-from modeling_ase_mllm.spice import (
+from modeling_ase_mllm.evaluation.metrics import format_table_row, score_predictions, score_predictions_file
+from modeling_ase_mllm.evaluation.vocabulary import METRICS
+from modeling_ase_mllm.evaluation.spice import (
     CORENLP_JARS, FST_OPEN_PACKAGES, SpiceOptions, SpiceUnavailable, cache_root, ensure_corenlp, run_spice,
     sha256_of, spice_directory, spice_entries, spice_scores,
 )
@@ -407,9 +408,9 @@ def test_eleven_numbers_in_metrics_files_model_card_evaluate_module_and_cli(tmp_
                                                                             meteor):
     import evaluate
 
-    from modeling_ase_mllm.metrics import EVALUATE_MODULE_PATH
-    from modeling_ase_mllm.model_card_ase_mllm import write_model_card
-    from modeling_ase_mllm.tiny import tiny_config
+    from modeling_ase_mllm.evaluation.metrics import EVALUATE_MODULE_PATH
+    from modeling_ase_mllm.hub.model_card import write_model_card
+    from modeling_ase_mllm.testing.tiny import tiny_config
 
     predictions, references = HAND
     (tmp_path / "predictions.jsonl").write_text(

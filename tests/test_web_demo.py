@@ -86,7 +86,7 @@ def test_upload_photo_and_get_critique_and_overlay(tmp_path, processor):
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from modeling_ase_mllm.tiny import build_tiny_model
+    from modeling_ase_mllm.testing.tiny import build_tiny_model
 
     model = build_tiny_model(gate=0.5, seed=2)
     folder = tmp_path / "model"
