@@ -58,7 +58,7 @@ def test_remote_code_modules_import_only_each_other():
     from modeling_ase_mllm.modeling_ase_mllm import REMOTE_CODE_FILES
 
     allowed = {"transformers", "torch", "numpy", "PIL", "huggingface_hub", "math", "json", "sys", "shutil",
-               "functools", "io", "pathlib", "collections"}
+               "functools", "io", "pathlib", "collections", "concurrent", "dataclasses", "inspect"}
     package = Path(__file__).resolve().parent.parent / "modeling_ase_mllm"
     for name in REMOTE_CODE_FILES:
         tree = ast.parse((package / name).read_text())
