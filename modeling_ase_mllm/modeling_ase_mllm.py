@@ -12,6 +12,7 @@ and the LM head are InternVL's. This module only adds
 Remote code: imports only torch, transformers and sibling modules.
 """
 
+import inspect
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -689,6 +690,11 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
             mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
+
+    # generate() rebuilds `inspect.signature(self.forward)` at every decoding step of a remote-code model (to look
+    # for the retired `cache_position` argument), which InternVL, not remote code, never does: 0.2 ms a step, ~4 %
+    # of the small bench model's decode rate. Python's own hook for a known signature makes it a lookup.
+    forward.__signature__ = inspect.signature(forward)
 
 
 __all__ = [
