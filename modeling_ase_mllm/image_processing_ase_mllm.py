@@ -479,9 +479,13 @@ class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
 
 
 def resize_cost(image: DecodedImage, width: int, height: int) -> int:
-    """Relative cost of resizing `image` to `width × height` (PIL's two separable passes: each output sample of a
-    pass reads as many inputs as the scale factor, at least one)."""
-    return image.height * max(image.width, width) + width * max(image.height, height)
+    """Relative cost of resizing `image` (as decoded) to `width × height`: PIL's two separable passes, in which
+    each output sample reads as many inputs as the scale factor, at least one."""
+    if isinstance(image.image, PIL.Image.Image):
+        in_width, in_height = image.image.size
+    else:
+        in_height, in_width = image.image.shape[-2:]
+    return in_height * max(in_width, width) + width * max(in_height, height)
 
 
 def check_image_saliency(image_saliency, num_images: int) -> list[torch.Tensor]:
