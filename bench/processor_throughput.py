@@ -1,6 +1,6 @@
 """(a) Processor throughput on real photos: images/s at 12 tiles + thumbnail, ours against transformers' own.
 
-    python bench/processor_throughput.py [--repeats 5] [--photos-dir DIR] [--json]
+    python bench/processor_throughput.py [--repeats 5] [--photos-dir DIR] [--threads N] [--json]
 
 The photos are scikit-image's astronaut, coffee, chelsea and rocket, resized up with PIL to 4032x3024, 3000x2000
 and 1920x1080 and saved as JPEG (quality 90) into a temporary folder (or DIR). Every processor gets the file
@@ -11,7 +11,9 @@ ImageNet mean/std, `crop_to_patches=True`, max 12 patches). Ours also prepares E
 (`eat_layercam`, the default; EAT itself runs in the model, see saliency_cost.py), in three modes: exact
 (InternVL's pixels, checked here against the reference), `fast_resize` + `fast_decode` ("fast"), and the
 spectral-residual source (exact tiles + the classical saliency maps). The fast options' error against the exact
-pixels is measured on the same photos, each option alone and both together.
+pixels is measured on the same photos, each option alone and both together. Ours works on
+`torch.get_num_threads()` threads (`--threads` sets it; the reference has one): `--threads 1` compares the work
+alone.
 """
 
 import argparse
@@ -19,6 +21,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import torch
 from PIL import Image
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
@@ -66,7 +69,9 @@ def fast_error(ours, paths: list[str]) -> dict:
     return errors
 
 
-def measure(repeats: int = 5, photos_dir: str | None = None) -> dict:
+def measure(repeats: int = 5, photos_dir: str | None = None, threads: int = 0) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
     reference = GotOcr2ImageProcessorPil(
         size={"height": 448, "width": 448}, image_mean=IMAGENET_DEFAULT_MEAN, image_std=IMAGENET_DEFAULT_STD,
         crop_to_patches=True, max_patches=12,
@@ -75,7 +80,8 @@ def measure(repeats: int = 5, photos_dir: str | None = None) -> dict:
     load_before = load_average()
     with tempfile.TemporaryDirectory() as scratch:
         photos = make_photos(Path(photos_dir or scratch))
-        result = {"photos_per_size": len(PHOTOS), "sizes": {}, "load_average": {"before": load_before}}
+        result = {"photos_per_size": len(PHOTOS), "threads": torch.get_num_threads(), "sizes": {},
+                  "load_average": {"before": load_before}}
         total = {}
         for size, paths in photos.items():
             fns = {
@@ -107,7 +113,8 @@ def measure(repeats: int = 5, photos_dir: str | None = None) -> dict:
 def report(result: dict) -> str:
     load = result["load_average"]
     lines = [f"processor throughput on real photos: JPEG paths, {result['photos_per_size']} a batch, max 12 tiles "
-             f"+ thumbnail; load average before {load['before']}, after {load['after']}"]
+             f"+ thumbnail, ours on {result['threads']} threads; load average before {load['before']}, "
+             f"after {load['after']}"]
     for size, row in [*result["sizes"].items(), ("overall", result["overall"])]:
         tiles = f" ({'/'.join(map(str, row['tiles_per_image']))} tiles)" if "tiles_per_image" in row else ""
         lines.append(f"{size}{tiles}:")
@@ -124,9 +131,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--photos-dir", help="keep the generated JPEGs here (default: a temporary folder)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for ours (default: torch's)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    result = measure(args.repeats, args.photos_dir)
+    result = measure(args.repeats, args.photos_dir, args.threads)
     print(json.dumps(result) if args.json else report(result))
     return result
 
