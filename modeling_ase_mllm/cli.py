@@ -14,7 +14,9 @@ import argparse
 import difflib
 import math
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 
@@ -233,8 +235,7 @@ def caption(args) -> int:
     )
     failed = []
     for result in results:
-        print(format_critique(result, args.json), flush=True)
-        args.done += 1
+        print_counted(args, format_critique(result, args.json))
         if result.saliency_error is not None and not args.json:
             print(f"{result.image}: {result.saliency_error}", file=sys.stderr, flush=True)
         if result.failed:
@@ -257,12 +258,12 @@ def saliency(args) -> int:
     for index, (name, source) in enumerate(zip(image_names(args.images), args.images)):
         try:
             target = saliency_picture_path(args.saliency_out, index, name)
-            print(save_saliency_picture(read_photo(source, limits), target, processor, model, args.max_tiles),
-                  flush=True)
+            picture = save_saliency_picture(read_photo(source, limits), target, processor, model, args.max_tiles)
         except PER_FILE_ERRORS as error:
             failed.append(name)
-            print(f"{name}: ERROR {error}", file=sys.stderr, flush=True)
-        args.done += 1
+            print_counted(args, f"{name}: ERROR {error}", file=sys.stderr)
+            continue
+        print_counted(args, picture)
     return report_failures(failed, len(args.images))
 
 
@@ -354,6 +355,25 @@ def prepare_data(args) -> int:
         print(f"{name} {split}: {len(dataset)} images, {sum(len(refs) for refs in dataset['references'])} references")
     print(f"saved to {args.output_dir}")
     return 0
+
+
+def print_counted(args, line: str, file=None) -> None:
+    """Print one result and count it in `args.done` (what a Ctrl-C reports as kept) as one step: Python looks for a
+    Ctrl-C right after the flush has written the line, and one raised there would leave a printed result uncounted.
+    A Ctrl-C in between is raised once both are done."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread handles signals
+        print(line, file=file, flush=True)
+        args.done += 1
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        print(line, file=file, flush=True)
+        args.done += 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 # What a Ctrl-C leaves behind, per command (`main` prints it).
