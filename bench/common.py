@@ -75,6 +75,11 @@ def twin_inputs(inputs) -> dict:
     return {key: inputs[key] for key in TWIN_INPUTS if key in inputs}
 
 
+def load_average() -> str:
+    """This machine's 1, 5 and 15-minute load averages, e.g. "0.41/0.55/0.60": how quiet it was."""
+    return "/".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -225,7 +230,8 @@ def pair_memory_child(make_fn, which: str, preset: str, tiles: int, device: str,
     return peak_bytes_of(fn, device)
 
 
-def run_model_bench(argv, doc: str, measure, report, memory_child=None, tiles: int = 12, extra_arguments=()):
+def run_model_bench(argv, doc: str, measure, report, memory_child=None, tiles: int = 12, repeats: int = 3,
+                    extra_arguments=()):
     """The command line every model benchmark shares: --preset --tiles --repeats --device --json (+ extras).
 
     `extra_arguments`: `(flag, type, default)` triples passed on to `measure` by name.
@@ -233,7 +239,7 @@ def run_model_bench(argv, doc: str, measure, report, memory_child=None, tiles: i
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--preset", choices=["small", "tiny"], default="small")
     parser.add_argument("--tiles", type=int, default=tiles)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     for flag, kind, default in extra_arguments:

@@ -118,7 +118,7 @@ def measure_inference(model, inputs, weights: int, new_tokens: int, repeats: int
     release(device)
     return {"forward, s": seconds, "forward, peak GiB": forward_peak / 2**30,
             "prefill, s": statistics.median(r[0] for r in runs),
-            "decode, tokens/s": batch * statistics.median(r[1] for r in runs),
+            "decode, tokens/s": batch / statistics.median(step for r in runs for step in r[1]),
             "generate, peak GiB": generate_peak / 2**30}
 
 

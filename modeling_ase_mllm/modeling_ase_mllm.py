@@ -748,6 +748,11 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
             **kwargs,
         )
 
+    # generate() rebuilds `inspect.signature(self.forward)` at every decoding step of a remote-code model (to look
+    # for the retired `cache_position` argument), which InternVL, not remote code, never does: 0.2 ms a step, ~4 %
+    # of the small bench model's decode rate. Python's own hook for a known signature makes it a lookup.
+    forward.__signature__ = inspect.signature(forward)
+
 
 __all__ = [
     "PARAMETER_GROUPS",

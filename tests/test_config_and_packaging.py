@@ -57,7 +57,8 @@ REMOTE_CODE = ["configuration_ase_mllm.py", "eat_ase_mllm.py", "image_processing
 # configuration_ase_mllm.py still imports (`huggingface_hub.dataclasses.strict`, a dependency of transformers
 # itself); and these modules of the standard library (`re`: the parameter-group matcher beside the model).
 STACK = {"transformers", "torch", "numpy", "PIL", "huggingface_hub"}
-STANDARD_LIBRARY = {"math", "json", "sys", "shutil", "functools", "io", "pathlib", "collections", "re", "inspect"}
+STANDARD_LIBRARY = {"math", "json", "sys", "shutil", "functools", "io", "pathlib", "collections", "re", "inspect", "concurrent",
+                    "dataclasses"}
 
 
 def test_a_saved_folder_carries_exactly_the_root_modules_which_import_only_each_other_and_the_stack(

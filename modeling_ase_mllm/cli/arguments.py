@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from ..data.registry import DATASET_NAMES
@@ -245,6 +247,25 @@ def check_photo_options(args) -> None:
     check_model(args.parser, args.model)
     check_max_tiles(args.parser, args.max_tiles)
     check_device(args.parser, args.device)
+
+
+def print_counted(args, line: str, file=None) -> None:
+    """Print one result and count it in `args.done` (what a Ctrl-C reports as kept) as one step: Python looks for a
+    Ctrl-C right after the flush has written the line, and one raised there would leave a printed result uncounted.
+    A Ctrl-C in between is raised once both are done."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread handles signals
+        print(line, file=file, flush=True)
+        args.done += 1
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        print(line, file=file, flush=True)
+        args.done += 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def report_failures(failed: list[str], total: int) -> int:

@@ -4,7 +4,7 @@ import sys
 
 from .arguments import (
     add_photo_options, check_aspect, check_output_folder, check_photo_options, kept_lines, load_model, non_empty,
-    non_negative_float, photo_limits, positive_int, probability, report_failures,
+    non_negative_float, photo_limits, positive_int, print_counted, probability, report_failures,
 )
 
 
@@ -53,8 +53,7 @@ def main(args) -> int:
     )
     failed = []
     for result in results:
-        print(format_critique(result, args.json), flush=True)
-        args.done += 1
+        print_counted(args, format_critique(result, args.json))
         if result.saliency_error is not None and not args.json:
             print(f"{result.image}: {result.saliency_error}", file=sys.stderr, flush=True)
         if result.failed:

@@ -3,7 +3,8 @@
 import sys
 
 from .arguments import (
-    add_photo_options, check_output_folder, check_photo_options, kept_lines, load_model, photo_limits, report_failures,
+    add_photo_options, check_output_folder, check_photo_options, kept_lines, load_model, photo_limits, print_counted,
+    report_failures,
 )
 
 
@@ -32,10 +33,10 @@ def main(args) -> int:
     for index, (name, source) in enumerate(zip(image_names(args.images), args.images)):
         try:
             target = saliency_picture_path(args.saliency_out, index, name)
-            print(save_saliency_picture(read_photo(source, limits), target, processor, model, args.max_tiles),
-                  flush=True)
+            picture = save_saliency_picture(read_photo(source, limits), target, processor, model, args.max_tiles)
         except PER_FILE_ERRORS as error:
             failed.append(name)
-            print(f"{name}: ERROR {error}", file=sys.stderr, flush=True)
-        args.done += 1
+            print_counted(args, f"{name}: ERROR {error}", file=sys.stderr)
+            continue
+        print_counted(args, picture)
     return report_failures(failed, len(args.images))
