@@ -21,7 +21,7 @@ def remote_code_constant(name: str) -> str:
 # for reproducible CI live in constraints.txt only (the README's commands install with `-c constraints.txt`), so
 # an environment that already has a torch in range keeps it. Nothing may depend on torchvision.
 # transformers 5.23: `TrainingArguments(activation_checkpointing=...)`, which the recipes set (the Hub folder's
-# remote code alone loads from 5.5.0, configuration_ase_mllm.TRANSFORMERS_REQUIREMENT; both need Python 3.11 here,
+# remote code alone loads from 5.4.0, configuration_ase_mllm.TRANSFORMERS_REQUIREMENT; both need Python 3.11 here,
 # as transformers 5.22+ does).
 CORE = [
     f"torch{remote_code_constant('TORCH_REQUIREMENT')}",

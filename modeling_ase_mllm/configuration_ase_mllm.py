@@ -11,11 +11,10 @@ import transformers
 
 # --- transformers compatibility ------------------------------------------------------------------------------------
 # AutoConfig imports this module first, so an unsupported transformers is named here, before any import below fails
-# deep inside transformers. 5.5.0 is the first release with dataclass configs (`@strict` `PreTrainedConfig` and
-# `__post_init__`, which these classes are) and the torch-free image-processing backend
-# (`transformers.image_processing_backends.PilBackend`, under `GotOcr2ImageProcessorPil`, which our image
-# processor extends); the sections below bridge the smaller changes since then.
-TRANSFORMERS_REQUIREMENT = ">=5.5.0,<6"
+# deep inside transformers. 5.4.0 is the first release with dataclass configs: before it `PreTrainedConfig` is a
+# plain class (`dataclasses.is_dataclass(PreTrainedConfig)` is False in 5.3.0) and `@strict` refuses ours, which
+# are dataclasses with `__post_init__`; the sections below bridge the smaller changes since then.
+TRANSFORMERS_REQUIREMENT = ">=5.4.0,<6"
 TORCH_REQUIREMENT = ">=2.6"
 PYTHON_REQUIREMENT = ">=3.10"
 

@@ -32,14 +32,14 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "compat_child.py"
 
 # The releases the matrix measures: the table (5.25.0 the newest on PyPI when this was written), the first
-# supported release (5.5.0), 5.9.0 (5.8-5.9 copy only direct relative imports of remote code) and the last release
-# below the minimum (5.4.0), which must fail with our one clear error, as must 5.0.0 and 4.57.6.
+# supported release (5.4.0), 5.5.0, 5.9.0 (5.8-5.9 copy only direct relative imports of remote code) and the last
+# release below the minimum (5.3.0), which must fail with our one clear error, as must 5.0.0 and 4.57.6.
 TRANSFORMERS_ROWS = ("5.25.0", "5.24.0", "5.23.0", "5.22.2", "5.20.2", "5.16.1", "5.10.4", "5.9.0", "5.5.0", "5.4.0",
-                     "5.0.0", "4.57.6")
+                     "5.3.0", "5.0.0", "4.57.6")
 # What the test suite runs (the bench runs all rows): oldest supported, vLLM's pin (>=5.16.1,<5.20), newest; and two
 # releases below the minimum.
-OLDEST, MIDDLE, NEWEST = "5.5.0", "5.16.1", "5.25.0"
-UNSUPPORTED = ("5.4.0", "4.57.6")
+OLDEST, MIDDLE, NEWEST = "5.4.0", "5.16.1", "5.25.0"
+UNSUPPORTED = ("5.3.0", "4.57.6")
 # The dependencies whose declared lower bounds are tested together (transformers: the package's own bound).
 FLOOR_PACKAGES = ("transformers", "trl", "peft", "datasets", "accelerate")
 # transformers 5.25 requires `kernels>=0.19.1`, which the package index reachable here does not have; with

@@ -93,7 +93,7 @@ def test_releases_below_the_minimum_get_one_clear_error(release, reference, tmp_
 
 
 @pytest.mark.parametrize(("installed", "supported"), [
-    ("5.5.0", True), ("5.25.0", True), ("5.30.0.dev0", True), ("5.4.0", False), ("5.0.0", False), ("4.57.6", False),
+    ("5.4.0", True), ("5.25.0", True), ("5.30.0.dev0", True), ("5.3.0", False), ("5.0.0", False), ("4.57.6", False),
 ])
 def test_version_check(installed, supported):
     if supported:
