@@ -531,31 +531,57 @@ HELP_CHILD = """
 import json, sys
 from modeling_ase_mllm.cli import main
 try:
-    main(sys.argv[1:])
+    code = main(sys.argv[1:])
 except SystemExit as exit_:
     code = exit_.code
 print("RESULT", json.dumps([code, sorted({name.split(".")[0] for name in sys.modules} & set(%r))]))
 """
 
 
-def test_help_of_every_command_imports_nothing_heavy_and_prints_its_time():
+def test_help_of_every_command_imports_nothing_heavy_and_prints_its_time(tmp_path):
     """`ase-mllm --help` and each `ase-mllm COMMAND --help`: status 0, no torch/transformers/datasets/PIL/numpy
-    imported (`train --help`, which lists every SFTConfig field, no datasets). The wall times (interpreter start
-    included) are printed, not asserted (bench/cli_startup.py)."""
+    imported. `train --help` lists every SFTConfig field: the first one builds TRL's parser (transformers and torch,
+    no datasets) and keeps its text in the cache; the next prints the same text with none of them. The wall times
+    (interpreter start included) are printed, not asserted (bench/cli_startup.py)."""
     commands = [[]] + [[name] for name in ("demo", "caption", "saliency", "convert-eat", "convert", "push", "train",
-                                           "evaluate", "prepare-data")]
-    times = []
+                                           "evaluate", "prepare-data", "train")]
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    times, train_help = [], []
     for command in commands:
         started = time.perf_counter()
         result = subprocess.run([sys.executable, "-c", HELP_CHILD % sorted(HEAVY), *command, "--help"],
-                                capture_output=True, text=True, timeout=120)
+                                capture_output=True, text=True, timeout=120, env=env)
         times.append((" ".join(["ase-mllm", *command, "--help"]), time.perf_counter() - started))
-        code, heavy = json.loads(result.stdout.rsplit("RESULT", 1)[1])
-        # `train --help` lists every SFTConfig field, so it builds TRL's parser, which imports transformers (and torch).
-        allowed = {"torch", "transformers", "PIL", "numpy"} if command == ["train"] else set()
+        text, outcome = result.stdout.rsplit("RESULT", 1)
+        code, heavy = json.loads(outcome)
+        allowed = {"torch", "transformers", "PIL", "numpy"} if command == ["train"] and not train_help else set()
         assert code == 0 and set(heavy) <= allowed, (command, heavy, result.stderr[-1000:])
-        assert "usage: ase-mllm" in result.stdout
+        assert "usage: ase-mllm" in text
+        if command == ["train"]:
+            train_help.append(text)
+    rendered, cached = train_help
+    assert cached == rendered and "--learning_rate" in rendered and "--recipe RECIPE" in rendered
+    assert len(list((tmp_path / "ase_mllm" / "help").glob("train-*.txt"))) == 1
     print("\n" + "\n".join(f"{seconds:6.2f} s  {name}" for name, seconds in times))
+
+
+def test_train_help_is_rendered_anew_when_what_shapes_it_changes(monkeypatch, tmp_path):
+    """The cached `train --help` is named by the installed trl/transformers, our modules and the terminal width."""
+    import importlib.metadata
+
+    from modeling_ase_mllm.cli.train import help_cache_file
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "100")
+    first = help_cache_file()
+    assert first.parent == tmp_path / "ase_mllm" / "help" and help_cache_file() == first
+    monkeypatch.setenv("COLUMNS", "160")
+    wider = help_cache_file()
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "0.0.1" if name == "trl" else real_version(name))
+    other_trl = help_cache_file()
+    assert len({first, wider, other_trl}) == 3
 
 
 REGISTRATION_CHILD = """

@@ -2,9 +2,15 @@
 
 Its flags are `AseMllmScriptArguments`' and `trl.SFTConfig`'s, parsed by `TrlParser` once the command runs: building
 that parser imports transformers, so `ase-mllm --help` lists the command without it, and `ase-mllm train --help`
-lists every flag.
+lists every flag. That takes seconds (trl and transformers load), so the rendered text is kept in the cache folder
+and read from there until what renders it changes (`help_cache_file`).
 """
 
+import hashlib
+import importlib.metadata
+import os
+import shutil
+import sys
 from pathlib import Path
 
 from .arguments import check_choice, check_dataset, check_existing, check_model, check_output_folder
@@ -21,8 +27,45 @@ def add_parser(subparsers):
     return command
 
 
+def help_cache_file() -> Path:
+    """Where `ase-mllm train --help` is kept: named by all that shapes its text, which is the installed trl and
+    transformers (SFTConfig's fields), our training, data and CLI modules (our fields, their choices and defaults)
+    and the width argparse wraps to; a change of any of them renders it anew."""
+    package = Path(__file__).resolve().parent.parent
+    key = hashlib.sha256()
+    for name in ("trl", "transformers"):
+        key.update(f"{name}=={importlib.metadata.version(name)}\n".encode())
+    for path in sorted([*(package / "training").glob("*.py"), *(package / "data").glob("*.py"), Path(__file__)]):
+        key.update(path.name.encode() + path.read_bytes())
+    key.update(str(shutil.get_terminal_size().columns).encode())
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ase_mllm" / "help" / f"train-{key.hexdigest()[:16]}.txt"
+
+
+def print_help() -> int:
+    """Print `ase-mllm train --help` from the cache, rendering and keeping it first if it is not there."""
+    cached = help_cache_file()
+    if not cached.is_file():
+        from ..training.recipes import make_parser
+
+        text = make_parser().format_help()
+        try:  # written whole or not at all: a concurrent reader never sees half of it
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(text, encoding="utf-8")
+            partial.replace(cached)
+        except OSError:  # a read-only cache only costs the next --help its seconds
+            pass
+        sys.stdout.write(text)
+        return 0
+    sys.stdout.write(cached.read_text(encoding="utf-8"))
+    return 0
+
+
 def main(args) -> int:
     """Parse the recipe and the flags (`training.recipes.parse_recipe`), check them, train."""
+    if args.arguments in (["--help"], ["-h"]):
+        return print_help()
     from ..training.arguments import TINY_MODEL
     from ..training.recipes import list_recipes, make_parser, parse_recipe, recipe_argument
 
