@@ -16,6 +16,7 @@ from pathlib import Path
 
 import PIL.Image
 import pytest
+import torch
 
 from conftest import random_image
 from modeling_ase_mllm.cli import build_parser, main
@@ -115,6 +116,18 @@ def test_bad_arguments_exit_2_naming_the_flag_before_the_model_loads(argv, messa
     assert err.startswith(f"usage: ase-mllm {command} ")
     assert err.strip().splitlines()[-1] == f"ase-mllm {command}: error: " + message.format(files=files)
     assert "Traceback" not in err
+
+
+def test_a_device_this_machine_lacks_is_named_before_the_model_loads(unloadable_model, files, capsys):
+    """A device type torch knows but this machine has not (cuda on a CPU machine; mps on a CUDA one)."""
+    have = torch.accelerator.current_accelerator().type if torch.accelerator.is_available() else None
+    missing = next(kind for kind in ("cuda", "mps", "xpu") if kind != have)
+    status, out, err = run(["caption", str(files / "photo.png"), "--device", missing, "--model", str(unloadable_model)],
+                           capsys)
+    machine = f"cpu and {have}" if have else "only cpu"
+    assert status == 2 and out == "" and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"ase-mllm caption: error: argument --device: torch finds no {missing} device on this machine (it has {machine})")
 
 
 @pytest.mark.parametrize("command", [["caption", "{photo}"], ["saliency", "{photo}"], ["evaluate", "--dataset", "mini_aic"]])

@@ -58,6 +58,21 @@ def test_without_a_model_it_says_how_to_make_one_and_serves_nothing(tmp_path):
     assert not (project / "outputs").exists()
 
 
+def test_random_model_flag_serves_a_saved_random_model_it_names(tmp_path, capsys):
+    """`--random-model` (development only) saves a random tiny model in the project and says its critiques are
+    noise; the folder loads on its own and critiques."""
+    from modeling_ase_mllm.inference.captioning import load_model_and_processor
+
+    app = load_app_module()
+    folder = app.random_model(tmp_path)
+    assert folder == str(tmp_path / "outputs" / "app" / "random-tiny")
+    assert capsys.readouterr().out.strip() == f"[app] serving an untrained random model ({folder}): its critiques are noise"
+    model, processor = load_model_and_processor(folder)
+    batch = processor(images=[random_image(300, 500)], text=["<image>\n" + PROMPT], return_tensors="pt")
+    tokens = model.generate(**batch, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert tokens.shape[1] == batch["input_ids"].shape[1] + 4
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
