@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from .configuration_ase_mllm import AseMllmConfig
+from .configuration_ase_mllm_qwen_vl import AseMllmQwenVLConfig
 
 
 def preset_root(kind: str) -> Path:
@@ -34,9 +35,10 @@ def load_model_preset_dict(name: str) -> dict:
     return data
 
 
-def load_model_preset(name: str, **overrides) -> AseMllmConfig:
-    """An `AseMllmConfig` from `configuration/models/<name>.json`, with top-level `overrides` applied."""
+def load_model_preset(name: str, **overrides) -> AseMllmConfig | AseMllmQwenVLConfig:
+    """The config of `configuration/models/<name>.json` (its `model_type` picks the family: `AseMllmConfig` or
+    `AseMllmQwenVLConfig`), with top-level `overrides` applied."""
     data = load_model_preset_dict(name)
-    data.pop("model_type", None)
+    config_class = AseMllmQwenVLConfig if data.pop("model_type", None) == AseMllmQwenVLConfig.model_type else AseMllmConfig
     data.update(overrides)
-    return AseMllmConfig(**data)
+    return config_class(**data)
