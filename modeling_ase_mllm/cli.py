@@ -292,9 +292,10 @@ def convert(args) -> int:
     if Path(args.output).exists() and not Path(args.output).is_dir():
         parser.error(f"argument output: {args.output!r} is an existing file; give a folder")
     from .convert import DEFAULT_MAX_SHARD_SIZE, run_convert
+    from .convert_qwen_vl import is_qwen_vl_folder, run_convert_qwen_vl
 
     args.max_shard_size = args.max_shard_size or DEFAULT_MAX_SHARD_SIZE
-    return run_convert(args)
+    return run_convert_qwen_vl(args) if is_qwen_vl_folder(args.source) else run_convert(args)
 
 
 def push(args) -> int:
@@ -465,13 +466,15 @@ def build_parser() -> argparse.ArgumentParser:
     run_convert_eat.add_argument("checkpoint", help="e.g. AVA_AOT_vacc_0.8259_srcc_0.7596_vlcc_0.7710.pth")
     run_convert_eat.add_argument("--output", "--out", help="the .safetensors to write (default: next to the checkpoint)")
 
-    run_convert = add("convert", "build an ASE-MLLM folder from an InternVL2/2.5/3 checkpoint (+ EAT)",
-                      "Convert an InternVL checkpoint folder (OpenGVLab remote-code or transformers format) into an "
-                      "ASE-MLLM folder, streaming shard by shard; the new IAS weights start at a zero gate. A source "
-                      "tokenizer.model (InternLM2's, InternVL2-2B/8B/26B) is read with sentencepiece and protobuf: "
-                      'pip install "ase-mllm[convert]". The output needs neither, nor any tokenizer remote code.',
+    run_convert = add("convert", "build an ASE-MLLM folder from an InternVL2/2.5/3 or Qwen-VL-Chat checkpoint (+ EAT)",
+                      "Convert an InternVL checkpoint folder (OpenGVLab remote-code or transformers format) or a "
+                      "Qwen-VL-Chat folder (its remote-code format) into an ASE-MLLM folder, streaming shard by shard; "
+                      "the new IAS weights start at a zero gate. A source tokenizer.model (InternLM2's, "
+                      "InternVL2-2B/8B/26B) is read with sentencepiece and protobuf, Qwen's qwen.tiktoken with tiktoken: "
+                      'pip install "ase-mllm[convert]". The output needs none of them, nor any tokenizer remote code.',
                       convert, kept_convert)
-    run_convert.add_argument("source", help="InternVL checkpoint folder (OpenGVLab remote-code or transformers format)")
+    run_convert.add_argument("source", help="InternVL checkpoint folder (OpenGVLab remote-code or transformers format) "
+                                            "or Qwen-VL-Chat folder")
     run_convert.add_argument("output", help="folder to write")
     run_convert.add_argument("--eat", help="EAT AVA checkpoint (.pth or .safetensors); without it: spectral residual")
     run_convert.add_argument("--max-shard-size", type=positive_int, metavar="BYTES",

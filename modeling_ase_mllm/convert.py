@@ -385,7 +385,7 @@ def probe_texts(processor, tokenizer) -> list[str]:
         {"role": "user", "content": [{"type": "text", "text": "And the composition?\n"}]},
     ]
     chat = processor.apply_chat_template(messages, add_generation_prompt=True)
-    image = IMAGE_START_TOKEN + IMAGE_CONTEXT_TOKEN * 3 + IMAGE_END_TOKEN
+    image = processor.start_image_token + processor.context_image_token * 3 + processor.end_image_token
     added = sorted(tokenizer.get_added_vocab())
     between_words = [f"a{token}b {token} {token}\n" for token in added]
     return [chat.replace(IMAGE_PLACEHOLDER, image), *between_words, "".join(added), *PROBE_TEXTS]
@@ -466,16 +466,19 @@ def stop_token_ids(tokenizer, style: str, eos_token_id) -> list[int]:
     return list(dict.fromkeys([*ids, *(e for e in eos if e is not None)]))
 
 
-def new_ias_weights(config: AseMllmConfig, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+def new_ias_weights(
+    config: AseMllmConfig, dtype: torch.dtype, vision_class=AseMllmVisionModel
+) -> Iterator[tuple[str, torch.Tensor]]:
     """Initial IAS-ViT weights (zero gate) in `dtype`, one IAS module at a time.
 
-    The vision tower is built on the `meta` device, so none of InternViT's own weights is allocated (1.2 GB in
-    float32 at InternViT-300M); each IAS module in turn is materialised on the CPU, initialised by the tower's own
-    `_init_weights` (as a freshly built model initialises it), yielded in `dtype` and released.
+    The vision tower (`vision_class`: InternViT's IAS-ViT, or Qwen-VL's) is built on the `meta` device, so none of
+    the ViT's own weights is allocated (1.2 GB in float32 at InternViT-300M); each IAS module in turn is
+    materialised on the CPU, initialised by the tower's own `_init_weights` (as a freshly built model initialises
+    it), yielded in `dtype` and released.
     """
     prefix = "model.vision_tower."
     with torch.device("meta"):
-        vision = AseMllmVisionModel(config.vision_config)
+        vision = vision_class(config.vision_config)
     for name, module in vision.named_modules():
         if not is_ias_key(f"{prefix}{name}.") or is_ias_key(f"{prefix}{name.rpartition('.')[0]}."):
             continue  # not IAS, or inside an IAS module already handled
