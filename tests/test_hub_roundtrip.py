@@ -59,6 +59,18 @@ FRESH_PROCESS = textwrap.dedent(
 )
 
 
+def load_in_fresh_process(folder, image_path, tmp_path) -> dict:
+    """`FRESH_PROCESS` on a saved folder, offline, without our package: what it loaded and generated."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    run = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(folder), str(image_path), PROMPT],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.split("RESULT", 1)[1])
+
+
 @pytest.mark.slow
 def test_saved_folder_loads_and_generates_in_a_fresh_process(tmp_path, make_model, processor):
     model = make_model(gate=0.5, seed=11)
@@ -80,14 +92,7 @@ def test_saved_folder_loads_and_generates_in_a_fresh_process(tmp_path, make_mode
     expected = model.generate(**inputs, max_new_tokens=8, do_sample=False)[0, inputs["input_ids"].shape[1] :]
     assert inputs["pixel_values"].shape[0] == 11  # 5x2 tiles + thumbnail
 
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
-    run = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(folder), str(image_path), PROMPT],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.split("RESULT", 1)[1])
+    result = load_in_fresh_process(folder, image_path, tmp_path)
     assert result["classes"] == [
         "AseMllmForConditionalGeneration", "AseMllmProcessor", "AseMllmImageProcessor", "AseMllmConfig",
         "AseMllmModel", "AseMllmImageProcessor",
