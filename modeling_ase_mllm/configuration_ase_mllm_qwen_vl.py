@@ -88,8 +88,8 @@ class AseMllmQwenVLVisionConfig(CLIPVisionConfig):
     intermediate_size: int = 8192
     num_hidden_layers: int = 48
     num_attention_heads: int = 16
-    image_size: int | list[int] | tuple[int, int] | None = 448
-    patch_size: int | list[int] | tuple[int, int] | None = 14
+    image_size: int = 448  # the side of the one square picture per image
+    patch_size: int = 14
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-6
     num_position_embeddings: int = 256
@@ -111,11 +111,6 @@ class AseMllmQwenVLVisionConfig(CLIPVisionConfig):
     def ias_layer_indices(self) -> list[int]:
         """The blocks that carry a saliency cross-attention."""
         return ias_layer_indices(self.ias_layers, self.num_hidden_layers)
-
-    @property
-    def patch_grid(self) -> tuple[int, int]:
-        """`(rows, cols)` of patches of an image (32 × 32 at 448 px)."""
-        return (self.image_size // self.patch_size, self.image_size // self.patch_size)
 
 
 @strict
