@@ -23,13 +23,21 @@ The defaults are Qwen-VL-Chat's shape:
 Remote code: imports only transformers, the standard library and (as `from .x import Y`) its sibling modules.
 """
 
-from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
-from transformers.models.auto import AutoConfig
-from transformers.models.clip.configuration_clip import CLIPVisionConfig
+# First: importing it checks the installed transformers (one clear error below the supported release).
+from .configuration_ase_mllm import (
+    AseMllmSaliencyConfig,
+    ImageSpanTokenIds,
+    SubConfigSpec,
+    build_sub_configs,
+    check_ias_layers,
+    ias_layer_indices,
+    sub_config_specs,
+)
 
-from .configuration_ase_mllm import AseMllmSaliencyConfig, ImageSpanTokenIds, check_ias_layers, ias_layer_indices
+from huggingface_hub.dataclasses import strict  # noqa: E402  (after the version check, which names the fix)
+from transformers import PreTrainedConfig  # noqa: E402
+from transformers.models.auto import AutoConfig  # noqa: E402
+from transformers.models.clip.configuration_clip import CLIPVisionConfig  # noqa: E402
 
 
 # The `auto_map` every saved Qwen-VL ASE-MLLM folder carries, so that it loads with `trust_remote_code=True`.
@@ -168,12 +176,16 @@ class AseMllmQwenVLConfig(ImageSpanTokenIds, PreTrainedConfig):
     """
 
     model_type = "ase_mllm_qwen_vl"
-    sub_configs_defaults = {
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2", init_kwargs=QWEN_7B_AS_QWEN2),
-        "vision_config": AseMllmQwenVLVisionConfig,
-        "resampler_config": AseMllmQwenVLResamplerConfig,
-        "saliency_config": AseMllmSaliencyConfig,
-    }
+    sub_configs = {"text_config": AutoConfig, "vision_config": AseMllmQwenVLVisionConfig,
+                   "resampler_config": AseMllmQwenVLResamplerConfig, "saliency_config": AseMllmSaliencyConfig}
+    sub_configs_defaults = sub_config_specs(
+        vision_config=AseMllmQwenVLVisionConfig, resampler_config=AseMllmQwenVLResamplerConfig,
+        saliency_config=AseMllmSaliencyConfig,
+    )
+    if SubConfigSpec is not None:
+        sub_configs_defaults["text_config"] = SubConfigSpec(
+            config_class=AutoConfig, model_type="qwen2", init_kwargs=QWEN_7B_AS_QWEN2
+        )
 
     vision_config: dict | PreTrainedConfig | None = None
     resampler_config: dict | PreTrainedConfig | None = None
@@ -187,6 +199,12 @@ class AseMllmQwenVLConfig(ImageSpanTokenIds, PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        build_sub_configs(self)
+        if SubConfigSpec is None and not isinstance(self.text_config, PreTrainedConfig):
+            # Before 5.20 nothing builds an `AutoConfig` sub-config for a config without a parent that does; as
+            # 5.20+ does: a dict by its `model_type` (default qwen2), `None` as Qwen-7B.
+            text = dict(QWEN_7B_AS_QWEN2 if self.text_config is None else self.text_config)
+            self.text_config = AutoConfig.for_model(text.pop("model_type", "qwen2"), **text)
         super().__post_init__(**kwargs)
         self.auto_map = {**QWEN_VL_AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
         if self.image_seq_length != self.resampler_config.num_queries:

@@ -10,7 +10,11 @@ Remote code: imports only transformers and sibling modules.
 
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+# transformers 5.8-5.9 copy only the direct relative imports of an `auto_map` module into their module cache, so every
+# sibling that the modules below import is imported here too.
+from .configuration_ase_mllm import SALIENCY_SOURCES  # noqa: F401
 from .image_processing_ase_mllm import AseMllmImageProcessor
+from .saliency_ase_mllm import map_saliency_to_tiles  # noqa: F401
 
 
 class AseMllmQwenVLImageProcessor(AseMllmImageProcessor):

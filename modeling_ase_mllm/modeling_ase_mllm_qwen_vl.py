@@ -31,8 +31,12 @@ from transformers.utils import logging
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
+# transformers 5.8-5.9 copy only the direct relative imports of an `auto_map` module into their module cache, so every
+# sibling that the modules below import is imported here too.
+from .configuration_ase_mllm import SALIENCY_SOURCES  # noqa: F401
 from .configuration_ase_mllm_qwen_vl import AseMllmQwenVLConfig, AseMllmQwenVLResamplerConfig, AseMllmQwenVLVisionConfig
 from .eat_ase_mllm import EatModel
+from .image_processing_ase_mllm import tile_count  # noqa: F401
 from .modeling_ase_mllm import (
     AseMllmForConditionalGeneration,
     AseMllmModel,
@@ -44,6 +48,7 @@ from .modeling_ase_mllm import (
     check_saliency_maps,
     init_saliency_module,
 )
+from .saliency_ase_mllm import map_saliency_to_tiles  # noqa: F401
 
 
 logger = logging.get_logger(__name__)

@@ -9,8 +9,13 @@ and each image of a message announced as its tokenizer's `from_list_format` does
 Remote code: imports only transformers and sibling modules.
 """
 
+# transformers 5.8-5.9 copy only the direct relative imports of an `auto_map` module into their module cache, so every
+# sibling that the modules below import is imported here too.
+from .configuration_ase_mllm import SALIENCY_SOURCES  # noqa: F401
+from .image_processing_ase_mllm import AseMllmImageProcessor  # noqa: F401
 from .image_processing_ase_mllm_qwen_vl import AseMllmQwenVLImageProcessor  # noqa: F401  (copied into Hub folders with us)
 from .processing_ase_mllm import AseMllmProcessor, build_chat_template
+from .saliency_ase_mllm import map_saliency_to_tiles  # noqa: F401
 
 
 QWEN_VL_IMAGE_START_TOKEN = "<img>"

@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from modeling_ase_mllm.internvl_compat import is_ias_key
-from modeling_ase_mllm.tiny_qwen_vl import (
+from modeling_ase_mllm.convert.twin import is_added_weight
+from modeling_ase_mllm.testing.tiny_qwen_vl import (
     build_qwen_vl_processor,
     build_qwen_vl_tokenizer,
     build_tiny_qwen_vl_model,
@@ -74,7 +74,7 @@ for ours, theirs in (("layer_norm_q", "attn_pool.ln_q"), ("layer_norm_kv", "attn
 
 def qwen_state_dict(model) -> dict[str, torch.Tensor]:
     """`model`'s weights (IAS and EAT left out) as Qwen-VL-Chat names and lays them out."""
-    ours = {name: tensor for name, tensor in model.state_dict().items() if not is_ias_key(name)}
+    ours = {name: tensor for name, tensor in model.state_dict().items() if not is_added_weight(name)}
     heads = model.config.vision_config.num_attention_heads
     out = {}
     for layer in range(model.config.text_config.num_hidden_layers):

@@ -11,11 +11,12 @@ import torch
 
 from conftest import PROMPT, random_image
 from modeling_ase_mllm import AUTO_MAP
+from modeling_ase_mllm.modeling_ase_mllm import remote_code_files
 
 
 FRESH_PROCESS = textwrap.dedent(
     """
-    import importlib.abc, json, sys
+    import importlib.abc, json, os, sys
 
     class BlockOurPackage(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
@@ -33,7 +34,7 @@ FRESH_PROCESS = textwrap.dedent(
     import PIL.Image
     from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoProcessor, pipeline
 
-    folder, image_path, prompt = sys.argv[1:4]
+    folder, image_path, prompt, resaved = sys.argv[1:5]
     image = PIL.Image.open(image_path)
     model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
@@ -45,6 +46,7 @@ FRESH_PROCESS = textwrap.dedent(
     for task in ("image-text-to-text", "image-to-text"):
         pipe = pipeline(task, model=folder, trust_remote_code=True)
         texts[task] = pipe(text=messages, generate_kwargs=generation, return_full_text=False)[0]["generated_text"]
+    model.save_pretrained(resaved)  # as remote code: every module again, and no model card (that is the package's)
     print("RESULT" + json.dumps({
         "classes": [type(model).__name__, type(processor).__name__, type(processor.image_processor).__name__,
                     type(AutoConfig.from_pretrained(folder, trust_remote_code=True)).__name__,
@@ -54,17 +56,19 @@ FRESH_PROCESS = textwrap.dedent(
         "tokens": tokens.tolist(),
         "decoded": processor.decode(tokens, skip_special_tokens=True),
         "pipelines": texts,
+        "resaved": sorted(os.listdir(resaved)),
     }))
     """
 )
 
 
 def load_in_fresh_process(folder, image_path, tmp_path) -> dict:
-    """`FRESH_PROCESS` on a saved folder, offline, without our package: what it loaded and generated."""
+    """`FRESH_PROCESS` on a saved folder, offline, without our package: what it loaded and generated, and what its
+    model, saved again from remote code, wrote in `tmp_path / "resaved"`."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
     run = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(folder), str(image_path), PROMPT],
+        [sys.executable, "-c", FRESH_PROCESS, str(folder), str(image_path), PROMPT, str(tmp_path / "resaved")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -102,6 +106,13 @@ def test_saved_folder_loads_and_generates_in_a_fresh_process(tmp_path, make_mode
     decoded = processor.decode(expected, skip_special_tokens=True)
     assert result["decoded"] == decoded
     assert result["pipelines"] == {"image-text-to-text": decoded, "image-to-text": decoded}
+    # Saved from remote code: the modules transformers loaded with the model, and no model card (that is the installed
+    # package's, through SAVE_HOOKS, which is empty in remote code).
+    modules = {path.name for path in folder.glob("*.py")}
+    resaved = {name for name in result["resaved"] if name.endswith(".py")}
+    assert {"configuration_ase_mllm.py", "eat_ase_mllm.py", "saliency_ase_mllm.py", "modeling_ase_mllm.py"} <= resaved
+    assert resaved <= modules and modules == {path.name for path in remote_code_files()}
+    assert (folder / "README.md").is_file() and "README.md" not in result["resaved"]
 
 
 def test_save_load_roundtrip_in_process(tmp_path, make_model, processor, two_images):

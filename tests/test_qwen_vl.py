@@ -16,10 +16,9 @@ from transformers.testing_utils import CaptureLogger
 from conftest import PROMPT, random_image, user_turn
 from modeling_ase_mllm import AseMllmQwenVLConfig, AseMllmQwenVLForConditionalGeneration
 from modeling_ase_mllm.eat_ase_mllm import eat_parameter_count
-from modeling_ase_mllm.internvl_compat import is_ias_key
+from modeling_ase_mllm.modeling_ase_mllm import parameter_group, set_saliency_gates
 from modeling_ase_mllm.modeling_ase_mllm_qwen_vl import AseMllmQwenVLVisionLayer, logger as qwen_vl_logger
 from modeling_ase_mllm.presets import load_model_preset
-from modeling_ase_mllm.tiny import set_saliency_gates
 from qwen_vl_fixtures import make_qwen_vl_model, qwen_vl_processor, qwen_vl_tokenizer  # noqa: F401 (fixtures)
 
 
@@ -66,7 +65,7 @@ def test_ias_blocks_are_configurable_and_documented_in_size(make_qwen_vl_model):
     one = make_qwen_vl_model(vision_config={**every.config.vision_config.to_dict(), "ias_layers": [1]})
     assert [layer.has_saliency_cross_attention for layer in one.model.vision_tower.encoder.layers] == [False, True]
     c, d = every.config.vision_config.hidden_size, every.config.vision_config.saliency_embed_dim
-    ias = lambda model: sum(p.numel() for n, p in model.named_parameters() if is_ias_key(n) and "saliency_model" not in n)
+    ias = lambda model: sum(p.numel() for n, p in model.named_parameters() if parameter_group(n) == "ias")
     assert ias(every) - ias(one) == 4 * c * c + 9 * c
     assert ias(one) == 4 * c * c + 9 * c + 2 * d + d * c + c
     with pytest.raises(ValueError, match="ias_layers"):
@@ -245,7 +244,7 @@ def test_qwen_vl_chat_preset_is_qwen_vl_chat_plus_exactly_the_ias_parameters():
     print(f"qwen-vl-chat: ASE-MLLM {total:,} = Qwen-VL-Chat {QWEN_VL_CHAT_PARAMETERS:,} + IAS {ias:,} + EAT {eat:,}")
     assert qwen_vl_chat_closed_form(config) == QWEN_VL_CHAT_PARAMETERS
     assert total == QWEN_VL_CHAT_PARAMETERS + ias + eat
-    assert sum(p.numel() for n, p in ours.named_parameters() if is_ias_key(n) and "saliency_model" not in n) == ias
+    assert sum(p.numel() for n, p in ours.named_parameters() if parameter_group(n) == "ias") == ias
     assert len(vision.ias_layer_indices) == 48 and ias == 532_775_040
     shapes = {name: tuple(p.shape) for name, p in ours.named_parameters()}
     assert shapes["model.vision_tower.embeddings.position_embedding"] == (256, 1664)

@@ -11,14 +11,14 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationC
 
 from conftest import PROMPT, random_image
 from modeling_ase_mllm.cli import main
-from modeling_ase_mllm.convert_qwen_vl import (
+from modeling_ase_mllm.convert.qwen_vl import (
     QWEN_VL_SPECIAL_TOKENS,
     convert_qwen_tokenizer,
     convert_qwen_vl_checkpoint,
     qwen_tokenizer_from_tiktoken,
 )
-from modeling_ase_mllm.mini_aic import load_mini_aic
-from modeling_ase_mllm.tiny import set_saliency_gates
+from modeling_ase_mllm.data.mini_aic import load_mini_aic
+from modeling_ase_mllm.modeling_ase_mllm import set_saliency_gates
 from qwen_vl_fixtures import make_qwen_vl_model, qwen_vl_processor, qwen_vl_tokenizer, write_qwen_vl_checkpoint  # noqa: F401
 
 
@@ -94,7 +94,7 @@ def test_tiktoken_tokenizer_converts_token_for_token(trained_tiktoken, critiques
 
 def test_a_converted_tokenizer_without_nfc_is_caught_by_the_probe(trained_tiktoken, monkeypatch):
     """The check before writing is sharp: drop the NFC normalizer and the probe's decomposed accents stop it."""
-    import modeling_ase_mllm.convert_qwen_vl as convert_qwen_vl
+    import modeling_ase_mllm.convert.qwen_vl as convert_qwen_vl
 
     tiktoken_file, _ = trained_tiktoken
     convert_qwen_tokenizer(tiktoken_file)  # as converted: passes
@@ -154,7 +154,7 @@ def test_ase_mllm_convert_dispatches_qwen_vl_folders_and_refuses_what_differs(tm
     source = write_qwen_vl_checkpoint(make_qwen_vl_model(), tmp_path / "Qwen-VL-Chat", shards=1)
     with pytest.warns(UserWarning, match="spectral_residual"):
         assert main(["convert", str(source), str(tmp_path / "out")]) == 0
-    assert "Qwen-VL checkpoint ->" in capsys.readouterr().out
+    assert "qwen-vl checkpoint ->" in capsys.readouterr().out  # the summary's `format`, as for InternVL
     with safe_open(str(next((tmp_path / "out").glob("model-*.safetensors"))), framework="pt") as tensors:
         assert "model.multi_modal_projector.proj.weight" in tensors.keys()
 

@@ -41,3 +41,8 @@ def test_saved_qwen_vl_folder_loads_and_generates_in_a_fresh_process(tmp_path, m
     decoded = qwen_vl_processor.decode(expected, skip_special_tokens=True)
     assert result["decoded"] == decoded
     assert result["pipelines"] == {"image-text-to-text": decoded, "image-to-text": decoded}
+    # Saved again from remote code: the family's modules and the InternVL family's it is built on; no model card.
+    resaved = {name for name in result["resaved"] if name.endswith(".py")}
+    assert {"configuration_ase_mllm_qwen_vl.py", "modeling_ase_mllm_qwen_vl.py", "configuration_ase_mllm.py",
+            "modeling_ase_mllm.py", "eat_ase_mllm.py"} <= resaved <= {path.name for path in folder.glob("*.py")}
+    assert "README.md" not in result["resaved"]

@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from modeling_ase_mllm.conversations import to_conversations
-from modeling_ase_mllm.mini_aic import load_mini_aic
-from modeling_ase_mllm.recipes import load_recipe
-from modeling_ase_mllm.training import train
+from modeling_ase_mllm.data.conversations import to_conversations
+from modeling_ase_mllm.data.mini_aic import load_mini_aic
+from modeling_ase_mllm.training.recipes import parse_recipe
+from modeling_ase_mllm.training.train import train
 from qwen_vl_fixtures import make_qwen_vl_model, qwen_vl_processor, qwen_vl_tokenizer  # noqa: F401 (fixtures)
 
 
@@ -26,10 +26,10 @@ def test_three_steps_of_the_ft_iasc_recipe(tmp_path, make_qwen_vl_model, qwen_vl
     make_qwen_vl_model(gate=0.0).save_pretrained(start)
     qwen_vl_processor.save_pretrained(start)
     recipe = tmp_path / "tiny.yaml"
-    recipe.write_text("inherit: qwen-vl-pccd\neffective_batch_size: 4\ntraining:\n  per_device_train_batch_size: 4\n"
-                      "  logging_steps: 1\n  dataloader_num_workers: 0\n  disable_tqdm: true\n", encoding="utf-8")
-    bundled = load_recipe("qwen-vl-pccd")
-    assert (bundled.freeze.vision, bundled.freeze.projector, bundled.freeze.llm, bundled.ias) == ("frozen", "train", "lora", True)
+    recipe.write_text("base_recipe: qwen-vl-pccd\neffective_batch_size: 4\nper_device_train_batch_size: 4\n"
+                      "logging_steps: 1\ndataloader_num_workers: 0\ndisable_tqdm: true\n", encoding="utf-8")
+    bundled, _ = parse_recipe(recipe="qwen-vl-pccd", accelerator=False)
+    assert (bundled.vision, bundled.projector, bundled.llm, bundled.ias) == ("frozen", "train", "lora", True)
 
     trainer = train(str(recipe), str(data), model=str(start), output_dir=str(tmp_path / "out"), max_steps=3)
     history = json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"]
