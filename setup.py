@@ -42,8 +42,9 @@ CORE = [
 TRAIN = ["trl>=1.16", "peft>=0.18"]
 EVAL = ["pycocoevalcap>=1.2", "evaluate>=0.4.6"]
 # `ase-mllm convert` reads SentencePiece `tokenizer.model` files: InternLM2's tokenizer (InternVL2-2B/8B/26B) and
-# Llama/Phi-3 folders that ship no tokenizer.json. The converted folder needs neither (it holds a tokenizer.json).
-CONVERT = ["sentencepiece>=0.2", "protobuf>=4"]
+# Llama/Phi-3 folders that ship no tokenizer.json; and Qwen-VL-Chat's tiktoken BPE (`qwen.tiktoken`). The converted
+# folder needs none of them (it holds a tokenizer.json).
+CONVERT = ["sentencepiece>=0.2", "protobuf>=4", "tiktoken>=0.7"]
 # The web demo (examples/app.py) runs on Gradio; the demo itself trains and scores a small model.
 DEMO = sorted(set(TRAIN + EVAL + ["scikit-image>=0.24", "gradio>=6.0,<7"]))
 # selenium drives Debian's chromium/chromium-driver (installed by .ci/system-packages) in the web-demo test.

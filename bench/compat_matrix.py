@@ -1,9 +1,10 @@
 """The Hub folder in every transformers release of the compatibility table, against the pinned stack's own run.
 
-    python bench/compat_matrix.py [--releases 5.25.0 5.5.0 ...] [--out bench/results-compat.md]
+    python bench/compat_matrix.py [--releases 5.25.0 5.5.0 ...] [--families internvl qwen-vl] [--out bench/results-compat.md]
 
-The same code as tests/test_compat.py (tests/compat_fixtures.py builds the environments and the checkpoint,
-tests/compat_child.py loads it): a tiny ASE-MLLM saved with the development stack is loaded in one cached
+The same code as tests/test_compat.py (tests/compat_fixtures.py builds the environments and the checkpoints,
+tests/compat_child.py loads them): a tiny ASE-MLLM of each model family (InternVL2; Qwen-VL-Chat, paper Table III)
+saved with the development stack is loaded in one cached
 environment per release (transformers of that release over the development environment's torch; our package not
 importable; the Hub offline) through `AutoModelForImageTextToText` + `AutoProcessor` with `trust_remote_code=True`.
 Per release: greedy tokens and `pipeline("image-text-to-text")` text equal to the reference run's, the largest
@@ -22,28 +23,37 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
 
 from common import markdown_table  # noqa: E402
-from compat_fixtures import OLDEST, TRANSFORMERS_ROWS, compare, run_child, save_checkpoint, transformers_env  # noqa: E402
+from compat_fixtures import (  # noqa: E402
+    FAMILY_CLASSES,
+    OLDEST,
+    TRANSFORMERS_ROWS,
+    compare,
+    run_child,
+    save_checkpoint,
+    transformers_env,
+)
 
 from modeling_ase_mllm.configuration_ase_mllm import TRANSFORMERS_REQUIREMENT  # noqa: E402
 
 
-def measure(releases, work: Path) -> tuple[dict, list[dict]]:
-    folder, image = save_checkpoint(work)
+def measure(releases, work: Path, family: str = "internvl") -> tuple[dict, list[dict]]:
+    folder, image = save_checkpoint(work, family)
     reference = run_child(Path(sys.executable), folder, image, work / "reference")
     if "error" in reference:
         raise RuntimeError(reference["traceback"])
-    print(f"reference (transformers {reference['transformers']}): {reference['wall_seconds']} s", flush=True)
+    print(f"{family} reference (transformers {reference['transformers']}): {reference['wall_seconds']} s", flush=True)
     rows = []
     for release in releases:
         env = transformers_env(release)
         result = run_child(env.python, folder, image, work / release, train=release == OLDEST)
         row = {"release": release, "result": result, "env": env, **compare(result, reference)}
         rows.append(row)
-        print(f"{release}: {row.get('error') or 'loaded'}; {result['wall_seconds']} s", flush=True)
+        print(f"{family} {release}: {row.get('error') or 'loaded'}; {result['wall_seconds']} s", flush=True)
     return reference, rows
 
 
-def report(reference: dict, rows: list[dict]) -> str:
+def family_section(family: str, reference: dict, rows: list[dict]) -> list[str]:
+    """One family's table: per release, whether its folder loads and generates as the reference does."""
     table = []
     for row in rows:
         result, seconds = row["result"], row["result"]["wall_seconds"]
@@ -59,18 +69,10 @@ def report(reference: dict, rows: list[dict]) -> str:
                       "yes" if row["tokens_equal"] else "**no**", f"{row['max_logit_diff']:.1e}",
                       "yes" if row["pipeline_equal"] else "**no**", timing, held])
     lines = [
-        "# The Hub folder across transformers releases",
+        f"## {family}: `{FAMILY_CLASSES[family][0]}`",
         "",
-        f"`python bench/compat_matrix.py` on {platform.node()} ({platform.machine()}, Python {platform.python_version()}), "
-        f"{time.strftime('%Y-%m-%d')}. Reference: the pinned stack (transformers {reference['transformers']}), "
-        f"{reference['wall_seconds']:.1f} s. Supported: transformers `{TRANSFORMERS_REQUIREMENT}`. Seconds are the "
-        "whole check (start, load, forward, generate, pipeline), on a shared 2-core machine: noisy.",
-        "",
-        f"Reference tokens {reference['tokens']}, pipeline text {reference['pipeline_text']!r}.",
-        "",
-        "\"Installed over the dev stack\": what the release's environment holds besides transformers; \"absent\": its "
-        "requirements that neither it nor the dev stack has (5.25.0's `kernels>=0.19.1` is not on the package index "
-        "reachable here; the check runs with `USE_HUB_KERNELS=0`, so transformers does not ask for it).",
+        f"Reference: the pinned stack (transformers {reference['transformers']}), {reference['wall_seconds']:.1f} s; "
+        f"tokens {reference['tokens']}, pipeline text {reference['pipeline_text']!r}.",
         "",
         markdown_table(["transformers", "result", "tokens equal", "max logit diff", "pipeline text equal",
                         "seconds (× reference)", "installed over the dev stack"], table),
@@ -82,19 +84,41 @@ def report(reference: dict, rows: list[dict]) -> str:
             losses = ", ".join(f"{loss:.4f}" for loss in train["losses"])
             lines.append(f"`Trainer` at {row['release']}: losses {losses}; {train['changed_tensors']} of "
                          f"{train['trainable_tensors']} trainable tensors changed.")
-    return "\n".join(lines) + "\n"
+    return lines + [""]
+
+
+def report(runs: dict[str, tuple[dict, list[dict]]]) -> str:
+    """The whole table: a header, then each family's section (`runs`: family -> `measure`'s result)."""
+    lines = [
+        "# The Hub folder across transformers releases",
+        "",
+        f"`python bench/compat_matrix.py` on {platform.node()} ({platform.machine()}, Python {platform.python_version()}), "
+        f"{time.strftime('%Y-%m-%d')}. Supported: transformers `{TRANSFORMERS_REQUIREMENT}`. Seconds are the whole "
+        "check (start, load, forward, generate, pipeline), on a shared 2-core machine: noisy.",
+        "",
+        "\"Installed over the dev stack\": what the release's environment holds besides transformers; \"absent\": its "
+        "requirements that neither it nor the dev stack has (5.25.0's `kernels>=0.19.1` is not on the package index "
+        "reachable here; the check runs with `USE_HUB_KERNELS=0`, so transformers does not ask for it).",
+        "",
+    ]
+    for family, (reference, rows) in runs.items():
+        lines += family_section(family, reference, rows)
+    return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--releases", nargs="+", default=list(TRANSFORMERS_ROWS))
+    parser.add_argument("--families", nargs="+", choices=sorted(FAMILY_CLASSES), default=list(FAMILY_CLASSES))
     parser.add_argument("--out", default=str(HERE / "results-compat.md"))
     args = parser.parse_args(argv)
     for release in args.releases:  # build (or reuse) every environment first, so that building is not timed
         transformers_env(release)
-    with tempfile.TemporaryDirectory(prefix="ase-mllm-compat-") as work:
-        reference, rows = measure(args.releases, Path(work))
-    text = report(reference, rows)
+    runs = {}
+    for family in args.families:
+        with tempfile.TemporaryDirectory(prefix=f"ase-mllm-compat-{family}-") as work:
+            runs[family] = measure(args.releases, Path(work), family)
+    text = report(runs)
     Path(args.out).write_text(text, encoding="utf-8")
     print(text)
 

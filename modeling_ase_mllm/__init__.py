@@ -39,6 +39,16 @@ _EXPORTS = {
     "AseMllmVisionModel": "modeling_ase_mllm",
     "AseMllmPreTrainedModel": "modeling_ase_mllm",
     "AseMllmForConditionalGeneration": "modeling_ase_mllm",
+    # The Qwen-VL-Chat family (paper Table III).
+    "QWEN_VL_AUTO_MAP": "configuration_ase_mllm_qwen_vl",
+    "AseMllmQwenVLConfig": "configuration_ase_mllm_qwen_vl",
+    "AseMllmQwenVLVisionConfig": "configuration_ase_mllm_qwen_vl",
+    "AseMllmQwenVLResamplerConfig": "configuration_ase_mllm_qwen_vl",
+    "AseMllmQwenVLImageProcessor": "image_processing_ase_mllm_qwen_vl",
+    "AseMllmQwenVLProcessor": "processing_ase_mllm_qwen_vl",
+    "AseMllmQwenVLModel": "modeling_ase_mllm_qwen_vl",
+    "AseMllmQwenVLVisionModel": "modeling_ase_mllm_qwen_vl",
+    "AseMllmQwenVLForConditionalGeneration": "modeling_ase_mllm_qwen_vl",
 }
 
 __all__ = list(_EXPORTS)
@@ -57,39 +67,56 @@ def __dir__() -> list[str]:
 
 
 def register_auto_classes() -> None:
-    """Register the ASE-MLLM classes with transformers' Auto classes and the model-card writer with the model's
-    `SAVE_HOOKS` (idempotent; importing the package does it)."""
-    from transformers import (
-        AutoConfig,
-        AutoImageProcessor,
-        AutoModel,
-        AutoModelForImageTextToText,
-        AutoProcessor,
-    )
-
+    """Register the ASE-MLLM classes, of both families, with transformers' Auto classes and the model-card writer
+    with the model's `SAVE_HOOKS` (idempotent; importing the package does it)."""
     from .configuration_ase_mllm import AseMllmConfig, AseMllmEatConfig, AseMllmSaliencyConfig, AseMllmVisionConfig
+    from .configuration_ase_mllm_qwen_vl import AseMllmQwenVLConfig, AseMllmQwenVLResamplerConfig, AseMllmQwenVLVisionConfig
     from .hub.model_card import card_save_hook
     from .image_processing_ase_mllm import AseMllmImageProcessor
+    from .image_processing_ase_mllm_qwen_vl import AseMllmQwenVLImageProcessor
     from .modeling_ase_mllm import SAVE_HOOKS, AseMllmForConditionalGeneration, AseMllmModel, AseMllmVisionModel
+    from .modeling_ase_mllm_qwen_vl import (
+        AseMllmQwenVLForConditionalGeneration,
+        AseMllmQwenVLModel,
+        AseMllmQwenVLVisionModel,
+    )
     from .processing_ase_mllm import AseMllmProcessor
+    from .processing_ase_mllm_qwen_vl import AseMllmQwenVLProcessor
 
-    AutoConfig.register("ase_mllm", AseMllmConfig, exist_ok=True)
-    AutoConfig.register("ase_mllm_vision", AseMllmVisionConfig, exist_ok=True)
-    AutoConfig.register("ase_mllm_saliency", AseMllmSaliencyConfig, exist_ok=True)
-    AutoConfig.register("ase_mllm_eat", AseMllmEatConfig, exist_ok=True)
-    AutoModel.register(AseMllmConfig, AseMllmModel, exist_ok=True)
-    AutoModel.register(AseMllmVisionConfig, AseMllmVisionModel, exist_ok=True)
-    AutoModelForImageTextToText.register(AseMllmConfig, AseMllmForConditionalGeneration, exist_ok=True)
-    AutoImageProcessor.register(AseMllmConfig, slow_image_processor_class=AseMllmImageProcessor, exist_ok=True)
-    AutoProcessor.register(AseMllmConfig, AseMllmProcessor, exist_ok=True)
-    # `save_pretrained` copies the remote-code files of classes registered for an auto class.
-    AseMllmConfig.register_for_auto_class("AutoConfig")
-    AseMllmForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
-    AseMllmModel.register_for_auto_class("AutoModel")
-    AseMllmProcessor.register_for_auto_class("AutoProcessor")
-    AseMllmImageProcessor.register_for_auto_class("AutoImageProcessor")
+    for config_class in (AseMllmSaliencyConfig, AseMllmEatConfig):
+        _register_config(config_class)
+    _register_family(AseMllmConfig, AseMllmVisionConfig, AseMllmModel, AseMllmVisionModel,
+                     AseMllmForConditionalGeneration, AseMllmImageProcessor, AseMllmProcessor)
+    _register_config(AseMllmQwenVLResamplerConfig)
+    _register_family(AseMllmQwenVLConfig, AseMllmQwenVLVisionConfig, AseMllmQwenVLModel, AseMllmQwenVLVisionModel,
+                     AseMllmQwenVLForConditionalGeneration, AseMllmQwenVLImageProcessor, AseMllmQwenVLProcessor)
     if card_save_hook not in SAVE_HOOKS:
         SAVE_HOOKS.append(card_save_hook)
+
+
+def _register_config(config_class) -> None:
+    from transformers import AutoConfig
+
+    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+
+
+def _register_family(config, vision_config, model, vision_model, generation_model, image_processor, processor) -> None:
+    """One model family's classes with the Auto classes, and as the auto classes `save_pretrained` records."""
+    from transformers import AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoProcessor
+
+    _register_config(config)
+    _register_config(vision_config)
+    AutoModel.register(config, model, exist_ok=True)
+    AutoModel.register(vision_config, vision_model, exist_ok=True)
+    AutoModelForImageTextToText.register(config, generation_model, exist_ok=True)
+    AutoImageProcessor.register(config, slow_image_processor_class=image_processor, exist_ok=True)
+    AutoProcessor.register(config, processor, exist_ok=True)
+    # `save_pretrained` copies the remote-code files of classes registered for an auto class.
+    config.register_for_auto_class("AutoConfig")
+    generation_model.register_for_auto_class("AutoModelForImageTextToText")
+    model.register_for_auto_class("AutoModel")
+    processor.register_for_auto_class("AutoProcessor")
+    image_processor.register_for_auto_class("AutoImageProcessor")
 
 
 # Every path to an Auto class imports this module first.

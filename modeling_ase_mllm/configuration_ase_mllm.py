@@ -86,6 +86,24 @@ AUTO_MAP = {
 }
 
 
+def check_ias_layers(ias_layers: list[int] | None, num_hidden_layers: int) -> list[int] | None:
+    """`ias_layers` sorted and deduplicated, or a `ValueError` naming the indices outside the encoder."""
+    if ias_layers is None:
+        return None
+    ias_layers = sorted(set(int(i) for i in ias_layers))
+    bad = [i for i in ias_layers if not 0 <= i < num_hidden_layers]
+    if bad:
+        raise ValueError(
+            f"`ias_layers` {bad} out of range for a {num_hidden_layers}-block encoder (valid: 0..{num_hidden_layers - 1})."
+        )
+    return ias_layers
+
+
+def ias_layer_indices(ias_layers: list[int] | None, num_hidden_layers: int) -> list[int]:
+    """The blocks that carry a saliency cross-attention: `ias_layers`, or every block when it is `None`."""
+    return list(range(num_hidden_layers)) if ias_layers is None else list(ias_layers)
+
+
 @strict
 class AseMllmVisionConfig(InternVLVisionConfig):
     r"""
@@ -112,19 +130,12 @@ class AseMllmVisionConfig(InternVLVisionConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.ias_layers is not None:
-            self.ias_layers = sorted(set(int(i) for i in self.ias_layers))
-            bad = [i for i in self.ias_layers if not 0 <= i < self.num_hidden_layers]
-            if bad:
-                raise ValueError(
-                    f"`ias_layers` {bad} out of range for a {self.num_hidden_layers}-block encoder "
-                    f"(valid: 0..{self.num_hidden_layers - 1})."
-                )
+        self.ias_layers = check_ias_layers(self.ias_layers, self.num_hidden_layers)
 
     @property
     def ias_layer_indices(self) -> list[int]:
         """The blocks that carry a saliency cross-attention."""
-        return list(range(self.num_hidden_layers)) if self.ias_layers is None else list(self.ias_layers)
+        return ias_layer_indices(self.ias_layers, self.num_hidden_layers)
 
 
 @strict
@@ -252,8 +263,18 @@ class AseMllmSaliencyConfig(PreTrainedConfig):
         return self.layercam_layer if self.layercam_layer is not None else self.eat_config.default_layercam_layer
 
 
+class ImageSpanTokenIds:
+    """For a config holding an image span's token ids (`image_token_id`, `start_image_token_id`, `end_image_token_id`)."""
+
+    @property
+    def image_special_token_ids(self) -> list[int]:
+        """Ids of every token that belongs to an image span and must never carry a label."""
+        ids = [self.image_token_id, self.start_image_token_id, self.end_image_token_id]
+        return [i for i in ids if i is not None]
+
+
 @strict
-class AseMllmConfig(InternVLConfig):
+class AseMllmConfig(ImageSpanTokenIds, InternVLConfig):
     r"""
     ASE-MLLM = IAS-ViT + pixel shuffle + InternVL's MLP projector + any causal LM that transformers ships.
 
@@ -288,12 +309,6 @@ class AseMllmConfig(InternVLConfig):
                 f"`image_seq_length`={self.image_seq_length} does not match the vision geometry: "
                 f"({patches} patches per side × downsample_ratio {self.downsample_ratio})² = {expected}."
             )
-
-    @property
-    def image_special_token_ids(self) -> list[int]:
-        """Ids of every token that belongs to an image span and must never carry a label."""
-        ids = [self.image_token_id, self.start_image_token_id, self.end_image_token_id]
-        return [i for i in ids if i is not None]
 
 
 __all__ = [

@@ -7,7 +7,8 @@ and the LM head are InternVL's. This module only adds
 - `AseMllmSaliencyEmbeddings`: one saliency feature vector per ViT token;
 - `AseMllmSaliencyCrossAttention`: queries from saliency features, keys and values from image features;
 - `AseMllmVisionLayer`: InternVL's block with that cross-attention after self-attention, behind a
-  zero-initialised `tanh` gate, so that a converted InternVL2 checkpoint computes exactly InternVL2.
+  zero-initialised `tanh` gate, so that a converted InternVL2 checkpoint computes exactly InternVL2
+  (`AseMllmSaliencyBlockMixin` holds that branch, for every ViT family).
 
 Remote code: imports only torch, transformers and sibling modules.
 """
@@ -171,12 +172,14 @@ class AseMllmSaliencyCrossAttention(InternVLVisionAttention):
     """InternVL's vision attention with queries and keys/values taken from two different inputs."""
 
     def forward(
-        self, query_input: torch.Tensor, key_value_input: torch.Tensor, **kwargs
+        self, query_input: torch.Tensor, key_value_input: torch.Tensor, value_input: torch.Tensor | None = None, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
             query_input: `(batch, seq, hidden)` saliency features.
             key_value_input: `(batch, seq_kv, hidden)` image features.
+            value_input: `(batch, seq_kv, hidden)` values when they differ from the keys' input (Qwen-VL's Resampler
+                adds positions to its keys only); default `key_value_input`.
         Returns:
             `(batch, seq, hidden)` attention output and the attention weights (eager only).
         """
@@ -184,7 +187,7 @@ class AseMllmSaliencyCrossAttention(InternVLVisionAttention):
         kv_len = key_value_input.shape[1]
         query_states = self.q_norm(self.q_proj(query_input))
         key_states = self.k_norm(self.k_proj(key_value_input))
-        value_states = self.v_proj(key_value_input)
+        value_states = self.v_proj(key_value_input if value_input is None else value_input)
 
         query_states = query_states.view(batch_size, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
         key_states = key_states.view(batch_size, kv_len, self.num_heads, self.head_dim).transpose(1, 2)
@@ -208,7 +211,38 @@ class AseMllmSaliencyCrossAttention(InternVLVisionAttention):
         return self.projection_dropout(self.projection_layer(attn_output)), attn_weights
 
 
-class AseMllmVisionLayer(InternVLVisionLayer):
+class AseMllmSaliencyBlockMixin:
+    """The saliency branch an IAS-ViT block adds to its ViT's block, for any ViT family (InternViT, Qwen-VL's
+    ViT-bigG): two norms, the cross-attention and the gate, in the block's own namespace (their parameter names are
+    the same in every family)."""
+
+    def add_saliency_cross_attention(self, config, layer_idx: int, norm_class) -> None:
+        """Give the block the saliency branch when `layer_idx` is one of `config.ias_layer_indices`."""
+        self.has_saliency_cross_attention = layer_idx in config.ias_layer_indices
+        if self.has_saliency_cross_attention:
+            self.saliency_query_norm = norm_class(config.hidden_size, eps=config.layer_norm_eps)
+            self.saliency_key_value_norm = norm_class(config.hidden_size, eps=config.layer_norm_eps)
+            self.saliency_cross_attention = AseMllmSaliencyCrossAttention(config)
+            # Fan-in init for the new query/key maps: with std 0.02 the attention logits start ~0, the attention is
+            # uniform and ignores the (saliency-tagged) queries until training sharpens it.
+            for projection in (self.saliency_cross_attention.q_proj, self.saliency_cross_attention.k_proj):
+                projection.saliency_init = (config.hidden_size**-0.5, (0.0, 0.0))
+            self.saliency_gate = AseMllmSaliencyGate(config.hidden_size, config.ias_gate_init)
+
+    def saliency_update(self, hidden_states: torch.Tensor, saliency_features: torch.Tensor) -> torch.Tensor:
+        """`tanh(g) ⊙ CrossAttn(q = LN_q(h) + z, k = v = LN_kv(h))`, the block's residual update from saliency.
+
+        Args:
+            hidden_states: `(num_tiles, seq, hidden)` image tokens `h`.
+            saliency_features: `(num_tiles, seq, hidden)` saliency features `z` of the same tokens.
+        """
+        # Saliency features: the normalised image tokens, each tagged with the embedding of its saliency.
+        queries = self.saliency_query_norm(hidden_states) + saliency_features
+        cross_output, _ = self.saliency_cross_attention(queries, self.saliency_key_value_norm(hidden_states))
+        return self.saliency_gate(cross_output)
+
+
+class AseMllmVisionLayer(AseMllmSaliencyBlockMixin, InternVLVisionLayer):
     """An IAS-ViT block: InternVL's ViT block, plus (when `has_saliency_cross_attention`)
 
         h ← h + tanh(g) ⊙ CrossAttn(q = LN_q(h) + z, k = v = LN_kv(h))
@@ -220,17 +254,7 @@ class AseMllmVisionLayer(InternVLVisionLayer):
     def __init__(self, config: AseMllmVisionConfig, layer_idx: int, drop_path_rate: float = 0.0) -> None:
         super().__init__(config)
         self.drop_path = AseMllmDropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
-        self.has_saliency_cross_attention = layer_idx in config.ias_layer_indices
-        if self.has_saliency_cross_attention:
-            norm = NORM2FN[config.norm_type]
-            self.saliency_query_norm = norm(config.hidden_size, eps=config.layer_norm_eps)
-            self.saliency_key_value_norm = norm(config.hidden_size, eps=config.layer_norm_eps)
-            self.saliency_cross_attention = AseMllmSaliencyCrossAttention(config)
-            # Fan-in init for the new query/key maps: with std 0.02 the attention logits start ~0, the attention is
-            # uniform and ignores the (saliency-tagged) queries until training sharpens it.
-            for projection in (self.saliency_cross_attention.q_proj, self.saliency_cross_attention.k_proj):
-                projection.saliency_init = (config.hidden_size**-0.5, (0.0, 0.0))
-            self.saliency_gate = AseMllmSaliencyGate(config.hidden_size, config.ias_gate_init)
+        self.add_saliency_cross_attention(config, layer_idx, NORM2FN[config.norm_type])
 
     def forward(self, hidden_states: torch.Tensor, saliency_features: torch.Tensor | None = None) -> torch.Tensor:
         """
@@ -242,10 +266,7 @@ class AseMllmVisionLayer(InternVLVisionLayer):
         hidden_states = self.drop_path(self.lambda_1 * attention_output) + hidden_states
 
         if self.has_saliency_cross_attention:
-            # Saliency features: the normalised image tokens, each tagged with the embedding of its saliency.
-            queries = self.saliency_query_norm(hidden_states) + saliency_features
-            cross_output, _ = self.saliency_cross_attention(queries, self.saliency_key_value_norm(hidden_states))
-            hidden_states = self.drop_path(self.saliency_gate(cross_output)) + hidden_states
+            hidden_states = self.drop_path(self.saliency_update(hidden_states, saliency_features)) + hidden_states
 
         layer_output = self.dropout(self.mlp(self.layernorm_after(hidden_states)))
         return self.drop_path(self.lambda_2 * layer_output) + hidden_states
@@ -269,6 +290,21 @@ class AseMllmVisionEncoder(nn.Module):
         return BaseModelOutput(last_hidden_state=hidden_states)
 
 
+def init_saliency_module(module: nn.Module, ias_gate_init: float) -> bool:
+    """Initialise `module` if it is one of the IAS modules with an init of their own (a `Linear` marked
+    `saliency_init`, a gate) and say so; any other module is left to its ViT's `_init_weights`."""
+    if isinstance(module, nn.Linear) and hasattr(module, "saliency_init"):
+        weight_std, bias_range = module.saliency_init
+        init.normal_(module.weight, std=weight_std)
+        if module.bias is not None:
+            init.uniform_(module.bias, *bias_range)
+        return True
+    if isinstance(module, AseMllmSaliencyGate):
+        init.constant_(module.weight, ias_gate_init)
+        return True
+    return False
+
+
 class AseMllmVisionPreTrainedModel(InternVLVisionPreTrainedModel):
     config: AseMllmVisionConfig
     _no_split_modules = ["AseMllmVisionLayer"]
@@ -280,15 +316,8 @@ class AseMllmVisionPreTrainedModel(InternVLVisionPreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        if isinstance(module, nn.Linear) and hasattr(module, "saliency_init"):
-            weight_std, bias_range = module.saliency_init
-            init.normal_(module.weight, std=weight_std)
-            if module.bias is not None:
-                init.uniform_(module.bias, *bias_range)
-            return
-        super()._init_weights(module)
-        if isinstance(module, AseMllmSaliencyGate):
-            init.constant_(module.weight, self.config.ias_gate_init)
+        if not init_saliency_module(module, self.config.ias_gate_init):
+            super()._init_weights(module)
 
 
 class AseMllmVisionModel(AseMllmVisionPreTrainedModel):

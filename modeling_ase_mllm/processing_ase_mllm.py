@@ -50,12 +50,13 @@ CONVERSATION_STYLES = {
 }
 
 
-def build_chat_template(style: str = "internvl2_5") -> str:
+def build_chat_template(style: str = "internvl2_5", numbered_pictures: bool = False) -> str:
     """A Jinja chat template rendering OpenGVLab's conversation template `style` for `<image>` placeholders.
 
     The assistant's text and its stop token sit inside `{% generation %}`, so `return_assistant_tokens_mask=True`
     (TRL's `assistant_only_loss`) trains exactly the answer and its stop token; the system turn is omitted when
-    the system message is empty.
+    the system message is empty. With `numbered_pictures` each image of a message is announced as Qwen-VL's
+    tokenizer does (`Picture 1: <image>\n`, counting from 1 in every message).
     """
     if style not in CONVERSATION_STYLES:
         raise ValueError(f"unknown conversation style {style!r}; known: {sorted(CONVERSATION_STYLES)}")
@@ -70,6 +71,13 @@ def build_chat_template(style: str = "internvl2_5") -> str:
         return f"{quoted(opening)} + {role} + {quoted(closing)}"
 
     message_prefix = prefix("message['role']")
+    # Qwen-VL counts the pictures of a message; InternVL writes a bare placeholder per image.
+    counter = "{%- set pictures = namespace(count=0) -%}" if numbered_pictures else ""
+    image = (
+        "{%- set pictures.count = pictures.count + 1 -%}{{ 'Picture ' ~ pictures.count ~ ': <image>\\n' }}"
+        if numbered_pictures
+        else "{{ '<image>\\n' }}"
+    )
     return (
         "{%- set system_message = default_system_prompt if default_system_prompt is defined else '' -%}"
         "{%- if messages[0]['role'] == 'system' -%}"
@@ -88,8 +96,9 @@ def build_chat_template(style: str = "internvl2_5") -> str:
         f"{{{{ {quoted(stop)} }}}}{{% endgeneration %}}{{{{ {quoted(trailer)} }}}}"
         "{%- else -%}"
         "{%- if message['content'] is string -%}{{ message['content'] }}{%- else -%}"
+        f"{counter}"
         "{%- for item in message['content'] -%}"
-        "{%- if item['type'] == 'image' -%}{{ '<image>\\n' }}"
+        f"{{%- if item['type'] == 'image' -%}}{image}"
         "{%- elif item['type'] == 'text' -%}{{ item['text'] }}{%- endif -%}"
         "{%- endfor -%}{%- endif -%}"
         f"{{{{ {quoted(separator)} }}}}"
@@ -133,6 +142,13 @@ class AseMllmProcessor(ProcessorMixin):
     valid_processor_kwargs = AseMllmProcessorKwargs
     text_kwargs = {"padding_side": "left"}
     images_kwargs = {"crop_to_patches": True}
+    # The model family's image span `start + context × tokens + end`, its chat template and system message; a
+    # processor for another family (Qwen-VL-Chat) overrides these.
+    start_image_token = IMAGE_START_TOKEN
+    end_image_token = IMAGE_END_TOKEN
+    context_image_token = IMAGE_CONTEXT_TOKEN
+    default_chat_template = CHAT_TEMPLATE
+    default_system_prompt = INTERNVL2_SYSTEM_PROMPT
 
     def __init__(
         self,
@@ -143,21 +159,24 @@ class AseMllmProcessor(ProcessorMixin):
         system_prompt: str | None = None,
         **kwargs,
     ):
-        missing = [token for token in IMAGE_TOKENS if token not in tokenizer.get_vocab()]
+        missing = [token for token in self.image_tokens if token not in tokenizer.get_vocab()]
         if missing:
             raise ValueError(
                 f"the tokenizer has no {missing}; add them with `modeling_ase_mllm.add_image_tokens(tokenizer)` "
                 "(and resize the model's embeddings) or convert an InternVL2 checkpoint."
             )
-        super().__init__(image_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE, **kwargs)
+        super().__init__(image_processor, tokenizer, chat_template=chat_template or self.default_chat_template, **kwargs)
         self.image_seq_length = image_seq_length
-        self.system_prompt = INTERNVL2_SYSTEM_PROMPT if system_prompt is None else system_prompt
+        self.system_prompt = self.default_system_prompt if system_prompt is None else system_prompt
         self.image_token = IMAGE_PLACEHOLDER
-        self.start_image_token, self.end_image_token = IMAGE_START_TOKEN, IMAGE_END_TOKEN
-        self.context_image_token = IMAGE_CONTEXT_TOKEN
-        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT_TOKEN)
-        self.start_image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_START_TOKEN)
-        self.end_image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_END_TOKEN)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.context_image_token)
+        self.start_image_token_id = tokenizer.convert_tokens_to_ids(self.start_image_token)
+        self.end_image_token_id = tokenizer.convert_tokens_to_ids(self.end_image_token)
+
+    @property
+    def image_tokens(self) -> tuple[str, str, str]:
+        """The tokens of an image span, which a prompt must not contain: the processor writes them."""
+        return (self.start_image_token, self.end_image_token, self.context_image_token)
 
     @property
     def image_token_ids(self) -> list[int]:
@@ -203,7 +222,7 @@ class AseMllmProcessor(ProcessorMixin):
         for index, sample in enumerate(samples):
             if not isinstance(sample, str):
                 raise ValueError(f"text[{index}] is a {type(sample).__name__}, expected a string.")
-            for token in IMAGE_TOKENS:
+            for token in self.image_tokens:
                 if token in sample:
                     raise ValueError(
                         f"text[{index}] already contains {token!r}; mark each image with '{IMAGE_PLACEHOLDER}' and "
@@ -271,7 +290,7 @@ class AseMllmProcessor(ProcessorMixin):
             config = json.loads(config_file.read_text(encoding="utf-8"))
             config["auto_map"] = {
                 **config.get("auto_map", {}),
-                "AutoProcessor": f"{Path(__file__).stem}.{type(self).__name__}",
+                "AutoProcessor": f"{Path(sys.modules[type(self).__module__].__file__).stem}.{type(self).__name__}",
                 "AutoImageProcessor": f"{Path(sys.modules[type(self.image_processor).__module__].__file__).stem}."
                 f"{type(self.image_processor).__name__}",
             }

@@ -208,16 +208,32 @@ def declared_lower_bounds(names: tuple[str, ...]) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------- the checkpoint and runs
 
 
-def save_checkpoint(folder: Path) -> tuple[Path, Path]:
-    """A tiny random ASE-MLLM saved as `ase-mllm demo` saves one (remote code included), and a photo for it."""
+# The model families whose Hub folders the matrix loads, and the classes (model, processor, image processor) each
+# folder's remote code must give.
+FAMILY_CLASSES = {
+    "internvl": ["AseMllmForConditionalGeneration", "AseMllmProcessor", "AseMllmImageProcessor"],
+    "qwen-vl": ["AseMllmQwenVLForConditionalGeneration", "AseMllmQwenVLProcessor", "AseMllmQwenVLImageProcessor"],
+}
+
+
+def save_checkpoint(folder: Path, family: str = "internvl") -> tuple[Path, Path]:
+    """A tiny random ASE-MLLM of `family` (`FAMILY_CLASSES`) saved as `ase-mllm demo` saves one (remote code
+    included), and a photo for it."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from conftest import random_image
 
-    from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model
+    if family == "qwen-vl":
+        from modeling_ase_mllm.testing.tiny_qwen_vl import build_qwen_vl_processor, build_tiny_qwen_vl_model
 
-    model_folder = folder / "ase-mllm-tiny"
-    build_tiny_model(gate=0.5, seed=2).save_pretrained(model_folder)
-    build_processor().save_pretrained(model_folder)
+        model_folder = folder / "ase-mllm-qwen-vl-tiny"
+        build_tiny_qwen_vl_model(gate=0.5, seed=2).save_pretrained(model_folder)
+        build_qwen_vl_processor().save_pretrained(model_folder)
+    else:
+        from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model
+
+        model_folder = folder / "ase-mllm-tiny"
+        build_tiny_model(gate=0.5, seed=2).save_pretrained(model_folder)
+        build_processor().save_pretrained(model_folder)
     image = folder / "photo.png"
     random_image(448, 900, seed=3).save(image)  # 2x1 tiles + thumbnail
     return model_folder, image

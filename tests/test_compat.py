@@ -1,6 +1,6 @@
 """The Hub folder across transformers releases, and the package's dependency ranges at both ends.
 
-The matrix saves a tiny checkpoint with the development stack, then loads it in other transformers releases with
+The matrix saves a tiny checkpoint of each model family (InternVL2, Qwen-VL-Chat) with the development stack, then loads it in other transformers releases with
 our package not importable and the Hub offline (`compat_fixtures`), and compares with the development stack's own
 run of the same script: greedy tokens, logits, `pipeline("image-text-to-text")` text. `python bench/compat_matrix.py`
 measures every row of the table with the same code.
@@ -18,6 +18,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from compat_fixtures import (
+    FAMILY_CLASSES,
     FLOOR_PACKAGES,
     MIDDLE,
     NEWEST,
@@ -50,25 +51,26 @@ def unsupported_message(release: str) -> str:
             f'installed; upgrade it with: pip install "transformers{TRANSFORMERS_REQUIREMENT}"')
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The checkpoint, its photo, and the development stack's run of the check on it (remote code only)."""
-    folder = tmp_path_factory.mktemp("compat")
-    model_folder, image = save_checkpoint(folder)
+@pytest.fixture(scope="module", params=sorted(FAMILY_CLASSES))
+def reference(request, tmp_path_factory):
+    """A model family's checkpoint, its photo, the development stack's run of the check on it (remote code only),
+    and the family."""
+    folder = tmp_path_factory.mktemp(f"compat-{request.param}")
+    model_folder, image = save_checkpoint(folder, request.param)
     result = run_child(Path(sys.executable), model_folder, image, folder / "reference")
     assert "error" not in result, result.get("traceback")
-    return model_folder, image, result
+    return model_folder, image, result, request.param
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("release", [OLDEST, MIDDLE, NEWEST])
 def test_hub_folder_loads_and_generates_identically(release, reference, tmp_path):
-    model_folder, image, expected = reference
+    model_folder, image, expected, family = reference
     train = release == OLDEST  # three Trainer steps through the remote code, at the oldest supported release
     result = run_child(transformers_env(release, build=False).python, model_folder, image, tmp_path, train=train)
     assert "error" not in result, result.get("traceback")
     assert result["transformers"] == release
-    assert result["classes"] == ["AseMllmForConditionalGeneration", "AseMllmProcessor", "AseMllmImageProcessor"]
+    assert result["classes"] == FAMILY_CLASSES[family]
     assert result["module"].startswith("transformers_modules.")  # the folder's code, not an installed package
     outcome = compare(result, expected)
     assert outcome["tokens_equal"], (result["tokens"], expected["tokens"])
@@ -84,7 +86,7 @@ def test_hub_folder_loads_and_generates_identically(release, reference, tmp_path
 @pytest.mark.slow
 @pytest.mark.parametrize("release", UNSUPPORTED)
 def test_releases_below_the_minimum_get_one_clear_error(release, reference, tmp_path):
-    model_folder, image, _ = reference
+    model_folder, image, _, _ = reference
     result = run_child(transformers_env(release, build=False).python, model_folder, image, tmp_path)
     assert result["error"] == unsupported_message(release)
     # Raised by the first module AutoConfig imports, before any import of a newer transformers symbol fails.

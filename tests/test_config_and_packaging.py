@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
-from modeling_ase_mllm import AUTO_MAP, AseMllmConfig
+from modeling_ase_mllm import AUTO_MAP, QWEN_VL_AUTO_MAP, AseMllmConfig
 from modeling_ase_mllm.presets import list_model_presets, load_model_preset
 from modeling_ase_mllm.testing.tiny import SPECIAL_TOKENS
+from qwen_vl_fixtures import make_qwen_vl_model, qwen_vl_processor, qwen_vl_tokenizer  # noqa: F401 (fixtures)
 
 
 def test_config_round_trip_keeps_sub_configs(tmp_path):
@@ -51,8 +52,12 @@ def test_no_top_level_configuration_or_processing_package(tmp_path):
 
 
 # The package root is exactly the Hub's remote code: these modules and `__init__.py`.
-REMOTE_CODE = ["configuration_ase_mllm.py", "eat_ase_mllm.py", "image_processing_ase_mllm.py", "modeling_ase_mllm.py",
-               "processing_ase_mllm.py", "saliency_ase_mllm.py"]
+# The Qwen-VL-Chat family's modules (`*_qwen_vl.py`) are built on the InternVL family's, so a folder of either family
+# carries all of them.
+REMOTE_CODE = ["configuration_ase_mllm.py", "configuration_ase_mllm_qwen_vl.py", "eat_ase_mllm.py",
+               "image_processing_ase_mllm.py", "image_processing_ase_mllm_qwen_vl.py", "modeling_ase_mllm.py",
+               "modeling_ase_mllm_qwen_vl.py", "processing_ase_mllm.py", "processing_ase_mllm_qwen_vl.py",
+               "saliency_ase_mllm.py"]
 # What remote code may import besides its sibling modules: transformers, torch, numpy and PIL; huggingface_hub, which
 # configuration_ase_mllm.py still imports (`huggingface_hub.dataclasses.strict`, a dependency of transformers
 # itself); and these modules of the standard library (`re`: the parameter-group matcher beside the model).
@@ -62,7 +67,7 @@ STANDARD_LIBRARY = {"math", "json", "sys", "shutil", "functools", "io", "pathlib
 
 
 def test_a_saved_folder_carries_exactly_the_root_modules_which_import_only_each_other_and_the_stack(
-        tmp_path, make_model, processor):
+        tmp_path, make_model, processor, make_qwen_vl_model, qwen_vl_processor):
     import ast
     from pathlib import Path
 
@@ -74,7 +79,10 @@ def test_a_saved_folder_carries_exactly_the_root_modules_which_import_only_each_
     make_model().save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "both")
     make_model().save_pretrained(tmp_path / "both")
-    for folder in ("model", "both"):
+    make_qwen_vl_model().save_pretrained(tmp_path / "qwen-vl model")
+    qwen_vl_processor.save_pretrained(tmp_path / "qwen-vl both")
+    make_qwen_vl_model().save_pretrained(tmp_path / "qwen-vl both")
+    for folder in ("model", "both", "qwen-vl model", "qwen-vl both"):
         saved = sorted(path.name for path in (tmp_path / folder).glob("*.py"))
         assert saved == root, folder
         assert all((tmp_path / folder / name).read_bytes() == (package / name).read_bytes() for name in saved)
@@ -106,7 +114,7 @@ def test_remote_code_entry_modules_import_every_sibling_they_need_directly():
         text = (package / f"{module}.py").read_text(encoding="utf-8")
         return set(re.findall(r"^\s*from\s+\.(\S+)\s+import", text, flags=re.MULTILINE))
 
-    for entry in {target.split(".")[0] for target in AUTO_MAP.values()}:
+    for entry in {target.split(".")[0] for target in (*AUTO_MAP.values(), *QWEN_VL_AUTO_MAP.values())}:
         reached, frontier = set(), {entry}
         while frontier:
             reached |= frontier

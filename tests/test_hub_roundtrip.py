@@ -11,6 +11,7 @@ import torch
 
 from conftest import PROMPT, random_image
 from modeling_ase_mllm import AUTO_MAP
+from modeling_ase_mllm.modeling_ase_mllm import remote_code_files
 
 
 FRESH_PROCESS = textwrap.dedent(
@@ -61,6 +62,19 @@ FRESH_PROCESS = textwrap.dedent(
 )
 
 
+def load_in_fresh_process(folder, image_path, tmp_path) -> dict:
+    """`FRESH_PROCESS` on a saved folder, offline, without our package: what it loaded and generated, and what its
+    model, saved again from remote code, wrote in `tmp_path / "resaved"`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    run = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(folder), str(image_path), PROMPT, str(tmp_path / "resaved")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.split("RESULT", 1)[1])
+
+
 @pytest.mark.slow
 def test_saved_folder_loads_and_generates_in_a_fresh_process(tmp_path, make_model, processor):
     model = make_model(gate=0.5, seed=11)
@@ -82,14 +96,7 @@ def test_saved_folder_loads_and_generates_in_a_fresh_process(tmp_path, make_mode
     expected = model.generate(**inputs, max_new_tokens=8, do_sample=False)[0, inputs["input_ids"].shape[1] :]
     assert inputs["pixel_values"].shape[0] == 11  # 5x2 tiles + thumbnail
 
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
-    run = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(folder), str(image_path), PROMPT, str(tmp_path / "resaved")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.split("RESULT", 1)[1])
+    result = load_in_fresh_process(folder, image_path, tmp_path)
     assert result["classes"] == [
         "AseMllmForConditionalGeneration", "AseMllmProcessor", "AseMllmImageProcessor", "AseMllmConfig",
         "AseMllmModel", "AseMllmImageProcessor",
@@ -104,7 +111,7 @@ def test_saved_folder_loads_and_generates_in_a_fresh_process(tmp_path, make_mode
     modules = {path.name for path in folder.glob("*.py")}
     resaved = {name for name in result["resaved"] if name.endswith(".py")}
     assert {"configuration_ase_mllm.py", "eat_ase_mllm.py", "saliency_ase_mllm.py", "modeling_ase_mllm.py"} <= resaved
-    assert resaved <= modules and len(modules) == 6
+    assert resaved <= modules and modules == {path.name for path in remote_code_files()}
     assert (folder / "README.md").is_file() and "README.md" not in result["resaved"]
 
 

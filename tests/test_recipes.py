@@ -46,6 +46,7 @@ def parse(monkeypatch, name: str, *flags: str):
 def test_every_recipe_is_in_the_fixture_and_the_fixture_has_the_paper_recipes():
     assert sorted(FIXTURE) == list_recipes()
     assert {"pccd", "pccd-no-ias", "rpcd", "rpcd-no-ias", "dpc2022", "dpc2022-no-ias", "pccd-full", "mini"} <= set(FIXTURE)
+    assert {f"qwen-vl-{name}{ablation}" for name in ("pccd", "rpcd", "dpc2022") for ablation in ("", "-no-ias")} <= set(FIXTURE)
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURE))
@@ -81,13 +82,21 @@ def test_recipe_gives_the_same_sft_config_and_settings_as_before_the_move(name, 
         assert gradient_accumulation_steps(*at_8) == expected
 
 
-@pytest.mark.parametrize(("name", "dataset", "batch"), [("pccd", "pccd", 16), ("rpcd", "rpcd", 16), ("dpc2022", "dpc2022", 64)])
-def test_paper_recipes_hold_the_paper_hyper_parameters(name, dataset, batch, monkeypatch):
+# Table II (InternVL2-8B) and Table III (Qwen-VL-Chat): each dataset, with and without the IAS components.
+PAPER_RECIPES = [
+    (f"{prefix}{dataset}", dataset, batch, base_model)
+    for prefix, base_model in (("", "OpenGVLab/InternVL2-8B"), ("qwen-vl-", "Qwen/Qwen-VL-Chat"))
+    for dataset, batch in (("pccd", 16), ("rpcd", 16), ("dpc2022", 64))
+]
+
+
+@pytest.mark.parametrize(("name", "dataset", "batch", "base_model"), PAPER_RECIPES)
+def test_paper_recipes_hold_the_paper_hyper_parameters(name, dataset, batch, base_model, monkeypatch):
     for variant, ias in ((name, True), (f"{name}-no-ias", False)):
         script_args, args = parse(monkeypatch, variant)
         assert (script_args.dataset, script_args.effective_batch_size, script_args.ias, script_args.freezing.ias) == (
             dataset, batch, ias, ias)
-        assert script_args.base_model == "OpenGVLab/InternVL2-8B" and script_args.prompt == AESTHETIC_PROMPT
+        assert script_args.base_model == base_model and script_args.prompt == AESTHETIC_PROMPT
         assert (args.optim, args.learning_rate, args.weight_decay, args.warmup_steps, args.lr_scheduler_type) == (
             "adamw_torch", 4e-5, 0.01, 0.03, "cosine"
         )

@@ -1,4 +1,4 @@
-"""`ase-mllm convert`: an ASE-MLLM folder from an InternVL2/2.5/3 checkpoint (and the EAT weights)."""
+"""`ase-mllm convert`: an ASE-MLLM folder from an InternVL2/2.5/3 or Qwen-VL-Chat checkpoint (and the EAT weights)."""
 
 from pathlib import Path
 
@@ -7,12 +7,14 @@ from .arguments import check_existing, positive_int
 
 def add_parser(subparsers):
     command = subparsers.add_parser(
-        "convert", help="build an ASE-MLLM folder from an InternVL2/2.5/3 checkpoint (+ EAT)",
-        description="Convert an InternVL checkpoint folder (OpenGVLab remote-code or transformers format) into an "
-                    "ASE-MLLM folder, streaming shard by shard; the new IAS weights start at a zero gate. A source "
-                    "tokenizer.model (InternLM2's, InternVL2-2B/8B/26B) is read with sentencepiece and protobuf: "
-                    'pip install "ase-mllm[convert]". The output needs neither, nor any tokenizer remote code.')
-    command.add_argument("source", help="InternVL checkpoint folder (OpenGVLab remote-code or transformers format)")
+        "convert", help="build an ASE-MLLM folder from an InternVL2/2.5/3 or Qwen-VL-Chat checkpoint (+ EAT)",
+        description="Convert an InternVL checkpoint folder (OpenGVLab remote-code or transformers format) or a "
+                    "Qwen-VL-Chat folder (its remote-code format) into an ASE-MLLM folder, streaming shard by shard; "
+                    "the new IAS weights start at a zero gate. A source tokenizer.model (InternLM2's, "
+                    "InternVL2-2B/8B/26B) is read with sentencepiece and protobuf, Qwen's qwen.tiktoken with tiktoken: "
+                    'pip install "ase-mllm[convert]". The output needs none of them, nor any tokenizer remote code.')
+    command.add_argument("source", help="InternVL checkpoint folder (OpenGVLab remote-code or transformers format) "
+                                        "or Qwen-VL-Chat folder")
     command.add_argument("output", help="folder to write")
     command.add_argument("--eat", help="EAT AVA checkpoint (.pth or .safetensors); without it: spectral residual")
     command.add_argument("--max-shard-size", type=positive_int, metavar="BYTES",
@@ -24,7 +26,8 @@ def add_parser(subparsers):
 
 
 def main(args) -> int:
-    """Build an ASE-MLLM folder from an InternVL checkpoint (`convert.internvl.convert_internvl_checkpoint`)."""
+    """Build an ASE-MLLM folder from an InternVL checkpoint (`convert.internvl.convert_internvl_checkpoint`) or a
+    Qwen-VL-Chat one (`convert.qwen_vl.convert_qwen_vl_checkpoint`)."""
     parser = args.parser
     check_existing(parser, "source", args.source, "folder")
     if not (Path(args.source) / "config.json").is_file():
@@ -35,10 +38,11 @@ def main(args) -> int:
     import torch
 
     from ..convert.internvl import DEFAULT_MAX_SHARD_SIZE, convert_internvl_checkpoint
+    from ..convert.qwen_vl import convert_qwen_vl_checkpoint, is_qwen_vl_folder
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    summary = convert_internvl_checkpoint(args.source, args.output, args.eat, args.max_shard_size or DEFAULT_MAX_SHARD_SIZE,
-                                          dtype)
+    convert = convert_qwen_vl_checkpoint if is_qwen_vl_folder(args.source) else convert_internvl_checkpoint
+    summary = convert(args.source, args.output, args.eat, args.max_shard_size or DEFAULT_MAX_SHARD_SIZE, dtype)
     print(f"{summary['format']} checkpoint -> {args.output}: {summary['converted_tensors']} tensors converted, "
           f"{len(summary['new_weights'])} new (IAS, zero gate{', EAT' if args.eat else ''}); saliency source "
           f"{summary['saliency_source']!r}. New weights listed in {Path(args.output) / 'conversion.json'}.")

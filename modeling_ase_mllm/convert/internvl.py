@@ -38,7 +38,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from ..configuration_ase_mllm import AseMllmConfig
 from ..eat_ase_mllm import EatModel
@@ -53,7 +52,7 @@ from ..processing_ase_mllm import (
     build_chat_template,
 )
 from .eat import load_eat_weights
-from .shards import ShardWriter, source_dtype, source_shards
+from .shards import ShardWriter, read_tensors, source_dtype, source_shards
 from .tokenizer import check_same_encoding, check_sentencepiece_backends, load_source_tokenizer, native_tokenizer, probe_texts
 from .twin import ase_config_from_internvl
 
@@ -268,16 +267,19 @@ def stop_token_ids(tokenizer, style: str, eos_token_id) -> list[int]:
     return list(dict.fromkeys([*ids, *(e for e in eos if e is not None)]))
 
 
-def new_ias_weights(config: AseMllmConfig, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+def new_ias_weights(
+    config: AseMllmConfig, dtype: torch.dtype, vision_class=AseMllmVisionModel
+) -> Iterator[tuple[str, torch.Tensor]]:
     """Initial IAS-ViT weights (zero gate) in `dtype`, one IAS module at a time.
 
-    The vision tower is built on the `meta` device, so none of InternViT's own weights is allocated (1.2 GB in
-    float32 at InternViT-300M); each IAS module in turn is materialised on the CPU, initialised by the tower's own
-    `_init_weights` (as a freshly built model initialises it), yielded in `dtype` and released.
+    The vision tower (`vision_class`: InternViT's IAS-ViT, or Qwen-VL's) is built on the `meta` device, so none of
+    the ViT's own weights is allocated (1.2 GB in float32 at InternViT-300M); each IAS module in turn is
+    materialised on the CPU, initialised by the tower's own `_init_weights` (as a freshly built model initialises
+    it), yielded in `dtype` and released.
     """
     prefix = "model.vision_tower."
     with torch.device("meta"):
-        vision = AseMllmVisionModel(config.vision_config)
+        vision = vision_class(config.vision_config)
     for name, module in vision.named_modules():
         if parameter_group(f"{prefix}{name}") != "ias" or parameter_group(f"{prefix}{name.rpartition('.')[0]}") == "ias":
             continue  # not IAS, or inside an IAS module already handled
@@ -352,14 +354,7 @@ def convert_internvl_checkpoint(
     writer = ShardWriter(output, max_shard_size)
     converted = 0
     for shard in shards:
-        with safe_open(str(shard), framework="pt") as tensors:
-            names = list(tensors.keys())
-        for name in names:
-            # A tensor from `safe_open` is a view of the file's memory map, which stays mapped, with every page read
-            # from it resident, while any tensor from it lives; one map per tensor lets each tensor's pages go with
-            # it, so that only the output buffer's are resident (one map per shard kept up to a shard more).
-            with safe_open(str(shard), framework="pt") as tensors:
-                source_tensor = tensors.get_tensor(name)
+        for name, source_tensor in read_tensors(shard):
             for target, tensor in convert_tensor(name, source_tensor, config.text_config):
                 writer.add(target, tensor.to(dtype) if tensor.is_floating_point() else tensor)
                 converted += 1

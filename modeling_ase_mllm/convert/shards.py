@@ -1,12 +1,14 @@
-"""Streaming a sharded safetensors checkpoint: the source's shards in order, and an output written shard by shard.
+"""Streaming a sharded checkpoint: the source's shards in order, and an output written shard by shard.
 
 At most one source tensor and one output shard are in memory; a converter yields renamed tensors into a
-`ShardWriter`, which writes `model-0000k-of-0000n.safetensors` and the index.
+`ShardWriter`, which writes `model-0000k-of-0000n.safetensors` and the index. InternVL sources are safetensors
+(`source_shards`); Qwen-VL-Chat's may also be PyTorch `.bin` files (`weight_files`, read by `read_tensors`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -65,15 +67,47 @@ class ShardWriter:
         (self.folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
+def weight_files(folder: Path) -> list[Path]:
+    """The checkpoint's weight files: safetensors (sharded or not), else PyTorch `.bin` (sharded or not)."""
+    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
+                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+        index = folder / index_name
+        if index.is_file():
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            return [folder / name for name in dict.fromkeys(weight_map.values())]
+        if (folder / single).is_file():
+            return [folder / single]
+    raise FileNotFoundError(f"{folder} has no model.safetensors(.index.json) or pytorch_model.bin(.index.json)")
+
+
+def read_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor of one weight file, one at a time (a `.bin` is read with `weights_only=True`, memory-mapped)."""
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as tensors:
+            names = list(tensors.keys())
+        for name in names:
+            # A tensor from `safe_open` is a view of the file's memory map, which stays mapped, with every page read
+            # from it resident, while any tensor from it lives; one map per tensor lets each tensor's pages go with
+            # it, so that only the output buffer's are resident (one map per shard kept up to a shard more).
+            with safe_open(str(path), framework="pt") as tensors:
+                tensor = tensors.get_tensor(name)
+            yield name, tensor
+        return
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:
+        raise ValueError(f"{path}: not a weights-only PyTorch checkpoint: {error}") from error
+    for name in list(state):
+        yield name, state.pop(name)
+
+
 def source_dtype(raw: dict, shards: list[Path]) -> torch.dtype:
     """The dtype the source declares (`dtype` or `torch_dtype` in its config), else its first floating tensor's."""
     declared = getattr(torch, str(raw.get("dtype") or raw.get("torch_dtype")), None)
     if isinstance(declared, torch.dtype):
         return declared
     for shard in shards:
-        with safe_open(str(shard), framework="pt") as tensors:
-            for name in tensors.keys():
-                if (tensor := tensors.get_tensor(name)).is_floating_point():
-                    return tensor.dtype
+        for _, tensor in read_tensors(shard):
+            if tensor.is_floating_point():
+                return tensor.dtype
     raise ValueError(f"{shards[0]}: no floating-point tensor")
-

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..processing_ase_mllm import IMAGE_CONTEXT_TOKEN, IMAGE_END_TOKEN, IMAGE_PLACEHOLDER, IMAGE_START_TOKEN
+from ..processing_ase_mllm import IMAGE_PLACEHOLDER
 
 
 # Text the carried-over tokenizer must encode exactly as the source's, beside the chat template and every added
@@ -147,7 +147,7 @@ def probe_texts(processor, tokenizer) -> list[str]:
         {"role": "user", "content": [{"type": "text", "text": "And the composition?\n"}]},
     ]
     chat = processor.apply_chat_template(messages, add_generation_prompt=True)
-    image = IMAGE_START_TOKEN + IMAGE_CONTEXT_TOKEN * 3 + IMAGE_END_TOKEN
+    image = processor.start_image_token + processor.context_image_token * 3 + processor.end_image_token
     added = sorted(tokenizer.get_added_vocab())
     between_words = [f"a{token}b {token} {token}\n" for token in added]
     return [chat.replace(IMAGE_PLACEHOLDER, image), *between_words, "".join(added), *PROBE_TEXTS]

@@ -18,7 +18,7 @@ from ..evaluation.vocabulary import METRIC_TABLE
 
 
 BEGIN, END = "<!-- ase-mllm card: begin -->", "<!-- ase-mllm card: end -->"
-TAGS = ["ase-mllm", "aesthetic-image-captioning", "internvl", "image-text-to-text", "custom_code"]
+TAGS = ["ase-mllm", "aesthetic-image-captioning", "image-text-to-text", "custom_code"]
 # The `model-index` task of the evaluation results: captioning, as the Hub files it.
 EVAL_TASK = ("image-to-text", "Aesthetic image captioning")
 
@@ -43,10 +43,10 @@ print(processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_to
 SALIENCY = {
     "eat_layercam": "EAT, an aesthetics-oriented deformable-attention transformer (DAT-Base, 10 AVA rating bins), "
     "scores the whole photo at 224 px; LayerCAM at the last LayerNorm of its stage 3 turns the gradient of the top "
-    "bin into a 14×14 aesthetic-saliency map, computed once per photo and resampled onto every 448 px tile and the "
-    "thumbnail. EAT's weights are part of this checkpoint and frozen.",
+    "bin into a 14×14 aesthetic-saliency map, computed once per photo and resampled onto every 448 px picture the "
+    "ViT sees. EAT's weights are part of this checkpoint and frozen.",
     "spectral_residual": "A classical spectral-residual saliency map (no learned weights), computed once per photo "
-    "and resampled onto every 448 px tile and the thumbnail.",
+    "and resampled onto every 448 px picture the ViT sees.",
     "uniform": "A uniform map (ablation: the cross-attention sees no saliency).",
 }
 
@@ -83,17 +83,26 @@ def eval_results(metrics: dict) -> list:
     ]
 
 
+# The base model of each family (`model_type`), how its ViT sees a photo, and its Hub tag.
+BASE_MODELS = {
+    "ase_mllm": ("InternVL2", "448 px tiles and a thumbnail", "internvl"),
+    "ase_mllm_qwen_vl": ("Qwen-VL-Chat", "one 448 px picture", "qwen-vl"),
+}
+
+
 def card_sections(config, model_id: str, metrics: dict | None, picture: str | None) -> str:
     from ..configuration_ase_mllm import PYTHON_REQUIREMENT, TORCH_REQUIREMENT, TRANSFORMERS_REQUIREMENT
 
     source = config.saliency_config.source
     vision = config.vision_config
+    base, pictures, _ = BASE_MODELS.get(config.model_type, BASE_MODELS["ase_mllm"])
     lines = [
         BEGIN,
         "# ASE-MLLM",
         "",
-        "An aesthetic image captioning model (ASE-MLLM, arXiv 2509.04378): InternVL2 whose vision encoder "
-        "(IAS-ViT) attends to an aesthetic-saliency map through a gated cross-attention in each block.",
+        f"An aesthetic image captioning model (ASE-MLLM, arXiv 2509.04378): {base} whose vision encoder "
+        f"(IAS-ViT, seeing {pictures} per photo) attends to an aesthetic-saliency map through a gated "
+        "cross-attention in its blocks.",
         "",
         "## Usage",
         "",
@@ -107,7 +116,7 @@ def card_sections(config, model_id: str, metrics: dict | None, picture: str | No
         f"{SALIENCY.get(source, source)} In {len(vision.ias_layer_indices)} of the {vision.num_hidden_layers} "
         "ViT blocks, a cross-attention after the self-attention takes its queries from the saliency features and its "
         "keys and values from the image features, scaled by a learned per-channel gate `tanh(g)` (zero at "
-        "conversion, so an untrained model equals InternVL2 exactly).",
+        f"conversion, so an untrained model equals {base} exactly).",
         "",
     ]
     if picture:
@@ -124,7 +133,7 @@ def write_model_card(folder, config=None, model_id: str | None = None, metrics: 
     """Write (or update) `folder/README.md`.
 
     Args:
-        config: the model's `AseMllmConfig` (default: read from `folder/config.json`).
+        config: the model's `AseMllmConfig` or `AseMllmQwenVLConfig` (default: read from `folder/config.json`).
         model_id: what the usage snippet loads (default: the folder path; use the Hub id when publishing).
         metrics: a `metrics.json` path or dict (default: `folder/metrics.json` if present), as `ase-mllm evaluate`
             writes it: the evaluation table, and the `model-index` when it names its dataset and split.
@@ -135,8 +144,11 @@ def write_model_card(folder, config=None, model_id: str | None = None, metrics: 
     folder = Path(folder)
     if config is None:
         from ..configuration_ase_mllm import AseMllmConfig
+        from ..configuration_ase_mllm_qwen_vl import AseMllmQwenVLConfig
 
-        config = AseMllmConfig.from_pretrained(folder)
+        model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+        config_class = AseMllmQwenVLConfig if model_type == AseMllmQwenVLConfig.model_type else AseMllmConfig
+        config = config_class.from_pretrained(folder)
     if metrics is None and (folder / "metrics.json").is_file():
         metrics = folder / "metrics.json"
     if isinstance(metrics, (str, Path)):
@@ -148,7 +160,8 @@ def write_model_card(folder, config=None, model_id: str | None = None, metrics: 
     data = existing.data.to_dict() if existing is not None else {}
     data.setdefault("library_name", "transformers")
     data.setdefault("pipeline_tag", "image-text-to-text")
-    data["tags"] = list(dict.fromkeys([*(data.get("tags") or []), *TAGS]))
+    family_tag = BASE_MODELS.get(config.model_type, BASE_MODELS["ase_mllm"])[2]
+    data["tags"] = list(dict.fromkeys([*(data.get("tags") or []), *TAGS[:2], family_tag, *TAGS[2:]]))
     for key, value in (("base_model", base_model), ("datasets", datasets), ("license", license)):
         if value is not None:
             data[key] = value

@@ -63,13 +63,15 @@ def load_model_preset_dict(name: str) -> dict:
 
 
 def load_model_preset(name: str, **overrides):
-    """An `AseMllmConfig` from `configuration/models/<name>.json`, with top-level `overrides` applied."""
+    """The config of `configuration/models/<name>.json` (its `model_type` picks the family: `AseMllmConfig` or
+    `AseMllmQwenVLConfig`), with top-level `overrides` applied."""
     from ..configuration_ase_mllm import AseMllmConfig
+    from ..configuration_ase_mllm_qwen_vl import AseMllmQwenVLConfig
 
     data = load_model_preset_dict(name)
-    data.pop("model_type", None)
+    config_class = AseMllmQwenVLConfig if data.pop("model_type", None) == AseMllmQwenVLConfig.model_type else AseMllmConfig
     data.update(overrides)
-    return AseMllmConfig(**data)
+    return config_class(**data)
 
 
 def main() -> None:

@@ -1,1 +1,2 @@
-"""Small, offline ASE-MLLM builds for the tests, the benches and the demo (`tiny.py`): nothing here downloads."""
+"""Small, offline ASE-MLLM builds for the tests, the benches and the demo (`tiny.py`; the Qwen-VL-Chat family:
+`tiny_qwen_vl.py`): nothing here downloads."""
