@@ -26,10 +26,12 @@ EVAL = ["pycocoevalcap==1.2", "evaluate==0.4.6"]
 # `ase-mllm convert` reads SentencePiece `tokenizer.model` files: InternLM2's tokenizer (InternVL2-2B/8B/26B) and
 # Llama/Phi-3 folders that ship no tokenizer.json. The converted folder needs neither (it holds a tokenizer.json).
 CONVERT = ["sentencepiece>=0.2", "protobuf>=4"]
+# `ase-mllm serve` runs on transformers' own OpenAI-compatible server: its `serving` extra (FastAPI, uvicorn, openai).
+SERVE = ["transformers[serving]"]
 # The web demo (examples/app.py) runs on Gradio; the demo itself trains and scores a small model.
 DEMO = sorted(set(TRAIN + EVAL + ["scikit-image>=0.24", "gradio>=6.0,<7"]))
 # selenium drives Debian's chromium/chromium-driver (installed by .ci/run) in the web-demo test.
-DEV = sorted(set(DEMO + CONVERT + ["pytest>=8", "pytest-timeout>=2.3", "selenium>=4.20"]))
+DEV = sorted(set(DEMO + CONVERT + SERVE + ["pytest>=8", "pytest-timeout>=2.3", "selenium>=4.20"]))
 
 setup(
     name="ase-mllm",
@@ -52,6 +54,6 @@ setup(
         "modeling_ase_mllm._processing": ["**/*.json", "**/*.jinja", "**/*.yaml"],
     },
     install_requires=CORE,
-    extras_require={"train": TRAIN, "eval": EVAL, "convert": CONVERT, "demo": DEMO, "dev": DEV},
+    extras_require={"train": TRAIN, "eval": EVAL, "convert": CONVERT, "demo": DEMO, "serve": SERVE, "dev": DEV},
     entry_points={"console_scripts": ["ase-mllm=modeling_ase_mllm.cli:main"]},
 )

@@ -397,8 +397,17 @@ def add_photo_options(command, dtype: bool = False) -> None:
                               "processor's max_patches)")
     command.add_argument("--device", help="a torch device: cpu, cuda, cuda:1, mps ... (default: cuda when available)")
     if dtype:
-        command.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                             help="weights' dtype (auto: bfloat16 on cuda, float32 otherwise)")
+        add_dtype_option(command)
+    add_photo_limit_options(command)
+
+
+def add_dtype_option(command) -> None:
+    command.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                         help="weights' dtype (auto: bfloat16 on cuda, float32 otherwise)")
+
+
+def add_photo_limit_options(command) -> None:
+    """`--max-megapixels` and `--max-file-mb` (read by `photo_limits`)."""
     command.add_argument("--max-megapixels", type=positive_float, metavar="MP",
                          help="refuse a photo with more megapixels than this, before decoding it (default: "
                               "Pillow's decompression-bomb threshold, PIL.Image.MAX_IMAGE_PIXELS)")
@@ -409,6 +418,7 @@ def add_photo_options(command, dtype: bool = False) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .evaluation import add_evaluate_command
     from .metrics import add_metric_arguments
+    from .serve_command import add_serve_command
 
     parser = argparse.ArgumentParser(prog="ase-mllm", description="ASE-MLLM: aesthetic image captioning with saliency.")
     parser.add_argument("--debug", action="store_true", help=f"show tracebacks (also: {DEBUG_ENV}=1)")
@@ -505,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="continue from the last checkpoint in --output-dir, or from CHECKPOINT")
 
     add_evaluate_command(commands)
+    add_serve_command(commands)
 
     prepare = add("prepare-data", "read a dataset release (PCCD, RPCD, DPC2022, AVA-Captions) and save it",
                   "Read an AIC dataset release and save it as a datasets.DatasetDict (save_to_disk, images "

@@ -170,6 +170,8 @@ OTHER_COMMANDS = [
     (["push", "{tmp}", "--repo-id", "not a repo"], "argument --repo-id: 'not a repo' is not a Hub repo id (owner/name): "),
     (["evaluate", "--predictions", "{tmp}/p.jsonl"],
      "argument --predictions: needs --references (the file to score against)"),
+    (["serve", "--model", "./nowhere"], "argument --model: no folder './nowhere' here (a Hub id looks like owner/name)"),
+    (["serve", "--model", "{tmp}", "--port", "70000"], "argument --port: must be at most 65535, got 70000"),
 ]
 
 
@@ -195,7 +197,7 @@ def test_every_command_has_a_description_and_every_option_a_help_text():
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
     assert set(commands) == {"demo", "caption", "saliency", "convert-eat", "convert", "push", "train", "evaluate",
-                             "prepare-data"}
+                             "prepare-data", "serve"}
     for name, command in commands.items():
         assert command.description, name
         for action in command._actions:
@@ -530,7 +532,7 @@ def test_help_of_every_command_imports_nothing_heavy_and_prints_its_time():
     """`ase-mllm --help` and each `ase-mllm COMMAND --help`: status 0, no torch/transformers/datasets/PIL/numpy
     imported. The wall times (interpreter start included) are printed, not asserted (bench/cli_startup.py)."""
     commands = [[]] + [[name] for name in ("demo", "caption", "saliency", "convert-eat", "convert", "push", "train",
-                                           "evaluate", "prepare-data")]
+                                           "evaluate", "prepare-data", "serve")]
     times = []
     for command in commands:
         started = time.perf_counter()
