@@ -79,3 +79,79 @@ def test_killed_two_process_run_restarted_gives_the_same_result(split_on_disk, o
     assert (out / "predictions.jsonl").read_bytes() == (one_process / "predictions.jsonl").read_bytes()
     assert metrics(out) == metrics(one_process)
     assert not list(out.glob("predictions.jsonl.part-*"))
+
+
+# --- saliency precompute with datasets.map(num_proc=2) -----------------------------------------------------------
+
+PRECOMPUTE_SCRIPT = """
+import sys
+from datasets import load_from_disk
+from modeling_ase_mllm.precompute import precompute_saliency
+from modeling_ase_mllm.tiny import build_processor, build_tiny_model, build_tokenizer
+precompute_saliency(load_from_disk(sys.argv[1]), build_tiny_model(seed=3), build_processor(build_tokenizer()),
+                    batch_size=2, num_proc=2, cache_file_name=sys.argv[2])
+print("done")
+"""
+
+
+@pytest.fixture(scope="module")
+def photos_on_disk(tmp_path_factory):
+    """Eight photos: the first shard's four are small, the second shard's four large (slow to decode), so the first
+    shard finishes well before the second."""
+    from datasets import Dataset, Image
+
+    from conftest import random_image
+
+    root = tmp_path_factory.mktemp("photos")
+    paths = []
+    for index, side in enumerate([64] * 4 + [2800] * 4):
+        paths.append(str(root / f"{index}.png"))
+        random_image(side, side, seed=index).save(paths[-1])
+    Dataset.from_dict({"image": paths}).cast_column("image", Image()).save_to_disk(root / "data")
+    return root / "data"
+
+
+def one_process_maps(data):
+    """The maps one process computes, with one thread as each of the two worker processes has."""
+    import numpy as np
+    import torch
+    from datasets import load_from_disk
+
+    from modeling_ase_mllm.precompute import precompute_saliency
+    from modeling_ase_mllm.tiny import build_processor, build_tiny_model, build_tokenizer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = precompute_saliency(load_from_disk(str(data)), build_tiny_model(seed=3),
+                                     build_processor(build_tokenizer()), batch_size=2, load_from_cache_file=False)
+    finally:
+        torch.set_num_threads(threads)
+    return np.asarray(result["saliency"])
+
+
+@pytest.mark.slow
+def test_precompute_in_two_processes_killed_and_restarted_equals_one_process(photos_on_disk, tmp_path):
+    import numpy as np
+    from datasets import Dataset, concatenate_datasets
+
+    cache = tmp_path / "maps" / "saliency.arrow"
+    shards = [cache.with_name(f"saliency_0000{rank}_of_00002.arrow") for rank in range(2)]
+    command = [sys.executable, "-c", PRECOMPUTE_SCRIPT, str(photos_on_disk), str(cache)]
+    process = subprocess.Popen(command, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while process.poll() is None and time.time() < deadline and not shards[0].is_file():
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL and shards[0].is_file() and not shards[1].is_file(), \
+        "the run was not killed between its two shards"
+    first_shard = shards[0].stat().st_mtime_ns
+
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip() == "done", result.stderr[-3000:]
+    assert shards[0].stat().st_mtime_ns == first_shard  # the finished shard was reused, not recomputed
+    maps = np.asarray(concatenate_datasets([Dataset.from_file(str(shard)) for shard in shards])["saliency"])
+    assert maps.shape == (8, 1, 14, 14)
+    assert np.array_equal(maps, one_process_maps(photos_on_disk))
