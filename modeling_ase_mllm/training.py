@@ -405,6 +405,7 @@ def train(
     model, processor = load_model_and_processor(model_path, recipe, conversations)
     args = training_arguments(recipe, output_dir, max_steps)
     trainer = build_trainer(recipe, model, processor, conversations, args)
+    check_sharding_engine(trainer)
     if trainer.is_world_process_zero():
         counts = ", ".join(f"{group} {count:,}" for group, count in sorted(count_trainable(trainer.model).items()))
         print(
@@ -417,6 +418,23 @@ def train(
     if trainer.is_world_process_zero():
         print(f"[train] saved to {output_dir}")
     return trainer
+
+
+def check_sharding_engine(trainer) -> None:
+    """Refuse a launch that asked for FSDP or DeepSpeed and would silently get plain DDP.
+
+    accelerate turns an FSDP launch into FSDP only from a multi-accelerator state (CUDA, XPU, NPU, HPU, ...): on
+    the CPU, `accelerate launch --config_file fsdp.yaml` trains with DDP, every process holding the whole model.
+    """
+    for engine, flag, enabled in (("FSDP", "ACCELERATE_USE_FSDP", trainer.is_fsdp_enabled),
+                                  ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED", trainer.is_deepspeed_enabled)):
+        if os.environ.get(flag, "false").lower() == "true" and not enabled:
+            kind = str(trainer.accelerator.distributed_type).rsplit(".", 1)[-1]
+            raise ValueError(
+                f"the launch asks for {engine}, but accelerate runs it only on accelerators (GPUs, XPUs, NPUs, HPUs "
+                f"...); here it would train as {kind}, each process holding the whole model. On the CPU, launch "
+                "with configuration/accelerate/ddp.yaml"
+            )
 
 
 def train_from_args(args):
