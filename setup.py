@@ -28,10 +28,13 @@ EVAL = ["pycocoevalcap==1.2", "evaluate==0.4.6"]
 CONVERT = ["sentencepiece>=0.2", "protobuf>=4"]
 # `ase-mllm serve` runs on transformers' own OpenAI-compatible server: its `serving` extra (FastAPI, uvicorn, openai).
 SERVE = ["transformers[serving]"]
+# The lmms-eval plugin (model `ase_mllm`, AIC caption tasks). lmms-eval needs torchvision: PyPI's build that pairs
+# with our torch, kept out of every other extra.
+LMMS = ["lmms-eval>=0.7.3,<0.8", "torchvision==0.28.0"]
 # The web demo (examples/app.py) runs on Gradio; the demo itself trains and scores a small model.
 DEMO = sorted(set(TRAIN + EVAL + ["scikit-image>=0.24", "gradio>=6.0,<7"]))
 # selenium drives Debian's chromium/chromium-driver (installed by .ci/run) in the web-demo test.
-DEV = sorted(set(DEMO + CONVERT + SERVE + ["pytest>=8", "pytest-timeout>=2.3", "selenium>=4.20"]))
+DEV = sorted(set(DEMO + CONVERT + SERVE + LMMS + ["pytest>=8", "pytest-timeout>=2.3", "selenium>=4.20"]))
 
 setup(
     name="ase-mllm",
@@ -43,7 +46,8 @@ setup(
     python_requires=">=3.10",
     # The presets live in top-level folders of the repository but install *inside* our package, so no
     # top-level package named `configuration` or `processing` is ever installed.
-    packages=["modeling_ase_mllm", "modeling_ase_mllm._configuration", "modeling_ase_mllm._processing"],
+    packages=["modeling_ase_mllm", "modeling_ase_mllm._configuration", "modeling_ase_mllm._processing",
+              "modeling_ase_mllm.lmms_eval_plugin", "modeling_ase_mllm.lmms_eval_plugin.tasks"],
     package_dir={
         "modeling_ase_mllm._configuration": "configuration",
         "modeling_ase_mllm._processing": "processing",
@@ -52,8 +56,11 @@ setup(
         "modeling_ase_mllm": ["data/*.json", "java/edu/anu/spice/*.java", "evaluate_metric/aic_metrics/*.py"],
         "modeling_ase_mllm._configuration": ["**/*.json", "**/*.yaml"],
         "modeling_ase_mllm._processing": ["**/*.json", "**/*.jinja", "**/*.yaml"],
+        "modeling_ase_mllm.lmms_eval_plugin.tasks": ["*.yaml", "_default_template_yaml"],
     },
     install_requires=CORE,
-    extras_require={"train": TRAIN, "eval": EVAL, "convert": CONVERT, "demo": DEMO, "serve": SERVE, "dev": DEV},
-    entry_points={"console_scripts": ["ase-mllm=modeling_ase_mllm.cli:main"]},
+    extras_require={"train": TRAIN, "eval": EVAL, "convert": CONVERT, "demo": DEMO, "serve": SERVE, "lmms": LMMS,
+                    "dev": DEV},
+    entry_points={"console_scripts": ["ase-mllm=modeling_ase_mllm.cli:main"],
+                  "lmms_eval.models": ["ase_mllm=modeling_ase_mllm.lmms_eval_plugin:manifest"]},
 )
