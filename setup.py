@@ -30,11 +30,14 @@ CONVERT = ["sentencepiece>=0.2", "protobuf>=4"]
 SERVE = ["transformers[serving]"]
 # The lmms-eval plugin (model `ase_mllm`, AIC caption tasks). lmms-eval needs torchvision: PyPI's build that pairs
 # with our torch, kept out of every other extra.
-LMMS = ["lmms-eval>=0.7.3,<0.8", "torchvision==0.28.0"]
+LMMS = ["lmms-eval>=0.7.3,<0.8", "torchvision==0.28.0", "filelock<4"]
 # The web demo (examples/app.py) runs on Gradio; the demo itself trains and scores a small model.
 DEMO = sorted(set(TRAIN + EVAL + ["scikit-image>=0.24", "gradio>=6.0,<7"]))
 # selenium drives Debian's chromium/chromium-driver (installed by .ci/run) in the web-demo test.
-DEV = sorted(set(DEMO + CONVERT + SERVE + LMMS + ["pytest>=8", "pytest-timeout>=2.3", "selenium>=4.20"]))
+# DeepSpeed ZeRO-3 is tested on the CPU (tests/test_fsdp.py). It comes as a source package whose build needs only
+# setuptools (no torch: its ops compile on first use), so it brings no other torch.
+DEEPSPEED = ["deepspeed>=0.19.8,<0.20"]
+DEV = sorted(set(DEMO + CONVERT + SERVE + LMMS + DEEPSPEED + ["pytest>=8", "pytest-timeout>=2.3", "selenium>=4.20"]))
 
 setup(
     name="ase-mllm",

@@ -1,5 +1,6 @@
-"""FSDP on the CPU: the paper's full fine-tuning recipe (`pccd-full`, tiny scale, EAT frozen, precomputed maps) under
-torch's FSDP2 on two gloo processes equals one process, and a sharded checkpoint resumes identically.
+"""FSDP and DeepSpeed ZeRO-3 on the CPU: the paper's full fine-tuning recipe (`pccd-full`, tiny scale, EAT frozen,
+precomputed maps) under torch's FSDP2 on two gloo processes equals one process, and a sharded checkpoint resumes
+identically; the same through accelerate + Trainer under DeepSpeed ZeRO-3 (which does run on the CPU).
 
 accelerate itself refuses FSDP on the CPU (it switches to FSDP only from a multi-accelerator state and would train
 with DDP), so the sharding here is torch's `fully_shard`, applied as accelerate's `fsdp.yaml` applies it; and
@@ -8,6 +9,7 @@ with DDP), so the sharding here is torch's `fully_shard`, applied as accelerate'
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +77,43 @@ def test_fsdp_launch_on_the_cpu_stops_instead_of_training_ddp(data_with_maps, tm
     assert ("ase-mllm train: error: the launch asks for FSDP, but accelerate runs it only on accelerators (GPUs, "
             "XPUs, NPUs, HPUs ...); here it would train as MULTI_CPU") in result.stderr
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+# --- DeepSpeed ZeRO-3 through accelerate and Trainer (it runs on the CPU: DeepSpeed's CPU accelerator, gloo) ------
+
+def tiny_recipe(path: Path, per_device: int) -> Path:
+    """`pccd-full` at tiny scale for `ase-mllm train`: Trainer + our collator (it passes the precomputed maps)."""
+    path.write_text("inherit: pccd-full\nmodel: tiny\ndtype: float32\ntrainer: hf\nmax_patches: 1\n"
+                    "effective_batch_size: 2\ntraining:\n"
+                    f"  per_device_train_batch_size: {per_device}\n  bf16: false\n  activation_checkpointing: false\n"
+                    "  dataloader_num_workers: 0\n  logging_steps: 1\n  save_steps: 3\n  disable_tqdm: true\n",
+                    encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_on_two_cpu_processes_equals_one_process_and_resumes(data_with_maps, tmp_path):
+    pytest.importorskip("deepspeed", reason="DeepSpeed is installed by the [dev] extra")
+    from test_training import compare_two_with_one, loss_curve, run_train_command
+
+    deepspeed = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                 str(REPO / "configuration/accelerate/deepspeed-zero3.yaml"), "--num_processes", "2",
+                 "--mixed_precision", "no", "--num_cpu_threads_per_process", "1"]
+    one = run_train_command([sys.executable], tiny_recipe(tmp_path / "one.yaml", 2), data_with_maps,
+                            tmp_path / "one", STEPS)
+    two = run_train_command(deepspeed, tiny_recipe(tmp_path / "two.yaml", 1), data_with_maps, tmp_path / "two", STEPS)
+    curves, max_diff = compare_two_with_one("ZeRO-3", two, one, tmp_path / "two", tmp_path / "one", STEPS)
+    assert max_diff <= 1e-5
+
+    import torch
+
+    states = tmp_path / "two" / "checkpoint-3" / "global_step3"
+    for rank in range(2):  # each process saved its own partition, under ZeRO stage 3
+        saved = torch.load(states / f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt", weights_only=False)
+        assert saved["ds_config"]["zero_optimization"]["stage"] == 3 and saved["dp_world_size"] == 2
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(tmp_path / "two" / "checkpoint-3", resumed / "checkpoint-3")
+    run_train_command([*deepspeed], tiny_recipe(tmp_path / "two.yaml", 1), data_with_maps, resumed, STEPS,
+                      "--resume")
+    assert loss_curve(resumed)[3:] == curves[0][3:]
