@@ -84,8 +84,8 @@ def read_photo(source, limits: PhotoLimits = PhotoLimits()):
             f"image {name} is {size_bytes / 1e6:.1f} MB, over the limit of {limits.max_file_mb:g} MB "
             "(--max-file-mb raises it)"
         )
-    max_pixels = limits.max_pixels
     with _PIL_LIMIT_LOCK:
+        max_pixels = limits.max_pixels  # under the lock: Pillow's default reads as None while another photo opens
         saved, PIL.Image.MAX_IMAGE_PIXELS = PIL.Image.MAX_IMAGE_PIXELS, None
         try:
             size = _header_size(source)
