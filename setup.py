@@ -1,42 +1,63 @@
 """ase-mllm: Aesthetic Image Captioning with Saliency Enhanced MLLMs, on Hugging Face Transformers."""
 
+import ast
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 
-# torch is pinned exactly: the CPU wheel for 2.13.0 lies on disk, and any looser spec can pull a multi-GB
-# CUDA build. Nothing may depend on torchvision (no build of it works with this torch).
+
+def remote_code_constant(name: str) -> str:
+    """A range the Hub folder's remote code declares (configuration_ase_mllm.py owns it), read without importing."""
+    tree = ast.parse((HERE / "modeling_ase_mllm" / "configuration_ase_mllm.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(target, "id", None) == name for target in node.targets):
+            return ast.literal_eval(node.value)
+    raise LookupError(f"configuration_ase_mllm.py defines no {name}")
+
+
+# Ranges, as a library declares them: the lowest release whose APIs we use, below the next major. Exact versions
+# for reproducible CI live in constraints.txt only (the README's commands install with `-c constraints.txt`), so
+# an environment that already has a torch in range keeps it. Only lmms-eval (the lmms extra) brings torchvision.
+# transformers 5.23: `TrainingArguments(activation_checkpointing=...)`, which the recipes set (the Hub folder's
+# remote code alone loads from 5.5.0, configuration_ase_mllm.TRANSFORMERS_REQUIREMENT; both need Python 3.11 here,
+# as transformers 5.22+ does).
+TRANSFORMERS_RANGE = ">=5.23,<6"
 CORE = [
-    "torch==2.13.0",
-    "transformers==5.23.0",
+    f"torch{remote_code_constant('TORCH_REQUIREMENT')}",
+    f"transformers{TRANSFORMERS_RANGE}",
     "tokenizers>=0.22",
     "safetensors>=0.5",
     "huggingface-hub>=1.0",
-    "accelerate>=1.10",
+    "accelerate>=1.10.1",  # FSDP2 configs (`fsdp_version: 2`) need 1.6; trl 1.16 needs 1.10.1
     "numpy>=1.26",
     "pillow>=10.0",
     "pyyaml>=6.0",
     "tqdm>=4.66",
-    "datasets==5.2.0",  # readers, conversations and evaluation splits are `datasets` objects
+    "datasets>=4.7",  # readers, conversations and splits are `datasets` objects (`List` features, 4.0); trl needs 4.7
 ]
-TRAIN = ["trl==1.16.0", "peft==0.21.2"]
-EVAL = ["pycocoevalcap==1.2", "evaluate==0.4.6"]
+# trl: SFTTrainer's assistant-only loss on vision datasets (our SFT recipes) arrived in 1.15, whose loss kernel
+# then fails on a CPU wherever triton is installed (torch's Linux wheels bring it); 1.16 runs it on CPU.
+# peft 0.18: the first that imports under transformers 5 (0.17 imports `HybridCache`, which 5.0 removed).
+TRAIN = ["trl>=1.16", "peft>=0.18"]
+EVAL = ["pycocoevalcap>=1.2", "evaluate>=0.4.6"]
 # `ase-mllm convert` reads SentencePiece `tokenizer.model` files: InternLM2's tokenizer (InternVL2-2B/8B/26B) and
 # Llama/Phi-3 folders that ship no tokenizer.json. The converted folder needs neither (it holds a tokenizer.json).
 CONVERT = ["sentencepiece>=0.2", "protobuf>=4"]
 # `ase-mllm serve` runs on transformers' own OpenAI-compatible server: its `serving` extra (FastAPI, uvicorn, openai).
-SERVE = ["transformers[serving]"]
-# The lmms-eval plugin (model `ase_mllm`, AIC caption tasks). lmms-eval needs torchvision: PyPI's build that pairs
-# with our torch, kept out of every other extra.
-LMMS = ["lmms-eval>=0.7.3,<0.8", "torchvision==0.28.0", "filelock<4"]
+SERVE = [f"transformers[serving]{TRANSFORMERS_RANGE}"]
+# The lmms-eval plugin (model `ase_mllm`, AIC caption tasks). lmms-eval needs torchvision (the release that pairs
+# with torch 2.13, kept out of every other extra but dev) and a filelock before 4 (it imports `filelock._api`).
+LMMS = ["lmms-eval>=0.7.3,<0.8", "torchvision>=0.28,<0.29", "filelock>=3.12,<4"]
 # The web demo (examples/app.py) runs on Gradio; the demo itself trains and scores a small model.
 DEMO = sorted(set(TRAIN + EVAL + ["scikit-image>=0.24", "gradio>=6.0,<7"]))
-# selenium drives Debian's chromium/chromium-driver (installed by .ci/run) in the web-demo test.
+# selenium drives Debian's chromium/chromium-driver (installed by .ci/system-packages) in the web-demo test.
 # DeepSpeed ZeRO-3 is tested on the CPU (tests/test_fsdp.py). It comes as a source package whose build needs only
 # setuptools (no torch: its ops compile on first use), so it brings no other torch.
 DEEPSPEED = ["deepspeed>=0.19.8,<0.20"]
+# The tests serve (tests/test_serving.py), run lmms-eval (tests/test_lmms_eval.py) and DeepSpeed, so the test
+# environment has every extra; torchvision comes in only with lmms-eval.
 DEV = sorted(set(DEMO + CONVERT + SERVE + LMMS + DEEPSPEED + ["pytest>=8", "pytest-timeout>=2.3", "selenium>=4.20"]))
 
 setup(
@@ -46,24 +67,29 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     # The presets live in top-level folders of the repository but install *inside* our package, so no
     # top-level package named `configuration` or `processing` is ever installed.
-    packages=["modeling_ase_mllm", "modeling_ase_mllm._configuration", "modeling_ase_mllm._processing",
-              "modeling_ase_mllm.lmms_eval_plugin", "modeling_ase_mllm.lmms_eval_plugin.tasks"],
+    packages=[
+        *find_packages(include=["modeling_ase_mllm", "modeling_ase_mllm.*"]),
+        "modeling_ase_mllm.integrations.lmms_eval.tasks",  # lmms-eval's task folder (YAMLs and their functions)
+        "modeling_ase_mllm._configuration",
+        "modeling_ase_mllm._processing",
+    ],
     package_dir={
         "modeling_ase_mllm._configuration": "configuration",
         "modeling_ase_mllm._processing": "processing",
     },
     package_data={
-        "modeling_ase_mllm": ["data/*.json", "java/edu/anu/spice/*.java", "evaluate_metric/aic_metrics/*.py"],
+        "modeling_ase_mllm.data": ["*.json"],
+        "modeling_ase_mllm.evaluation": ["java/edu/anu/spice/*.java", "aic_metrics/*.py"],
         "modeling_ase_mllm._configuration": ["**/*.json", "**/*.yaml"],
         "modeling_ase_mllm._processing": ["**/*.json", "**/*.jinja", "**/*.yaml"],
-        "modeling_ase_mllm.lmms_eval_plugin.tasks": ["*.yaml", "_default_template_yaml"],
+        "modeling_ase_mllm.integrations.lmms_eval.tasks": ["*.yaml", "_default_template_yaml"],
     },
     install_requires=CORE,
     extras_require={"train": TRAIN, "eval": EVAL, "convert": CONVERT, "demo": DEMO, "serve": SERVE, "lmms": LMMS,
                     "dev": DEV},
     entry_points={"console_scripts": ["ase-mllm=modeling_ase_mllm.cli:main"],
-                  "lmms_eval.models": ["ase_mllm=modeling_ase_mllm.lmms_eval_plugin:manifest"]},
+                  "lmms_eval.models": ["ase_mllm=modeling_ase_mllm.integrations.lmms_eval:manifest"]},
 )

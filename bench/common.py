@@ -1,7 +1,7 @@
 """Shared pieces of the benchmarks: the small config, twin models, inputs, timers, FLOP counts, peak memory.
 
 Every benchmark compares ASE-MLLM with transformers' `InternVLForConditionalGeneration` holding the same weights
-(`modeling_ase_mllm.internvl_compat.build_internvl_twin`), measured in the same run.
+(`modeling_ase_mllm.convert.twin.build_internvl_twin`), measured in the same run.
 """
 
 import argparse
@@ -20,8 +20,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modeling_ase_mllm.internvl_compat import build_internvl_twin  # noqa: E402
-from modeling_ase_mllm.tiny import build_processor, build_tiny_model, set_saliency_gates, tiny_config  # noqa: E402
+from modeling_ase_mllm.convert.twin import build_internvl_twin  # noqa: E402
+from modeling_ase_mllm.data.prompts import AESTHETIC_PROMPT  # noqa: E402
+from modeling_ase_mllm.modeling_ase_mllm import set_saliency_gates  # noqa: E402
+from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model, tiny_config  # noqa: E402
 
 
 # Real 448 px / 14 px geometry and 256 tokens per tile; widths large enough that the encoders, not Python
@@ -37,7 +39,7 @@ SMALL = {
         "tie_word_embeddings": False, "pad_token_id": 0, "eos_token_id": 2,
     },
 }
-PROMPT = "Comment on this image from an aesthetic perspective."
+PROMPT = AESTHETIC_PROMPT
 TWIN_INPUTS = ("input_ids", "attention_mask", "pixel_values")
 
 
@@ -71,6 +73,11 @@ def build_inputs(tiles: int, device: str = "cpu", processor=None, saliency_sourc
 
 def twin_inputs(inputs) -> dict:
     return {key: inputs[key] for key in TWIN_INPUTS if key in inputs}
+
+
+def load_average() -> str:
+    """This machine's 1, 5 and 15-minute load averages, e.g. "0.41/0.55/0.60": how quiet it was."""
+    return "/".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def sync(device: str) -> None:
@@ -223,7 +230,8 @@ def pair_memory_child(make_fn, which: str, preset: str, tiles: int, device: str,
     return peak_bytes_of(fn, device)
 
 
-def run_model_bench(argv, doc: str, measure, report, memory_child=None, tiles: int = 12, extra_arguments=()):
+def run_model_bench(argv, doc: str, measure, report, memory_child=None, tiles: int = 12, repeats: int = 3,
+                    extra_arguments=()):
     """The command line every model benchmark shares: --preset --tiles --repeats --device --json (+ extras).
 
     `extra_arguments`: `(flag, type, default)` triples passed on to `measure` by name.
@@ -231,7 +239,7 @@ def run_model_bench(argv, doc: str, measure, report, memory_child=None, tiles: i
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--preset", choices=["small", "tiny"], default="small")
     parser.add_argument("--tiles", type=int, default=tiles)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     for flag, kind, default in extra_arguments:

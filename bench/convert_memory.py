@@ -30,9 +30,9 @@ from transformers import InternVLForConditionalGeneration  # noqa: E402
 
 from modeling_ase_mllm.configuration_ase_mllm import AseMllmEatConfig  # noqa: E402
 from modeling_ase_mllm.eat_ase_mllm import EatModel  # noqa: E402
-from modeling_ase_mllm.internvl_compat import internvl_config_from_ase  # noqa: E402
+from modeling_ase_mllm.convert.twin import internvl_config_from_ase  # noqa: E402
 from modeling_ase_mllm.presets import load_model_preset, load_model_preset_dict  # noqa: E402
-from modeling_ase_mllm.tiny import build_tokenizer  # noqa: E402
+from modeling_ase_mllm.testing.tiny import build_tokenizer  # noqa: E402
 from opengvlab_fixtures import opengvlab_state_dict, write_opengvlab_checkpoint  # noqa: E402
 
 

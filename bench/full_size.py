@@ -15,9 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from modeling_ase_mllm import AseMllmForConditionalGeneration  # noqa: E402
 from modeling_ase_mllm.image_processing_ase_mllm import AseMllmImageProcessor, select_tile_grid  # noqa: E402
-from modeling_ase_mllm.internvl_compat import build_internvl_twin  # noqa: E402
+from modeling_ase_mllm.convert.twin import build_internvl_twin  # noqa: E402
 from modeling_ase_mllm.presets import load_model_preset  # noqa: E402
-from modeling_ase_mllm.tiny import set_saliency_gates, tiny_config  # noqa: E402
+from modeling_ase_mllm.modeling_ase_mllm import set_saliency_gates  # noqa: E402
+from modeling_ase_mllm.testing.tiny import tiny_config  # noqa: E402
 
 
 PRESETS = ("internvl2-1b", "internvl2-2b", "internvl2-4b", "internvl2-8b")
@@ -28,7 +29,7 @@ TWIN_INPUTS = ("input_ids", "attention_mask", "pixel_values")
 
 
 def load_config(preset: str):
-    """A model preset by name; `tiny` is the test preset (`modeling_ase_mllm.tiny.tiny_config`)."""
+    """A model preset by name; `tiny` is the test preset (`modeling_ase_mllm.testing.tiny.tiny_config`)."""
     return tiny_config() if preset == "tiny" else load_model_preset(preset)
 
 

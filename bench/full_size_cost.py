@@ -22,7 +22,7 @@ each needed on these models:
 
 1. its module tracker registers backward hooks that break LayerCAM's `torch.autograd.grad` ("A leaf node was passed
    to _will_engine_execute_node ..."); `PartTracker` replaces it, following modules with forward hooks only, and
-   books every operation under the part of the model (`training.parameter_group`) whose module runs it; operations
+   books every operation under the part of the model (`training.freezing.training_part`) whose module runs it; operations
    outside any part (LayerCAM's backward, run from `EatModel.layer_cam`) are `other`;
 2. meta tensors hold no values: token ids and tile grids stay on the CPU (the models' token-count checks read them),
    and a boolean read from a meta tensor (the finite-saliency check) is answered True (`MetaChecksPass`);
@@ -48,8 +48,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from full_size import MAX_TILES, PRESETS, PROMPT_TOKENS, build_pair, load_config, photo_tiling, synthetic_inputs, twin_inputs
-from modeling_ase_mllm.recipes import load_recipe
-from modeling_ase_mllm.training import apply_freezing, lora_config_for, parameter_group
+from modeling_ase_mllm.training.freezing import apply_freezing, lora_config_for, training_part
+from modeling_ase_mllm.training.recipes import parse_recipe
 
 
 OUT = Path(__file__).resolve().parent / "results-full-size.md"
@@ -73,9 +73,10 @@ GRID_SAMPLE_FLOPS = {aten.grid_sampler_2d: grid_sample_flops, aten.grid_sampler_
 
 
 def part_of(module_name: str) -> str:
-    """The part of ASE-MLLM (or InternVL) a module belongs to, by the parameter groups training uses."""
+    """The part of ASE-MLLM (or InternVL) a module belongs to: the model's parameter groups, and PEFT's LoRA, as
+    training counts them (`training.freezing.training_part`)."""
     try:
-        return parameter_group(module_name + ".")
+        return training_part(module_name + ".")
     except ValueError:
         return "other"
 
@@ -124,7 +125,7 @@ class MetaChecksPass(TorchDispatchMode):
 
 
 def count_flops(fn, model: torch.nn.Module) -> dict[str, int]:
-    """FLOPs of `fn()`: `{"total": ..., part: ...}` for every part (`training.parameter_group`'s names, and `other`)
+    """FLOPs of `fn()`: `{"total": ..., part: ...}` for every part (`training.freezing.training_part`'s names, and `other`)
     that ran an operation."""
     counter = FlopCounterMode(display=False, custom_mapping=GRID_SAMPLE_FLOPS)
     counter.mod_tracker = PartTracker(model)
@@ -138,15 +139,16 @@ def parameter_count(model: torch.nn.Module, trainable_only: bool = False) -> int
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def prepare_training(model, recipe, is_ours: bool):
-    """`model` set up as the recipe trains it: LoRA wrapping (PEFT) if `llm: lora`, then its freezing preset.
-    InternVL has no IAS weights, so it gets the recipe's preset without them (the paper's Table II ablation)."""
-    preset = recipe.freeze if is_ours else dataclasses.replace(recipe.freeze, ias=False)
+def prepare_training(model, script_args, is_ours: bool):
+    """`model` set up as the recipe (its parsed script arguments) trains it: LoRA wrapping (PEFT) if `llm: lora`,
+    then its freezing preset. InternVL has no IAS weights, so it gets the recipe's preset without them (the paper's
+    Table II ablation)."""
+    preset = script_args.freezing if is_ours else dataclasses.replace(script_args.freezing, ias=False)
     if preset.llm == "lora":
         from peft import get_peft_model
 
-        lora = recipe.lora
-        config = lora_config_for(model, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, preset=preset)
+        config = lora_config_for(model, r=script_args.lora_r, lora_alpha=script_args.lora_alpha,
+                                 lora_dropout=script_args.lora_dropout, preset=preset)
         model = get_peft_model(model, config)
     apply_freezing(model, preset)
     return model.train()
@@ -179,7 +181,7 @@ def measure_preset(preset: str, max_tiles: int = MAX_TILES, prompt_tokens: int =
         image = inputs["saliency_pixel_values"][:1]
         result["saliency_per_image"] = count_flops(lambda: model.model.get_image_saliency(image), model)["total"]
     for recipe_name in recipes:
-        recipe = load_recipe(recipe_name)
+        recipe = parse_recipe(recipe=recipe_name)[0]
         fresh = dict(zip(models, build_pair(config, "meta")))
         for name, m in fresh.items():
             kwargs = models[name][1]

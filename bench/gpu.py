@@ -38,7 +38,7 @@ from common import markdown_table, matmul_peak_flops, median_seconds, peak_bytes
 from full_size import MAX_TILES, PROMPT_TOKENS, build_pair, load_config, photo_tiling, synthetic_inputs, twin_inputs
 from full_size_cost import OUT as COUNTS_MARKDOWN, measure_preset, prepare_training
 from generate_latency import timed_generate
-from modeling_ase_mllm.recipes import load_recipe
+from modeling_ase_mllm.training.recipes import parse_recipe
 
 
 OUT = Path(__file__).resolve().parent / "results-gpu.md"
@@ -118,7 +118,7 @@ def measure_inference(model, inputs, weights: int, new_tokens: int, repeats: int
     release(device)
     return {"forward, s": seconds, "forward, peak GiB": forward_peak / 2**30,
             "prefill, s": statistics.median(r[0] for r in runs),
-            "decode, tokens/s": batch * statistics.median(r[1] for r in runs),
+            "decode, tokens/s": batch / statistics.median(step for r in runs for step in r[1]),
             "generate, peak GiB": generate_peak / 2**30}
 
 
@@ -198,7 +198,7 @@ def measure(preset="internvl2-8b", device="cuda", dtype="bfloat16", batches=(1, 
 
     with Quiet():
         run_phase(lambda m, kwargs, w: measure_inference(m, kwargs, w, new_tokens, repeats, device))
-        recipe_settings = load_recipe(recipe)
+        recipe_settings = parse_recipe(recipe=recipe)[0]
         for name, m in models.items():
             enable_checkpointing(m)
             models[name] = prepare_training(m, recipe_settings, name == "ase_mllm")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modeling_ase_mllm.metrics import score_predictions  # noqa: E402
-from modeling_ase_mllm.spice import SpiceOptions  # noqa: E402
+from modeling_ase_mllm.evaluation.metrics import score_predictions  # noqa: E402
+from modeling_ase_mllm.evaluation.spice import SpiceOptions  # noqa: E402
 
 
 SUBJECTS = ["the light", "the composition", "the subject", "the background", "the color palette", "the horizon",

@@ -16,7 +16,7 @@ import numpy as np
 
 from common import build_processor, build_tiny_model, image_for_tiles, tiny_config
 from modeling_ase_mllm.configuration_ase_mllm import AseMllmEatConfig
-from modeling_ase_mllm.precompute import precompute_saliency
+from modeling_ase_mllm.data.saliency import precompute_saliency
 
 
 def main() -> None:

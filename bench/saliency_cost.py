@@ -17,9 +17,10 @@ from common import (
 )
 from modeling_ase_mllm.configuration_ase_mllm import AseMllmEatConfig
 from modeling_ase_mllm.eat_ase_mllm import EatModel, EatWindowAttention, aesthetic_target, layer_cam
+from modeling_ase_mllm.image_processing_ase_mllm import has_thumbnail
 from modeling_ase_mllm.presets import load_model_preset
 from modeling_ase_mllm.saliency_ase_mllm import map_saliency_to_tiles
-from modeling_ase_mllm.tiny import build_tiny_model
+from modeling_ase_mllm.testing.tiny import build_tiny_model
 
 
 def measure(preset="small", tiles=12, repeats=3, device="cpu") -> dict:
@@ -37,7 +38,8 @@ def measure(preset="small", tiles=12, repeats=3, device="cpu") -> dict:
 
         def run():
             image_map = layer_cam(eat, eat_pixels, layer, saliency.layercam_target)[0]
-            return map_saliency_to_tiles(image_map, tuple(grids[0].tolist()), True, saliency.grid_size)
+            grid = tuple(grids[0].tolist())
+            return map_saliency_to_tiles(image_map, grid, has_thumbnail(*grid), saliency.grid_size)
 
         return run
 

@@ -29,7 +29,7 @@ from common import build_processor, build_tiny_model, image_for_tiles
 
 SERVER = """
 import sys
-from modeling_ase_mllm.serving import serve
+from modeling_ase_mllm.inference.serving import serve
 serve(sys.argv[1], port=int(sys.argv[2]), device="cpu", continuous_batching=sys.argv[3] == "1")
 """
 FALLBACK = "does not support continuous batching"

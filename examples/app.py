@@ -17,8 +17,8 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from modeling_ase_mllm.captioning import DEFAULT_MAX_FILE_MB, PhotoError, PhotoLimits, read_photo  # noqa: E402
-from modeling_ase_mllm.demo import DEFAULT_OUTPUT_DIR, MODEL_FOLDER  # noqa: E402
+from modeling_ase_mllm.inference.captioning import DEFAULT_MAX_FILE_MB, PhotoError, PhotoLimits, read_photo  # noqa: E402
+from modeling_ase_mllm.cli.demo import DEFAULT_OUTPUT_DIR, MODEL_FOLDER  # noqa: E402
 
 
 OVERALL = "overall (the paper's prompt)"
@@ -42,7 +42,7 @@ def no_model_message(project: Path = PROJECT) -> str:
 
 def random_model(project: Path = PROJECT) -> str:
     """A small random ASE-MLLM saved under `project/outputs/app/random-tiny` (it critiques nonsense)."""
-    from modeling_ase_mllm.tiny import build_processor, build_tiny_model
+    from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model
 
     folder = project / "outputs" / "app" / "random-tiny"
     build_tiny_model(gate=0.5).save_pretrained(folder)
@@ -54,9 +54,9 @@ def random_model(project: Path = PROJECT) -> str:
 def build_app(model_path: str, max_new_tokens: int = 64, limits: PhotoLimits = PhotoLimits()):
     import gradio as gr
 
-    from modeling_ase_mllm.aic_datasets import PCCD_ASPECTS
-    from modeling_ase_mllm.captioning import critique_prompt, load_model_and_processor
-    from modeling_ase_mllm.visualize import saliency_picture
+    from modeling_ase_mllm.data.schema import PCCD_ASPECTS
+    from modeling_ase_mllm.inference.captioning import critique_prompt, load_model_and_processor
+    from modeling_ase_mllm.inference.visualize import saliency_picture
 
     model, processor = load_model_and_processor(model_path)
 

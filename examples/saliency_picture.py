@@ -13,10 +13,10 @@ import argparse
 from PIL import Image
 from skimage import data
 
-from modeling_ase_mllm.captioning import load_model_and_processor
-from modeling_ase_mllm.eat_checkpoint import load_eat_weights
-from modeling_ase_mllm.tiny import build_processor, build_tiny_model
-from modeling_ase_mllm.visualize import save_saliency_picture
+from modeling_ase_mllm.inference.captioning import load_model_and_processor
+from modeling_ase_mllm.convert.eat import load_eat_weights
+from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model
+from modeling_ase_mllm.inference.visualize import save_saliency_picture
 
 
 def main(argv=None):

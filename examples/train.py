@@ -1,6 +1,6 @@
 """Fine-tune ASE-MLLM from a recipe, then caption a held-out photo with the result.
 
-Same arguments as `ase-mllm train` (see docs/training.md):
+Same arguments as `ase-mllm train` (a recipe and any of its fields; see docs/training.md):
 
     python examples/train.py --recipe mini --dataset mini_aic                    # CPU, about a minute
     accelerate launch --config_file configuration/accelerate/ddp.yaml --num_processes 8 examples/train.py \
@@ -17,14 +17,14 @@ try:
 except ImportError:  # a source checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modeling_ase_mllm.conversations import PROMPT
-from modeling_ase_mllm.mini_aic import load_mini_aic
-from modeling_ase_mllm.cli import build_parser
-from modeling_ase_mllm.training import train_from_args
+from modeling_ase_mllm.data.mini_aic import load_mini_aic  # noqa: E402
+from modeling_ase_mllm.data.prompts import AESTHETIC_PROMPT  # noqa: E402
+from modeling_ase_mllm.training.recipes import parse_recipe  # noqa: E402
+from modeling_ase_mllm.training.train import main as train  # noqa: E402
 
 
 def caption(model, processor, image, max_new_tokens: int = 40) -> str:
-    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": PROMPT}]}]
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": AESTHETIC_PROMPT}]}]
     inputs = processor.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     ).to(model.device)
@@ -34,8 +34,7 @@ def caption(model, processor, image, max_new_tokens: int = 40) -> str:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
-    trainer = train_from_args(args)
+    trainer = train(*parse_recipe(sys.argv[1:] if argv is None else argv))
     if trainer.is_world_process_zero():
         photo = load_mini_aic(["test"])["test"][0]
         model = trainer.model.eval()

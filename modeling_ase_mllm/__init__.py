@@ -1,8 +1,13 @@
 """ase-mllm: ASE-MLLM (arXiv 2509.04378) on Hugging Face Transformers.
 
+The modules at this package's root are exactly the remote code a Hub folder carries (configuration, EAT, saliency,
+image processing, processing, modeling); the tools live in subpackages named after their job: `data`, `training`,
+`evaluation`, `inference`, `convert`, `hub`, `cli`, `presets`, `testing`.
+
 Importing this package registers the ASE-MLLM classes with transformers' Auto classes, so that
 `AutoConfig`, `AutoModel`, `AutoModelForImageTextToText`, `AutoProcessor` and `AutoImageProcessor` resolve
-`model_type="ase_mllm"` without `trust_remote_code`.
+`model_type="ase_mllm"` without `trust_remote_code`, and adds the model-card writer (`hub.model_card`) to the
+model's save hooks, so that `save_pretrained` writes `README.md`.
 
 The import itself is light (no torch, no transformers), so that `ase-mllm --help` starts at once: the classes
 below load on first access, and the registration runs as soon as transformers' Auto classes are imported (at
@@ -52,7 +57,8 @@ def __dir__() -> list[str]:
 
 
 def register_auto_classes() -> None:
-    """Register the ASE-MLLM classes with transformers' Auto classes (idempotent; importing the package does it)."""
+    """Register the ASE-MLLM classes with transformers' Auto classes and the model-card writer with the model's
+    `SAVE_HOOKS` (idempotent; importing the package does it)."""
     from transformers import (
         AutoConfig,
         AutoImageProcessor,
@@ -62,8 +68,9 @@ def register_auto_classes() -> None:
     )
 
     from .configuration_ase_mllm import AseMllmConfig, AseMllmEatConfig, AseMllmSaliencyConfig, AseMllmVisionConfig
+    from .hub.model_card import card_save_hook
     from .image_processing_ase_mllm import AseMllmImageProcessor
-    from .modeling_ase_mllm import AseMllmForConditionalGeneration, AseMllmModel, AseMllmVisionModel
+    from .modeling_ase_mllm import SAVE_HOOKS, AseMllmForConditionalGeneration, AseMllmModel, AseMllmVisionModel
     from .processing_ase_mllm import AseMllmProcessor
 
     AutoConfig.register("ase_mllm", AseMllmConfig, exist_ok=True)
@@ -81,6 +88,8 @@ def register_auto_classes() -> None:
     AseMllmModel.register_for_auto_class("AutoModel")
     AseMllmProcessor.register_for_auto_class("AutoProcessor")
     AseMllmImageProcessor.register_for_auto_class("AutoImageProcessor")
+    if card_save_hook not in SAVE_HOOKS:
+        SAVE_HOOKS.append(card_save_hook)
 
 
 # Every path to an Auto class imports this module first.

@@ -4,11 +4,68 @@ Remote code: this module ships inside Hub checkpoints, so it imports only transf
 library and (as `from .x import Y`) its sibling modules.
 """
 
-from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
-from transformers.models.auto import AutoConfig
-from transformers.models.internvl.configuration_internvl import InternVLConfig, InternVLVisionConfig
+import re
+
+import transformers
+
+
+# --- transformers compatibility ------------------------------------------------------------------------------------
+# AutoConfig imports this module first, so an unsupported transformers is named here, before any import below fails
+# deep inside transformers. 5.5.0 is the first release with dataclass configs (`@strict` `PreTrainedConfig` and
+# `__post_init__`, which these classes are) and the torch-free image-processing backend
+# (`transformers.image_processing_backends.PilBackend`, under `GotOcr2ImageProcessorPil`, which our image
+# processor extends); the sections below bridge the smaller changes since then.
+TRANSFORMERS_REQUIREMENT = ">=5.5.0,<6"
+TORCH_REQUIREMENT = ">=2.6"
+PYTHON_REQUIREMENT = ">=3.10"
+
+
+def check_transformers_version(installed: str = transformers.__version__) -> None:
+    """Raise one `ImportError` naming the installed transformers, the supported range and the fix."""
+    minimum = TRANSFORMERS_REQUIREMENT.split(",")[0].removeprefix(">=")
+    release = tuple(int(part) for part in re.findall(r"\d+", installed)[:3])
+    if release < tuple(int(part) for part in minimum.split(".")):
+        raise ImportError(
+            f"ASE-MLLM needs transformers {TRANSFORMERS_REQUIREMENT} but transformers {installed} is installed; "
+            f'upgrade it with: pip install "transformers{TRANSFORMERS_REQUIREMENT}"'
+        )
+
+
+check_transformers_version()
+
+from huggingface_hub.dataclasses import strict  # noqa: E402  (after the version check, which names the fix)
+from transformers import PreTrainedConfig  # noqa: E402
+from transformers.models.auto import AutoConfig  # noqa: E402
+from transformers.models.internvl.configuration_internvl import InternVLConfig, InternVLVisionConfig  # noqa: E402
+
+
+try:  # transformers >= 5.20 builds sub-configs from `sub_configs_defaults` in `PreTrainedConfig.__post_init__`
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:  # older releases list them in `sub_configs` and each config builds its own (`build_sub_configs`)
+    SubConfigSpec = None
+
+
+def sub_config_specs(**specs) -> dict:
+    """`sub_configs_defaults` for a class body: `name=ConfigClass` or `name=(AutoConfig, default_model_type)`."""
+    if SubConfigSpec is None:
+        return {}
+    return {
+        name: SubConfigSpec(config_class=spec[0], model_type=spec[1]) if isinstance(spec, tuple) else SubConfigSpec(config_class=spec)
+        for name, spec in specs.items()
+    }
+
+
+def build_sub_configs(config: PreTrainedConfig) -> None:
+    """Before 5.20: turn this config's own sub-config dicts (or `None`) into config objects, as 5.20+ does.
+
+    `AutoConfig` entries are left to the parent class (InternVLConfig builds `text_config` itself)."""
+    if SubConfigSpec is not None:
+        return
+    for name, config_class in type(config).sub_configs.items():
+        value = getattr(config, name)
+        if config_class is not AutoConfig and not isinstance(value, PreTrainedConfig):
+            setattr(config, name, config_class(**(value or {})))
+# -------------------------------------------------------------------------------------------------------------------
 
 
 # Saliency sources. `eat_layercam` (the paper's IASM, the default) needs weights and runs inside the model; the
@@ -123,6 +180,14 @@ class AseMllmEatConfig(PreTrainedConfig):
         for stage, (spec, depth) in enumerate(zip(self.stage_spec, self.depths)):
             if len(spec) != depth or set(spec) - {"L", "S", "D"}:
                 raise ValueError(f"EAT stage {stage}: `stage_spec` {spec} must list {depth} blocks of 'L', 'S' or 'D'.")
+        # DAT builds stage k+1's input projection for 2·dims[k] channels, the width its 2×2 down-projection would give
+        # if it doubled; any other width is accepted here and fails only in `forward`.
+        for stage in range(1, 4):
+            if self.dims[stage] != 2 * self.dims[stage - 1]:
+                raise ValueError(
+                    f"EAT `dims` {self.dims} must double from stage to stage (DAT's layout): dims[{stage}] is "
+                    f"{self.dims[stage]}, expected 2 × {self.dims[stage - 1]} = {2 * self.dims[stage - 1]}."
+                )
 
     @property
     def default_layercam_layer(self) -> str:
@@ -163,7 +228,8 @@ class AseMllmSaliencyConfig(PreTrainedConfig):
     model_type = "ase_mllm_saliency"
     base_config_key = "saliency_config"
 
-    sub_configs_defaults = {"eat_config": AseMllmEatConfig}
+    sub_configs = {"eat_config": AseMllmEatConfig}
+    sub_configs_defaults = sub_config_specs(eat_config=AseMllmEatConfig)
 
     source: str = "eat_layercam"
     grid_size: int = 32
@@ -174,6 +240,7 @@ class AseMllmSaliencyConfig(PreTrainedConfig):
     layercam_target: str = "top_bin"
 
     def __post_init__(self, **kwargs):
+        build_sub_configs(self)
         super().__post_init__(**kwargs)
         if self.source not in SALIENCY_SOURCES:
             raise ValueError(f"saliency `source` must be one of {SALIENCY_SOURCES}, got {self.source!r}.")
@@ -202,17 +269,17 @@ class AseMllmConfig(InternVLConfig):
     """
 
     model_type = "ase_mllm"
-    sub_configs_defaults = {
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2"),
-        "vision_config": AseMllmVisionConfig,
-        "saliency_config": AseMllmSaliencyConfig,
-    }
+    sub_configs = {"text_config": AutoConfig, "vision_config": AseMllmVisionConfig, "saliency_config": AseMllmSaliencyConfig}
+    sub_configs_defaults = sub_config_specs(
+        text_config=(AutoConfig, "qwen2"), vision_config=AseMllmVisionConfig, saliency_config=AseMllmSaliencyConfig
+    )
 
     saliency_config: dict | PreTrainedConfig | None = None
     start_image_token_id: int | None = None
     end_image_token_id: int | None = None
 
     def __post_init__(self, **kwargs):
+        build_sub_configs(self)
         super().__post_init__(**kwargs)
         self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
         patches = self.vision_config.image_size[0] // self.vision_config.patch_size[0]

@@ -12,6 +12,8 @@ and the LM head are InternVL's. This module only adds
 Remote code: imports only torch, transformers and sibling modules.
 """
 
+import inspect
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -41,22 +43,67 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_ase_mllm import AseMllmConfig, AseMllmVisionConfig
-from .model_card_ase_mllm import write_model_card
 from .eat_ase_mllm import EatDeformableAttention, EatModel, EatWindowAttention, relative_position_index, shifted_window_mask
+from .image_processing_ase_mllm import has_thumbnail, tile_count
 from .saliency_ase_mllm import map_saliency_to_tiles
 
 
-# Files that make up a Hub checkpoint's remote code; `save_pretrained` copies all of them so that any saved
-# folder (model alone or model + processor) resolves every `auto_map` entry.
-REMOTE_CODE_FILES = (
-    "configuration_ase_mllm.py",
-    "saliency_ase_mllm.py",
-    "eat_ase_mllm.py",
-    "model_card_ase_mllm.py",
-    "image_processing_ase_mllm.py",
-    "processing_ase_mllm.py",
-    "modeling_ase_mllm.py",
+# --- transformers compatibility ------------------------------------------------------------------------------------
+# Before 5.18 `InternVLModel.forward` takes no `mm_encoder_outputs`: it would encode `pixel_values` itself, without our
+# saliency inputs. `AseMllmModel.forward` then merges the image features into the embeddings itself, as it does since.
+INTERNVL_TAKES_ENCODER_OUTPUTS = "mm_encoder_outputs" in inspect.signature(InternVLModel.forward).parameters
+# -------------------------------------------------------------------------------------------------------------------
+
+
+# Which part of ASE-MLLM every weight belongs to (as timm's `group_matcher`): each group and the module names that
+# open it, matched as whole components of a parameter's path, so `model.vision_tower.encoder.layer.0.saliency_gate
+# .weight` is `ias`. The first group that matches wins: EAT and the IAS modules before the ViT they sit in.
+# Training (freezing, LoRA), conversion, the InternVL twin and the benches ask `parameter_group`.
+PARAMETER_GROUPS = (
+    ("eat", ("saliency_model",)),
+    ("ias", ("saliency_embeddings", "saliency_query_norm", "saliency_key_value_norm", "saliency_cross_attention",
+             "saliency_gate")),
+    ("vision", ("vision_tower",)),
+    ("projector", ("multi_modal_projector",)),
+    ("llm", ("language_model", "lm_head")),
 )
+# The groups ASE-MLLM adds to InternVL; every other weight is InternVL's own, under InternVL's name.
+ADDED_GROUPS = ("eat", "ias")
+_GROUP_PATTERNS = tuple(
+    (group, re.compile(r"(^|\.)(" + "|".join(names) + r")(\.|$)")) for group, names in PARAMETER_GROUPS
+)
+
+# Run after `save_pretrained` has written a folder, as `hook(folder, model)`, and before `push_to_hub` uploads one,
+# as `hook(folder, model, repo_id=...)`. Empty where this module is a Hub folder's remote code; the installed
+# package adds its model-card writer (`modeling_ase_mllm.register_auto_classes`).
+SAVE_HOOKS: list[Callable] = []
+
+
+def parameter_group(name: str) -> str | None:
+    """The group (`PARAMETER_GROUPS`) of a parameter or module name, also behind a prefix such as PEFT's
+    `base_model.model.`; None when it belongs to none."""
+    for group, pattern in _GROUP_PATTERNS:
+        if pattern.search(name):
+            return group
+    return None
+
+
+def set_saliency_gates(model: nn.Module, value: float) -> None:
+    """Fill every IAS saliency gate `g` in `model` with `value` (0.0: each block computes exactly InternViT's).
+
+    Gates are found by their class name, so this also reaches PEFT's copies (`modules_to_save`) and a model whose
+    classes were loaded as a Hub folder's remote code.
+    """
+    with torch.no_grad():
+        for module in model.modules():
+            if type(module).__name__ == AseMllmSaliencyGate.__name__:
+                module.weight.fill_(value)
+
+
+def remote_code_files() -> list[Path]:
+    """The modules a Hub folder carries: every module beside this one, without the package's `__init__.py` (from
+    the installed package, all of its root; loaded as remote code, those transformers copied with the model)."""
+    return sorted(path for path in Path(__file__).parent.glob("*.py") if path.name != "__init__.py")
 
 
 class AseMllmDropPath(nn.Module):
@@ -341,29 +388,28 @@ class AseMllmPreTrainedModel(InternVLPreTrainedModel):
         return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus every remote-code file (so the folder loads without this package)
-        and the model card (`README.md`, merged with one Trainer/TRL wrote)."""
+        """`PreTrainedModel.save_pretrained`, plus every remote-code module (so the folder loads without this
+        package); then the `SAVE_HOOKS` (the installed package's writes the model card)."""
         super().save_pretrained(save_directory, *args, **kwargs)
         copy_remote_code(save_directory)
         if kwargs.get("is_main_process", True):
-            write_model_card(save_directory, config=self.config)
-
+            for hook in SAVE_HOOKS:
+                hook(save_directory, self)
 
     def _upload_modified_files(self, working_dir, repo_id: str, *args, **kwargs):
         """`push_to_hub` saves the model, then overwrites `README.md` with the Hub's card (or a generic one) just
-        before this upload: merge our sections back in, with the repo id in the usage snippet."""
-        write_model_card(working_dir, config=self.config, model_id=repo_id)
+        before this upload: the `SAVE_HOOKS` run again, with the repo id (the model card merges its sections back)."""
+        for hook in SAVE_HOOKS:
+            hook(working_dir, self, repo_id=repo_id)
         return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
 
 
 def copy_remote_code(save_directory) -> list[Path]:
-    """Copy the flat remote-code modules next to a saved config/processor."""
-    source = Path(__file__).parent
+    """Copy every remote-code module (`remote_code_files`) next to a saved config/processor."""
     copied = []
-    for name in REMOTE_CODE_FILES:
-        if (source / name).is_file():
-            shutil.copyfile(source / name, Path(save_directory) / name)
-            copied.append(Path(save_directory) / name)
+    for source in remote_code_files():
+        shutil.copyfile(source, Path(save_directory) / source.name)
+        copied.append(Path(save_directory) / source.name)
     return copied
 
 
@@ -415,7 +461,8 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
         if source == "eat_layercam" and saliency_pixel_values is not None and tile_grids is not None:
             check_tile_grids(tile_grids, saliency_pixel_values, pixel_values)
             image_maps = self.get_image_saliency(saliency_pixel_values)
-            tiles = [map_saliency_to_tiles(m, (c, r), True, grid) for m, (c, r) in zip(image_maps, tile_grids.tolist())]
+            tiles = [map_saliency_to_tiles(m, (c, r), has_thumbnail(c, r), grid)
+                     for m, (c, r) in zip(image_maps, tile_grids.tolist())]
             return torch.cat(tiles).to(pixel_values.device)
         needed = "`saliency_pixel_values` and `tile_grids`" if source == "eat_layercam" else "`saliency_maps`"
         raise ValueError(
@@ -493,17 +540,28 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
                 return_dict=True,
             )
             mm_encoder_outputs = {**(mm_encoder_outputs or {}), "image": image_outputs}
-        if mm_encoder_outputs and mm_encoder_outputs.get("image") is not None and input_ids is not None:
-            check_image_token_count(input_ids, mm_encoder_outputs["image"].pooler_output, self.config.image_token_id)
-        return super().forward(
+        image_outputs = (mm_encoder_outputs or {}).get("image")
+        if image_outputs is not None and input_ids is not None:
+            check_image_token_count(input_ids, image_outputs.pooler_output, self.config.image_token_id)
+        if INTERNVL_TAKES_ENCODER_OUTPUTS:
+            kwargs["mm_encoder_outputs"] = mm_encoder_outputs
+        elif image_outputs is not None:
+            if inputs_embeds is None:
+                inputs_embeds = self.get_input_embeddings()(input_ids)
+            image_features = image_outputs.pooler_output.to(inputs_embeds.device, inputs_embeds.dtype)
+            mask = self.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds, image_features=image_features)
+            inputs_embeds, input_ids = inputs_embeds.masked_scatter(mask, image_features), None
+        outputs = super().forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
-            mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
+        if not INTERNVL_TAKES_ENCODER_OUTPUTS and image_outputs is not None and not isinstance(outputs, tuple):
+            outputs.image_hidden_states = image_features
+        return outputs
 
 
 def check_tile_grids(tile_grids: torch.Tensor, saliency_pixel_values: torch.Tensor, pixel_values: torch.Tensor) -> None:
@@ -513,7 +571,7 @@ def check_tile_grids(tile_grids: torch.Tensor, saliency_pixel_values: torch.Tens
             f"`tile_grids` has shape {tuple(tile_grids.shape)} but `saliency_pixel_values` holds "
             f"{saliency_pixel_values.shape[0]} images; expected one (cols, rows) row per image."
         )
-    tiles = [c * r + (1 if c * r > 1 else 0) for c, r in tile_grids.tolist()]
+    tiles = [tile_count(c, r) for c, r in tile_grids.tolist()]
     if sum(tiles) != pixel_values.shape[0]:
         raise ValueError(
             f"`tile_grids` {tile_grids.tolist()} give {sum(tiles)} tiles (thumbnails included) but `pixel_values` "
@@ -690,8 +748,16 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
             **kwargs,
         )
 
+    # generate() rebuilds `inspect.signature(self.forward)` at every decoding step of a remote-code model (to look
+    # for the retired `cache_position` argument), which InternVL, not remote code, never does: 0.2 ms a step, ~4 %
+    # of the small bench model's decode rate. Python's own hook for a known signature makes it a lookup.
+    forward.__signature__ = inspect.signature(forward)
+
 
 __all__ = [
+    "PARAMETER_GROUPS",
+    "parameter_group",
+    "set_saliency_gates",
     "AseMllmVisionModel",
     "AseMllmVisionLayer",
     "AseMllmPreTrainedModel",

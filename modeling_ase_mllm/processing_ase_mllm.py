@@ -9,13 +9,19 @@ Remote code: imports only transformers, torch and sibling modules.
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 
+from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import make_flat_list_of_images
 from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin
 
+# transformers 5.8-5.9 copy only the direct relative imports of an `auto_map` module into their module cache, so every
+# sibling that image_processing_ase_mllm imports is imported here too.
+from .configuration_ase_mllm import SALIENCY_SOURCES  # noqa: F401
 from .image_processing_ase_mllm import AseMllmImageProcessor  # noqa: F401  (copied into Hub folders with us)
+from .saliency_ase_mllm import map_saliency_to_tiles  # noqa: F401
 
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -93,6 +99,13 @@ def build_chat_template(style: str = "internvl2_5") -> str:
     )
 
 
+# --- transformers compatibility ------------------------------------------------------------------------------------
+# Since 5.10 `ProcessorMixin.__call__` expands each image placeholder through `replace_image_token`; before, every
+# processor did it in its own `__call__` (ours: `AseMllmProcessor.expand_and_tokenize`).
+PROCESSOR_EXPANDS_PLACEHOLDERS = hasattr(ProcessorMixin, "replace_image_token")
+# -------------------------------------------------------------------------------------------------------------------
+
+
 # The default layout: `<|im_start|>role\n … <|im_end|>\n` (InternVL2.5/3; the same tokens as InternLM2-chat).
 CHAT_TEMPLATE = build_chat_template("internvl2_5")
 
@@ -158,9 +171,30 @@ class AseMllmProcessor(ProcessorMixin):
         Returns a [`BatchFeature`] with `input_ids`, `attention_mask` and, with images, `pixel_values`
         `(num_tiles, 3, 448, 448)` and `saliency_maps` `(num_tiles, G, G)`.
         """
-        outputs = super().__call__(images=images, text=text, **kwargs)
+        call = super().__call__ if PROCESSOR_EXPANDS_PLACEHOLDERS else self.expand_and_tokenize
+        outputs = call(images=images, text=text, **kwargs)
         outputs.pop("num_patches", None)
         return outputs
+
+    def expand_and_tokenize(self, images=None, text=None, **kwargs) -> BatchFeature:
+        """What `ProcessorMixin.__call__` does since transformers 5.10, for the releases before it: validate, run the
+        image processor, replace each `<image>` with `replace_image_token`, tokenize, check the image tokens."""
+        text = [text] if isinstance(text, str) else text
+        if images is not None:
+            images = self.image_processor.fetch_images(images)
+        self.validate_inputs(images=images, text=text, **kwargs)
+        merged = self._merge_kwargs(AseMllmProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
+        image_inputs = {}
+        if images is not None:
+            image_inputs = self.image_processor(images, **merged["images_kwargs"])
+            replacements = iter(
+                [self.replace_image_token(image_inputs, index) for index in range(len(make_flat_list_of_images(images)))]
+            )
+            text = [re.sub(re.escape(IMAGE_PLACEHOLDER), lambda _: next(replacements), sample) for sample in text]
+        return_tensors = merged["text_kwargs"].pop("return_tensors", None)
+        text_inputs = self.tokenizer(text, **merged["text_kwargs"])
+        self._check_special_mm_tokens(text, text_inputs, modalities=["image"])
+        return BatchFeature(data={**text_inputs, **image_inputs}, tensor_type=return_tensors)
 
     def validate_inputs(self, images=None, text=None, **kwargs):
         if text is None:
@@ -221,7 +255,7 @@ class AseMllmProcessor(ProcessorMixin):
         """Tokens per image (`<img>` + 256 × tiles + `</img>`) for `(height, width)` sizes, without processing."""
         if image_sizes is None:
             return MultiModalData()
-        images_kwargs = self._merge_kwargs(**kwargs)["images_kwargs"]
+        images_kwargs = self._merge_kwargs(AseMllmProcessorKwargs, **kwargs)["images_kwargs"]
         patches = [self.image_processor.get_number_of_image_patches(*size, images_kwargs) for size in image_sizes]
         tokens = [2 + self.image_seq_length * n for n in patches]
         return MultiModalData(num_image_tokens=tokens, num_image_patches=patches)

@@ -76,7 +76,7 @@ def spectral_residual_saliency(gray: np.ndarray, blur_sigma: float = 2.5) -> np.
 def map_saliency_to_tiles(
     image_saliency: torch.Tensor, grid: tuple[int, int], use_thumbnail: bool, grid_size: int
 ) -> torch.Tensor:
-    """Resample one image-level map onto InternVL's tiles (row-major) and, if present, the thumbnail.
+    """Resample one image-level map onto InternVL's tiles (row-major) and, if asked, the thumbnail.
 
     InternVL resizes the whole image onto a `cols × rows` canvas of tiles (no crop), so tile `(r, c)` covers the
     normalised image region `[c/cols, (c+1)/cols) × [r/rows, (r+1)/rows)`, and the thumbnail covers it all.
@@ -84,7 +84,8 @@ def map_saliency_to_tiles(
     Args:
         image_saliency: `(h, w)` map of the whole image.
         grid: `(cols, rows)` of the tiling.
-        use_thumbnail: append the thumbnail's map (InternVL adds a thumbnail only when there are 2+ tiles).
+        use_thumbnail: append the thumbnail's map; the image processor's `has_thumbnail(cols, rows)` says whether
+            the tiling has one.
         grid_size: side `G` of each tile's map.
     Returns:
         `(cols * rows [+ 1], G, G)` float32 maps, aligned with the processor's `pixel_values`.
@@ -95,7 +96,7 @@ def map_saliency_to_tiles(
         source, size=(rows * grid_size, cols * grid_size), mode="bilinear", antialias=True, align_corners=False
     )[0, 0]
     tiles = canvas.reshape(rows, grid_size, cols, grid_size).permute(0, 2, 1, 3).reshape(rows * cols, grid_size, grid_size)
-    if use_thumbnail and rows * cols > 1:
+    if use_thumbnail:
         thumbnail = F.interpolate(source, size=(grid_size, grid_size), mode="bilinear", antialias=True, align_corners=False)
         tiles = torch.cat([tiles, thumbnail[0]], dim=0)
     return tiles.clamp(0.0, 1.0)

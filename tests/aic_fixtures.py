@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 
 from PIL import Image, ImageDraw
 
-from modeling_ase_mllm.aic_datasets import PCCD_ASPECTS
+from modeling_ase_mllm.data.schema import PCCD_ASPECTS
 
 
 def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (32, 24), fmt: str = "JPEG") -> Path:

@@ -8,13 +8,13 @@ import PIL.Image
 import pytest
 import torch
 
-from modeling_ase_mllm.tiny import build_processor, build_tiny_model, build_tokenizer, tiny_config
+from modeling_ase_mllm.data.prompts import AESTHETIC_PROMPT as PROMPT
+from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model, build_tokenizer, tiny_config
 
 
-PROMPT = "Comment on this image from an aesthetic perspective."
 
 torch.set_num_threads(2)
-# Nothing downloads in the tests: SPICE runs on the CoreNLP jars that .ci/run fetched (SPICE_CORENLP_DIR), and the
+# Nothing downloads in the tests: SPICE runs on the CoreNLP jars that .ci/system-packages fetched, and the
 # download tests fetch from a server on 127.0.0.1, asking for it explicitly.
 os.environ["SPICE_NO_DOWNLOAD"] = "1"
 

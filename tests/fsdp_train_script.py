@@ -25,10 +25,10 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from transformers import get_cosine_schedule_with_warmup
 
-from modeling_ase_mllm.recipes import load_recipe
-from modeling_ase_mllm.training import (
-    AseMllmDataCollator, apply_freezing, load_model_and_processor, load_training_conversations,
-)
+from modeling_ase_mllm.training.collator import AseMllmDataCollator
+from modeling_ase_mllm.training.freezing import apply_freezing
+from modeling_ase_mllm.training.recipes import parse_recipe
+from modeling_ase_mllm.training.train import load_model_for_training, load_training_conversations
 
 
 def main() -> None:
@@ -44,11 +44,11 @@ def main() -> None:
         dist.init_process_group("gloo")
     rank = dist.get_rank() if world > 1 else 0
 
-    recipe = load_recipe("pccd-full")
-    conversations = load_training_conversations(args.data, recipe)
-    model, processor = load_model_and_processor("tiny", recipe, conversations)  # float32 on the CPU
-    processor.image_processor.max_patches = 1
-    apply_freezing(model, recipe.freeze)
+    overrides = {"model": "tiny", "dataset": args.data, "max_patches": 1, "output_dir": args.out}
+    script_args, training_args = parse_recipe(recipe="pccd-full", overrides=overrides)
+    conversations = load_training_conversations(script_args)
+    model, processor = load_model_for_training(script_args, conversations)  # float32 on the CPU
+    apply_freezing(model, script_args.freezing)
     if world > 1:
         from torch.distributed.fsdp import fully_shard
 
@@ -57,10 +57,9 @@ def main() -> None:
             if type(module).__name__ in blocks:
                 fully_shard(module)
         fully_shard(model)
-    training = recipe.training
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=training["learning_rate"],
-                                  weight_decay=training["weight_decay"])
-    scheduler = get_cosine_schedule_with_warmup(optimizer, round(training["warmup_steps"] * args.steps), args.steps)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=training_args.learning_rate,
+                                  weight_decay=training_args.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, training_args.get_warmup_steps(args.steps), args.steps)
     collate = AseMllmDataCollator(processor)
     start = 0
     if args.resume:
@@ -82,7 +81,7 @@ def main() -> None:
             dist.all_reduce(answer_tokens)
         loss = model(**batch, num_items_in_batch=answer_tokens).loss
         (loss * world).backward()  # FSDP averages the gradients over the processes
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], training.get("max_grad_norm", 1.0))
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], training_args.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()

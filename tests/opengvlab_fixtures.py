@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from modeling_ase_mllm.internvl_compat import build_internvl_twin
-from modeling_ase_mllm.mini_aic import load_mini_aic_records
+from modeling_ase_mllm.convert.twin import build_internvl_twin
+from modeling_ase_mllm.data.mini_aic import load_mini_aic_records
 from modeling_ase_mllm.processing_ase_mllm import INTERNVL2_5_SYSTEM_PROMPT, INTERNVL2_SYSTEM_PROMPT
-from modeling_ase_mllm.tiny import BASE_CORPUS, build_tiny_model, tiny_config
+from modeling_ase_mllm.testing.tiny import BASE_CORPUS, build_tiny_model, tiny_config
 
 
 # --- weights ----------------------------------------------------------------------------------------------------

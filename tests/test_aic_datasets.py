@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -13,20 +14,19 @@ import pytest
 from PIL import Image
 
 import aic_fixtures as fx
-from modeling_ase_mllm.aic_datasets import (
-    AIC_FEATURES,
-    PCCD_ASPECTS,
+from modeling_ase_mllm.data.ava_captions import load_ava_captions
+from modeling_ase_mllm.data.dpc2022 import load_dpc2022
+from modeling_ase_mllm.data.errors import (
     AICDataError,
     AnnotationFileNotFoundError,
     EmptyReferencesWarning,
     MissingImageWarning,
     UnavailableRecordWarning,
-    load_aic_dataset,
-    load_ava_captions,
-    load_dpc2022,
-    load_pccd,
-    load_rpcd,
 )
+from modeling_ase_mllm.data.pccd import load_pccd
+from modeling_ase_mllm.data.registry import load_aic_dataset
+from modeling_ase_mllm.data.rpcd import load_rpcd
+from modeling_ase_mllm.data.schema import AIC_FEATURES, PCCD_ASPECTS
 from modeling_ase_mllm.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -404,13 +404,15 @@ def test_prepare_data_reports_errors_with_exit_status(tmp_path: Path, capsys):
     assert f"argument --data-root: no folder '{tmp_path / 'missing'}'" in capsys.readouterr().err
 
 
-def test_prepare_dataset_script_runs_from_a_checkout(tmp_path: Path):
+def test_prepare_data_runs_from_a_checkout(tmp_path: Path):
+    """`python -m modeling_ase_mllm.cli prepare-data` from a source checkout (what processing/prepare_dataset.py
+    repeated before it was removed), outside the checkout's folder."""
     root = fx.write_ava_captions_release(tmp_path / "AVA")
     out = tmp_path / "saved"
-    script = REPO / "processing/prepare_dataset.py"
     arguments = ["--dataset", "ava_captions", "--data-root", str(root), "--output-dir", str(out), "--split", "train"]
-    command = [sys.executable, str(script), *arguments]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    command = [sys.executable, "-m", "modeling_ase_mllm.cli", "prepare-data", *arguments]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "ava_captions train: 2 images, 3 references" in result.stdout
     assert len(datasets.load_from_disk(str(out))["train"]) == 2

@@ -8,7 +8,7 @@ import torch
 
 from conftest import PROMPT, random_image
 from modeling_ase_mllm.cli import main
-from modeling_ase_mllm.visualize import render_saliency, saliency_picture_size, stitch_tiles
+from modeling_ase_mllm.inference.visualize import render_saliency, saliency_picture_size, stitch_tiles
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,8 @@ def test_saliency_picture_stitches_the_tiles_back(processor):
 def test_a_batch_that_fails_in_the_model_is_redone_photo_by_photo(processor):
     """A 0-pixel image stops the processor for its whole batch; redone one by one, only it fails, and the others'
     captions are what they are alone."""
-    from modeling_ase_mllm.captioning import critique_images
-    from modeling_ase_mllm.tiny import build_tiny_model
+    from modeling_ase_mllm.inference.captioning import critique_images
+    from modeling_ase_mllm.testing.tiny import build_tiny_model
 
     model = build_tiny_model(gate=0.5, seed=2)
     good = [random_image(100, 120, seed=1), random_image(90, 150, seed=3)]
@@ -98,7 +98,7 @@ def test_photos_read_at_once_from_several_threads_all_decode_with_the_default_bo
     import io
     from concurrent.futures import ThreadPoolExecutor
 
-    from modeling_ase_mllm.captioning import PhotoLimits, read_photo
+    from modeling_ase_mllm.inference.captioning import PhotoLimits, read_photo
 
     buffer = io.BytesIO()
     random_image(300, 400, seed=5).save(buffer, format="PNG")

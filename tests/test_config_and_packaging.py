@@ -9,7 +9,7 @@ import pytest
 
 from modeling_ase_mllm import AUTO_MAP, AseMllmConfig
 from modeling_ase_mllm.presets import list_model_presets, load_model_preset
-from modeling_ase_mllm.tiny import SPECIAL_TOKENS
+from modeling_ase_mllm.testing.tiny import SPECIAL_TOKENS
 
 
 def test_config_round_trip_keeps_sub_configs(tmp_path):
@@ -50,29 +50,68 @@ def test_no_top_level_configuration_or_processing_package(tmp_path):
     assert json.loads(out.stdout) == [True, True]
 
 
-def test_remote_code_modules_import_only_each_other():
-    """Hub folders get these files flattened; they may import transformers, torch, numpy, PIL and each other."""
+# The package root is exactly the Hub's remote code: these modules and `__init__.py`.
+REMOTE_CODE = ["configuration_ase_mllm.py", "eat_ase_mllm.py", "image_processing_ase_mllm.py", "modeling_ase_mllm.py",
+               "processing_ase_mllm.py", "saliency_ase_mllm.py"]
+# What remote code may import besides its sibling modules: transformers, torch, numpy and PIL; huggingface_hub, which
+# configuration_ase_mllm.py still imports (`huggingface_hub.dataclasses.strict`, a dependency of transformers
+# itself); and these modules of the standard library (`re`: the parameter-group matcher beside the model).
+STACK = {"transformers", "torch", "numpy", "PIL", "huggingface_hub"}
+STANDARD_LIBRARY = {"math", "json", "sys", "shutil", "functools", "io", "pathlib", "collections", "re", "inspect", "concurrent",
+                    "dataclasses"}
+
+
+def test_a_saved_folder_carries_exactly_the_root_modules_which_import_only_each_other_and_the_stack(
+        tmp_path, make_model, processor):
     import ast
     from pathlib import Path
 
-    from modeling_ase_mllm.modeling_ase_mllm import REMOTE_CODE_FILES
+    from modeling_ase_mllm.modeling_ase_mllm import remote_code_files
 
-    allowed = {"transformers", "torch", "numpy", "PIL", "huggingface_hub", "math", "json", "sys", "shutil",
-               "functools", "io", "pathlib", "collections"}
     package = Path(__file__).resolve().parent.parent / "modeling_ase_mllm"
-    for name in REMOTE_CODE_FILES:
-        tree = ast.parse((package / name).read_text())
-        for node in ast.walk(tree):
+    root = sorted(path.name for path in package.glob("*.py") if path.name != "__init__.py")
+    assert root == REMOTE_CODE and [path.name for path in remote_code_files()] == root
+    make_model().save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "both")
+    make_model().save_pretrained(tmp_path / "both")
+    for folder in ("model", "both"):
+        saved = sorted(path.name for path in (tmp_path / folder).glob("*.py"))
+        assert saved == root, folder
+        assert all((tmp_path / folder / name).read_bytes() == (package / name).read_bytes() for name in saved)
+
+    allowed = STACK | STANDARD_LIBRARY
+    for name in root:
+        for node in ast.walk(ast.parse((package / name).read_text())):
             if isinstance(node, ast.Import):
                 roots = {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom):
-                if node.level == 1:
-                    assert f"{node.module}.py" in REMOTE_CODE_FILES, f"{name}: from .{node.module}"
+                if node.level:
+                    assert node.level == 1 and f"{node.module}.py" in root, f"{name}: from {'.' * node.level}{node.module}"
                     continue
                 roots = {node.module.split(".")[0]}
             else:
                 continue
             assert roots <= allowed, f"{name} imports {roots - allowed}"
+
+
+def test_remote_code_entry_modules_import_every_sibling_they_need_directly():
+    """transformers 5.8-5.9 copy into their module cache only the relative imports an `auto_map` module makes
+    itself: a sibling reached only through another sibling is missing there, and loading fails."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "modeling_ase_mllm"
+
+    def direct(module: str) -> set[str]:  # the pattern transformers' `get_relative_imports` matches
+        text = (package / f"{module}.py").read_text(encoding="utf-8")
+        return set(re.findall(r"^\s*from\s+\.(\S+)\s+import", text, flags=re.MULTILINE))
+
+    for entry in {target.split(".")[0] for target in AUTO_MAP.values()}:
+        reached, frontier = set(), {entry}
+        while frontier:
+            reached |= frontier
+            frontier = set().union(*(direct(module) for module in frontier)) - reached
+        assert reached - {entry} <= direct(entry), f"{entry}.py must import {sorted(reached - {entry} - direct(entry))} itself"
 
 
 @pytest.mark.slow
@@ -93,13 +132,25 @@ def test_demo_runs_at_reduced_size_and_writes_a_report(tmp_path):
         Image.open(picture).verify()
     metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     assert metrics["num_images"] == 3 and 0.0 <= metrics["Bleu_1"] <= 1.0
-    from modeling_ase_mllm.metrics import format_table_row
-    from modeling_ase_mllm.spice import CORENLP_JARS, SpiceOptions
+    from modeling_ase_mllm.evaluation.metrics import format_table_row
+    from modeling_ase_mllm.evaluation.spice import CORENLP_JARS, SpiceOptions
 
     row = format_table_row(metrics)
     assert row in report
-    if all((SpiceOptions().corenlp_dir / jar.name).is_file() for jar in CORENLP_JARS):  # CI: .ci/run fetched them
+    if all((SpiceOptions().corenlp_dir / jar.name).is_file() for jar in CORENLP_JARS):  # CI: .ci/system-packages fetched them
         assert metrics["spice_backend"] == "official" and "n/a" not in row  # eleven numbers
     else:
         assert row.count("n/a") == 4 and "stanford-corenlp-3.6.0-models.jar" in metrics["unavailable"]["SPICE"]
     assert (tmp_path / "model" / "config.json").is_file()
+    # The saved model carries its evaluation: the table and the Hub's model-index, one entry per metric it has.
+    from huggingface_hub import ModelCard
+
+    from modeling_ase_mllm.evaluation.vocabulary import METRIC_TABLE
+
+    card = ModelCard.load(tmp_path / "model" / "README.md")
+    assert "| B1 | B2 | B3 | B4 | M | R | C | S | S-L | Pre | Re |" in card.text and row in card.text
+    assert "](saliency.png)" in card.text and (tmp_path / "model" / "saliency.png").is_file()
+    assert {(r.task_type, r.dataset_type, r.dataset_split) for r in card.data.eval_results} == {
+        ("image-to-text", "mini_aic", "test")}
+    assert {r.metric_name: r.metric_value for r in card.data.eval_results} == {
+        metric.name: metrics[metric.key] for metric in METRIC_TABLE if metrics[metric.key] is not None}

@@ -10,16 +10,15 @@ import pytest
 from PIL import Image
 
 import aic_fixtures as fx
-from modeling_ase_mllm.aic_datasets import AIC_FEATURES, PCCD_ASPECTS, dataset_from_rows, make_example
-from modeling_ase_mllm.conversations import (
-    PROMPT,
-    aspect_prompt,
+from modeling_ase_mllm.data.schema import AIC_FEATURES, PCCD_ASPECTS, dataset_from_rows, make_example
+from modeling_ase_mllm.data.conversations import (
     conversation,
     iter_conversation_rows,
     sample_reference_index,
     to_conversations,
     to_resampled_epochs,
 )
+from modeling_ase_mllm.data.prompts import AESTHETIC_PROMPT as PROMPT, aspect_prompt
 
 
 @pytest.fixture()

@@ -20,11 +20,11 @@ from transformers import (
 )
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from modeling_ase_mllm.convert import ase_config_from_opengvlab, convert_internvl_checkpoint, new_ias_weights, rope_parameters
-from modeling_ase_mllm.internvl_compat import build_internvl_twin, internvl_config_from_ase, is_ias_key
+from modeling_ase_mllm.convert.internvl import ase_config_from_opengvlab, convert_internvl_checkpoint, new_ias_weights, rope_parameters
+from modeling_ase_mllm.convert.twin import build_internvl_twin, internvl_config_from_ase, is_added_weight
 from modeling_ase_mllm.modeling_ase_mllm import AseMllmVisionModel
 from modeling_ase_mllm.processing_ase_mllm import INTERNVL2_5_SYSTEM_PROMPT, INTERNVL2_SYSTEM_PROMPT, build_chat_template
-from modeling_ase_mllm.tiny import build_processor, build_tiny_model, tiny_config
+from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model, tiny_config
 from opengvlab_fixtures import (
     added_token,
     opengvlab_state_dict,
@@ -281,15 +281,15 @@ def test_training_names_a_folder_whose_tokenizer_is_still_remote_code(internlm2_
     transformers would ask for a `trust_remote_code` that `ase-mllm train` does not take."""
     import shutil
 
-    from modeling_ase_mllm.recipes import load_recipe
-    from modeling_ase_mllm.training import load_model_and_processor
+    from modeling_ase_mllm.training.recipes import parse_recipe
+    from modeling_ase_mllm.training.train import load_model_for_training
 
     root, _, _ = internlm2_conversion
     shutil.copytree(root / "ase", tmp_path / "old")
     AutoTokenizer.from_pretrained(root / "src", trust_remote_code=True).save_pretrained(tmp_path / "old")
     assert (tmp_path / "old" / "tokenization_internlm2.py").is_file()
     with pytest.raises(ValueError, match="tokenizer is remote code .*convert the InternVL source again"):
-        load_model_and_processor(str(tmp_path / "old"), load_recipe("mini"))
+        load_model_for_training(parse_recipe(recipe="mini", overrides={"model": str(tmp_path / "old")})[0])
 
 
 def test_a_rebuilt_tokenizer_that_encodes_differently_stops_the_conversion(tmp_path):
@@ -306,7 +306,7 @@ def test_a_rebuilt_tokenizer_that_encodes_differently_stops_the_conversion(tmp_p
 MISSING_SENTENCEPIECE_CHILD = """
 import json, sys
 sys.modules["sentencepiece"] = sys.modules["google.protobuf"] = None
-from modeling_ase_mllm.convert import ase_config_from_opengvlab, convert_internvl_checkpoint, new_ias_weights, rope_parameters
+from modeling_ase_mllm.convert.internvl import convert_internvl_checkpoint
 messages = {}
 for source in sys.argv[1:]:
     try:
@@ -523,7 +523,7 @@ def test_new_ias_weights_are_initialised_as_a_built_model_initialises_them():
                                         "intermediate_size": 512, "saliency_embed_dim": 64})
     torch.manual_seed(0)
     whole = AseMllmVisionModel(config.vision_config).state_dict()
-    reference = {f"model.vision_tower.{k}": v for k, v in whole.items() if is_ias_key(f"model.vision_tower.{k}")}
+    reference = {f"model.vision_tower.{k}": v for k, v in whole.items() if is_added_weight(f"model.vision_tower.{k}")}
     new = dict(new_ias_weights(config, torch.bfloat16))
     assert list(new) == list(reference)
     for name, tensor in new.items():
@@ -539,7 +539,7 @@ def test_new_ias_weights_are_initialised_as_a_built_model_initialises_them():
 
 MEMORY_CHILD = """
 import sys, warnings
-import modeling_ase_mllm.convert as convert
+import modeling_ase_mllm.convert.internvl as convert
 warnings.simplefilter("ignore")
 
 def status(field):

@@ -17,8 +17,8 @@ import pytest
 import sentencepiece
 from transformers import AutoProcessor
 
-from modeling_ase_mllm.metrics import COCO_METRICS
-from modeling_ase_mllm.mini_aic import load_mini_aic
+from modeling_ase_mllm.evaluation.vocabulary import COCO_METRICS
+from modeling_ase_mllm.data.mini_aic import load_mini_aic
 from opengvlab_fixtures import sentencepiece_ids, tokenizer_corpus, write_internlm2_checkpoint
 
 
@@ -58,7 +58,7 @@ def test_convert_train_evaluate_an_opengvlab_internvl2_folder(tmp_path):
     assert len(texts) == 2 * len(tokenizer_corpus()) and not differing
 
     recipe = tmp_path / "mini-every-step.yaml"
-    recipe.write_text("inherit: mini\ntraining:\n  logging_steps: 1\n")  # the mini recipe, a loss every step
+    recipe.write_text("base_recipe: mini\nlogging_steps: 1\n")  # the mini recipe, a loss every step
     ase_mllm("train", "--recipe", recipe, "--data", "mini_aic", "--model", converted, "--output-dir", trained,
              "--max-steps", 3, without_sentencepiece=True)
     state = json.loads((trained / "trainer_state.json").read_text())

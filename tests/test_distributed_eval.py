@@ -86,8 +86,8 @@ def test_killed_two_process_run_restarted_gives_the_same_result(split_on_disk, o
 PRECOMPUTE_SCRIPT = """
 import sys
 from datasets import load_from_disk
-from modeling_ase_mllm.precompute import precompute_saliency
-from modeling_ase_mllm.tiny import build_processor, build_tiny_model, build_tokenizer
+from modeling_ase_mllm.data.saliency import precompute_saliency
+from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model, build_tokenizer
 precompute_saliency(load_from_disk(sys.argv[1]), build_tiny_model(seed=3), build_processor(build_tokenizer()),
                     batch_size=2, num_proc=2, cache_file_name=sys.argv[2])
 print("done")
@@ -117,8 +117,8 @@ def one_process_maps(data):
     import torch
     from datasets import load_from_disk
 
-    from modeling_ase_mllm.precompute import precompute_saliency
-    from modeling_ase_mllm.tiny import build_processor, build_tiny_model, build_tokenizer
+    from modeling_ase_mllm.data.saliency import precompute_saliency
+    from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model, build_tokenizer
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -9,9 +9,9 @@ from eat_fixture import parameter_count, released_eat_state_dict
 
 from modeling_ase_mllm.configuration_ase_mllm import AseMllmEatConfig
 from modeling_ase_mllm.eat_ase_mllm import EatModel, aesthetic_target, eat_parameter_count, layer_cam
-from modeling_ase_mllm.eat_checkpoint import convert_eat_checkpoint, load_eat_weights, read_eat_checkpoint
+from modeling_ase_mllm.convert.eat import convert_eat_checkpoint, load_eat_weights, read_eat_checkpoint
 from modeling_ase_mllm.saliency_ase_mllm import map_saliency_to_tiles
-from modeling_ase_mllm.tiny import tiny_config
+from modeling_ase_mllm.testing.tiny import tiny_config
 
 
 TINY_EAT = tiny_config().saliency_config.eat_config
@@ -81,6 +81,15 @@ def test_full_size_eat_on_meta_has_dat_base_parameter_count():
     # Three independent derivations agree: the module, a closed form from the shapes, the released-naming fixture.
     assert count == eat_parameter_count(config) == parameter_count(released_eat_state_dict(config, device="meta"))
     assert count == 86_878_166
+
+
+def test_stage_widths_that_do_not_double_are_refused_naming_the_field():
+    """DAT builds stage k+1's input for 2·dims[k] channels; other widths used to be accepted and fail in `forward`."""
+    with pytest.raises(ValueError, match=r"EAT `dims` \[128, 192, 384, 768\] must double .* dims\[1\] is 192, expected 2 × 128 = 256"):
+        AseMllmEatConfig(dims=[128, 192, 384, 768])
+    with pytest.raises(ValueError, match=r"EAT `dims` \[16, 32, 64, 96\] must double .* dims\[3\] is 96"):
+        tiny_config(saliency_config={"eat_config": {**tiny_config().saliency_config.eat_config.to_dict(), "dims": [16, 32, 64, 96]}})
+    assert AseMllmEatConfig(dims=[64, 128, 256, 512]).dims == [64, 128, 256, 512]
 
 
 # --- 2. batch invariance --------------------------------------------------------------------------------------
@@ -246,7 +255,7 @@ def photo_dataset():
 
 
 def test_precomputed_maps_give_bit_identical_outputs(make_model, processor, photo_dataset, tmp_path):
-    from modeling_ase_mllm.precompute import precompute_saliency
+    from modeling_ase_mllm.data.saliency import precompute_saliency
 
     model = make_model(gate=0.5)
     with_maps = precompute_saliency(photo_dataset, model, processor, batch_size=1,
@@ -273,7 +282,7 @@ def test_precomputed_maps_give_bit_identical_outputs(make_model, processor, phot
 
 def test_precompute_cache_never_returns_maps_of_other_weights_or_rows(make_model, processor, photo_dataset, tmp_path):
     """A named cache file of one model is recomputed for another; subsets of one dataset get their own maps."""
-    from modeling_ase_mllm.precompute import compute_image_saliency, precompute_saliency
+    from modeling_ase_mllm.data.saliency import compute_image_saliency, precompute_saliency
 
     cache = str(tmp_path / "saliency.arrow")
     model_a, model_b = make_model(gate=0.5, seed=0), make_model(gate=0.5, seed=1)
@@ -297,8 +306,8 @@ def test_precompute_cache_never_returns_maps_of_other_weights_or_rows(make_model
 def test_precomputed_maps_plug_into_training_without_running_eat(make_model, processor, photo_dataset, tmp_path):
     from transformers import Trainer, TrainingArguments
 
-    from modeling_ase_mllm.precompute import precompute_saliency
-    from modeling_ase_mllm.training import AseMllmDataCollator
+    from modeling_ase_mllm.data.saliency import precompute_saliency
+    from modeling_ase_mllm.training.collator import AseMllmDataCollator
 
     model = make_model(gate=0.5)
     with_maps = precompute_saliency(photo_dataset, model, processor, batch_size=2)
@@ -331,7 +340,7 @@ def test_example_writes_the_overlay_png_for_a_real_photo(tmp_path):
     from PIL import Image
     from skimage import data
 
-    from modeling_ase_mllm.visualize import saliency_picture_size
+    from modeling_ase_mllm.inference.visualize import saliency_picture_size
 
     root = Path(__file__).resolve().parent.parent
     out = tmp_path / "astronaut.png"

@@ -15,8 +15,8 @@ from conftest import random_image
 CAPTION_SCRIPT = """
 import sys
 from datasets import load_from_disk
-from modeling_ase_mllm.captioning import load_model_and_processor
-from modeling_ase_mllm.evaluation import caption_split
+from modeling_ase_mllm.inference.captioning import load_model_and_processor
+from modeling_ase_mllm.evaluation.run import caption_split
 model, processor = load_model_and_processor(sys.argv[1], device="cpu")
 caption_split(model, processor, load_from_disk(sys.argv[2]), sys.argv[3], batch_size=2,
               generation_config={"max_new_tokens": 8}, progress=False)
@@ -25,7 +25,7 @@ caption_split(model, processor, load_from_disk(sys.argv[2]), sys.argv[3], batch_
 
 @pytest.fixture(scope="module")
 def split_on_disk(tmp_path_factory, processor):
-    from modeling_ase_mllm.tiny import build_tiny_model
+    from modeling_ase_mllm.testing.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("eval")
     build_tiny_model(gate=0.5, seed=6).save_pretrained(root / "model")
@@ -73,8 +73,8 @@ def test_killed_then_restarted_run_gives_the_same_predictions(split_on_disk, tmp
 
 
 def test_torn_last_line_is_dropped_and_redone(split_on_disk, tmp_path, processor):
-    from modeling_ase_mllm.captioning import load_model_and_processor
-    from modeling_ase_mllm.evaluation import caption_split, read_finished
+    from modeling_ase_mllm.inference.captioning import load_model_and_processor
+    from modeling_ase_mllm.evaluation.run import caption_split, read_finished
 
     from datasets import load_from_disk
 
@@ -96,7 +96,7 @@ def test_torn_last_line_is_dropped_and_redone(split_on_disk, tmp_path, processor
 
 @pytest.fixture(scope="module")
 def second_model(split_on_disk, processor):
-    from modeling_ase_mllm.tiny import build_tiny_model
+    from modeling_ase_mllm.testing.tiny import build_tiny_model
 
     folder = split_on_disk / "model2"
     build_tiny_model(gate=0.5, seed=7).save_pretrained(folder)
@@ -144,7 +144,7 @@ def test_evaluating_another_model_into_a_used_folder_stops_and_overwrite_equals_
 
 @pytest.mark.slow
 def test_limit_into_a_folder_with_more_rows_scores_exactly_those_rows(split_on_disk, tmp_path):
-    from modeling_ase_mllm.metrics import read_predictions, score_predictions
+    from modeling_ase_mllm.evaluation.metrics import read_predictions, score_predictions
 
     out = tmp_path / "out"
     assert evaluate_cli(split_on_disk / "model", split_on_disk, out) == 0
@@ -158,7 +158,7 @@ def test_limit_into_a_folder_with_more_rows_scores_exactly_those_rows(split_on_d
 
 
 def test_predictions_without_a_run_record_are_not_resumed(split_on_disk, tmp_path):
-    from modeling_ase_mllm.evaluation import StaleRunError, check_run
+    from modeling_ase_mllm.evaluation.run import StaleRunError, check_run
 
     (tmp_path / "predictions.jsonl").write_text('{"image_id": "p0", "caption": "from somewhere"}\n')
     with pytest.raises(StaleRunError, match=r"predictions.jsonl has no run.json"):

@@ -28,14 +28,15 @@ STEPS = 5
 @pytest.fixture(scope="module")
 def data_with_maps(tmp_path_factory):
     """Four mini-set conversations with their EAT + LayerCAM maps precomputed (by the tiny model's EAT)."""
-    from modeling_ase_mllm.conversations import to_conversations
-    from modeling_ase_mllm.mini_aic import load_mini_aic
-    from modeling_ase_mllm.precompute import precompute_saliency
-    from modeling_ase_mllm.recipes import load_recipe
-    from modeling_ase_mllm.training import load_model_and_processor
+    from modeling_ase_mllm.data.conversations import to_conversations
+    from modeling_ase_mllm.data.mini_aic import load_mini_aic
+    from modeling_ase_mllm.data.saliency import precompute_saliency
+    from modeling_ase_mllm.training.recipes import parse_recipe
+    from modeling_ase_mllm.training.train import load_model_for_training
 
     conversations = to_conversations(load_mini_aic(["train"])["train"], mode="sample").select(range(4))
-    model, processor = load_model_and_processor("tiny", load_recipe("pccd-full"), conversations)
+    script_args, _ = parse_recipe(recipe="pccd-full", overrides={"model": "tiny", "max_patches": 1})
+    model, processor = load_model_for_training(script_args, conversations)
     folder = tmp_path_factory.mktemp("fsdp") / "data"
     precompute_saliency(conversations, model, processor, image_column="images").save_to_disk(folder)
     return folder
@@ -83,11 +84,10 @@ def test_fsdp_launch_on_the_cpu_stops_instead_of_training_ddp(data_with_maps, tm
 
 def tiny_recipe(path: Path, per_device: int) -> Path:
     """`pccd-full` at tiny scale for `ase-mllm train`: Trainer + our collator (it passes the precomputed maps)."""
-    path.write_text("inherit: pccd-full\nmodel: tiny\ndtype: float32\ntrainer: hf\nmax_patches: 1\n"
-                    "effective_batch_size: 2\ntraining:\n"
-                    f"  per_device_train_batch_size: {per_device}\n  bf16: false\n  activation_checkpointing: false\n"
-                    "  dataloader_num_workers: 0\n  logging_steps: 1\n  save_steps: 3\n  disable_tqdm: true\n",
-                    encoding="utf-8")
+    path.write_text("base_recipe: pccd-full\nmodel: tiny\ndtype: float32\ntrainer: hf\nmax_patches: 1\n"
+                    f"effective_batch_size: 2\nper_device_train_batch_size: {per_device}\nbf16: false\n"
+                    "activation_checkpointing: false\ndataloader_num_workers: 0\nlogging_steps: 1\nsave_steps: 3\n"
+                    "disable_tqdm: true\n", encoding="utf-8")
     return path
 
 

@@ -7,7 +7,7 @@ from transformers import InternVLForConditionalGeneration
 
 from modeling_ase_mllm import AseMllmForConditionalGeneration
 from modeling_ase_mllm.eat_ase_mllm import eat_parameter_count
-from modeling_ase_mllm.internvl_compat import internvl_config_from_ase, is_ias_key
+from modeling_ase_mllm.convert.twin import internvl_config_from_ase, is_added_weight
 from modeling_ase_mllm.presets import load_model_preset
 
 
@@ -42,7 +42,7 @@ def test_preset_is_internvl_plus_ias_parameters(preset):
     assert eat == count(ours.model.saliency_model) == 86_878_166
     assert count(ours) == count(reference) + extra + eat
     ours_keys, reference_keys = set(ours.state_dict()), set(reference.state_dict())
-    assert reference_keys <= ours_keys and all(is_ias_key(k) for k in ours_keys - reference_keys)
+    assert reference_keys <= ours_keys and all(is_added_weight(k) for k in ours_keys - reference_keys)
     assert all(p.device.type == "meta" for p in ours.parameters())
 
 

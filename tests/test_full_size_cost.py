@@ -2,7 +2,6 @@
 training step of a frozen ViT is the forward plus twice the trained parts, and the parameter counts are the
 documented ones (`test_full_size.py`)."""
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from full_size import build_pair, load_config, twin_inputs  # noqa: E402
 from full_size_cost import MetaChecksPass, count_flops, counting_inputs, measure_preset, prepare_training  # noqa: E402
 from modeling_ase_mllm.eat_ase_mllm import eat_parameter_count  # noqa: E402
-from modeling_ase_mllm.recipes import load_recipe  # noqa: E402
+from modeling_ase_mllm.training.recipes import parse_recipe  # noqa: E402
 from test_full_size import documented_ias_parameters  # noqa: E402
 
 
@@ -78,8 +77,7 @@ def test_a_step_with_a_frozen_vit_is_the_forward_plus_twice_the_trained_parts(ti
     trained = internvl["forward"]["projector"] + internvl["forward"]["llm"]
     assert internvl["training"]["pccd-full"]["flops"] == internvl["forward"]["total"] + 2 * trained
 
-    recipe = load_recipe("pccd-full")
-    recipe = dataclasses.replace(recipe, freeze=dataclasses.replace(recipe.freeze, ias=False))
+    recipe = parse_recipe(recipe="pccd-full", overrides={"ias": False})[0]
     config = load_config("tiny")
     inputs = counting_inputs(config)
     model = prepare_training(build_pair(config)[0], recipe, is_ours=True)
@@ -98,7 +96,7 @@ def test_parameter_counts_are_the_documented_ones(tiny):
     full = {name: m["training"]["pccd-full"] for name, m in tiny["models"].items()}
     assert full["ase_mllm"]["trainable"] - full["internvl"]["trainable"] == ias
     # LoRA r=16 on every q/k/v/o/gate/up/down of the LLM; projector (and IAS) trained in full, PEFT keeping a copy.
-    text, r = config.text_config, load_recipe("pccd").lora.r
+    text, r = config.text_config, parse_recipe(recipe="pccd")[0].lora_r
     h, kv_width, inner = text.hidden_size, text.num_key_value_heads * (text.hidden_size // text.num_attention_heads), text.intermediate_size
     lora = text.num_hidden_layers * r * ((h + h) * 2 + (h + kv_width) * 2 + (h + inner) * 3)
     c = config.vision_config.hidden_size

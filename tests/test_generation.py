@@ -1,8 +1,17 @@
-"""generate(): images encoded once, batched left-padded output equals one-by-one output."""
+"""generate(): images encoded once, batched left-padded output equals one-by-one output, decoding steps that do
+exactly what InternVL's do."""
+
+import cProfile
+import inspect
+import pstats
+from collections import Counter
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import PROMPT, random_image, user_turn
+from modeling_ase_mllm import modeling_ase_mllm
+from modeling_ase_mllm.convert.twin import build_internvl_twin
 
 
 def _encode_calls(model):
@@ -90,3 +99,65 @@ def test_bfloat16_forward_is_finite_and_close(make_model, processor, two_images)
         bf16 = model(**{**inputs, "pixel_values": inputs["pixel_values"].bfloat16()}).logits
     assert bf16.dtype == torch.bfloat16 and torch.isfinite(bf16).all()
     assert (bf16.float() - fp32).abs().max().item() < 0.1
+
+
+class AtenOpCounter(TorchDispatchMode):
+    """Counts every ATen operator call, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def decoding_step_work(model, inputs, steps: int = 3) -> tuple[Counter, Counter]:
+    """ATen ops and Python function calls (by file, line, name) of `steps` decoding steps: a `generate()` of
+    1 + `steps` tokens minus one of 1 token (prefill and set-up are the same in both)."""
+
+    def run(new_tokens: int) -> tuple[Counter, Counter]:
+        counter, profiler = AtenOpCounter(), cProfile.Profile()
+        with counter:
+            profiler.enable()
+            model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+            profiler.disable()
+        calls = Counter({key: row[1] for key, row in pstats.Stats(profiler).stats.items() if key[0] != "~"})
+        return counter.ops, calls
+
+    run(2)  # warm-up: one-time paths (caches, warnings) out of the way
+    ops_prefill, calls_prefill = run(1)
+    ops_all, calls_all = run(1 + steps)
+    ops_all.subtract(ops_prefill)
+    calls_all.subtract(calls_prefill)
+    return +ops_all, +calls_all
+
+
+def test_decoding_steps_run_nothing_saliency_related_and_internvl_s_ops(make_model, processor):
+    """After the prefill nothing of the vision or saliency path runs, and each decoding step runs exactly the ATen
+    ops of transformers' InternVL with the same weights; in Python it adds only our two `forward` frames (no
+    signature is rebuilt per step: generate()'s remote-code check finds ours precomputed)."""
+    model = make_model(gate=0.5)
+    batch = processor(images=[random_image(300, 1000)], text=["<image>\n" + PROMPT], return_tensors="pt")
+    calls = Counter()
+    parts = {"vision tower": model.model.vision_tower, "EAT": model.model.saliency_model,
+             "saliency embeddings": model.model.vision_tower.saliency_embeddings,
+             "projector": model.model.multi_modal_projector, "language model": model.model.language_model}
+    handles = [module.register_forward_hook(lambda *args, name=name: calls.update([name])) for name, module in parts.items()]
+    model.generate(**batch, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    for handle in handles:
+        handle.remove()
+    assert calls == {"vision tower": 1, "EAT": 1, "saliency embeddings": 1, "projector": 1, "language model": 5}
+
+    twin = build_internvl_twin(model)
+    ours_ops, ours_calls = decoding_step_work(model, dict(batch))
+    theirs_ops, theirs_calls = decoding_step_work(twin, {key: batch[key] for key in ("input_ids", "attention_mask", "pixel_values")})
+    assert ours_ops == theirs_ops and sum(ours_ops.values()) > 3 * 50  # the whole decoder layer stack, per step
+    ours_only = +(ours_calls - theirs_calls)
+    assert not +(theirs_calls - ours_calls)
+    frames = {key: count for key, count in ours_only.items() if key[0] == modeling_ase_mllm.__file__}
+    assert sorted(frames.values()) == [3, 3] and {key[2] for key in frames} == {"forward"}
+    # The rest is the lookup of the precomputed signature; none is computed from a function's code.
+    assert {key[0] for key in ours_only} - {modeling_ase_mllm.__file__} <= {inspect.__file__}
+    assert not any(key[2] == "_signature_from_function" for key in ours_only)

@@ -15,7 +15,7 @@ from modeling_ase_mllm import AUTO_MAP
 
 FRESH_PROCESS = textwrap.dedent(
     """
-    import importlib.abc, json, sys
+    import importlib.abc, json, os, sys
 
     class BlockOurPackage(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
@@ -33,7 +33,7 @@ FRESH_PROCESS = textwrap.dedent(
     import PIL.Image
     from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoProcessor, pipeline
 
-    folder, image_path, prompt = sys.argv[1:4]
+    folder, image_path, prompt, resaved = sys.argv[1:5]
     image = PIL.Image.open(image_path)
     model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
@@ -45,6 +45,7 @@ FRESH_PROCESS = textwrap.dedent(
     for task in ("image-text-to-text", "image-to-text"):
         pipe = pipeline(task, model=folder, trust_remote_code=True)
         texts[task] = pipe(text=messages, generate_kwargs=generation, return_full_text=False)[0]["generated_text"]
+    model.save_pretrained(resaved)  # as remote code: every module again, and no model card (that is the package's)
     print("RESULT" + json.dumps({
         "classes": [type(model).__name__, type(processor).__name__, type(processor.image_processor).__name__,
                     type(AutoConfig.from_pretrained(folder, trust_remote_code=True)).__name__,
@@ -54,6 +55,7 @@ FRESH_PROCESS = textwrap.dedent(
         "tokens": tokens.tolist(),
         "decoded": processor.decode(tokens, skip_special_tokens=True),
         "pipelines": texts,
+        "resaved": sorted(os.listdir(resaved)),
     }))
     """
 )
@@ -83,7 +85,7 @@ def test_saved_folder_loads_and_generates_in_a_fresh_process(tmp_path, make_mode
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
     run = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(folder), str(image_path), PROMPT],
+        [sys.executable, "-c", FRESH_PROCESS, str(folder), str(image_path), PROMPT, str(tmp_path / "resaved")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -97,6 +99,13 @@ def test_saved_folder_loads_and_generates_in_a_fresh_process(tmp_path, make_mode
     decoded = processor.decode(expected, skip_special_tokens=True)
     assert result["decoded"] == decoded
     assert result["pipelines"] == {"image-text-to-text": decoded, "image-to-text": decoded}
+    # Saved from remote code: the modules transformers loaded with the model, and no model card (that is the installed
+    # package's, through SAVE_HOOKS, which is empty in remote code).
+    modules = {path.name for path in folder.glob("*.py")}
+    resaved = {name for name in result["resaved"] if name.endswith(".py")}
+    assert {"configuration_ase_mllm.py", "eat_ase_mllm.py", "saliency_ase_mllm.py", "modeling_ase_mllm.py"} <= resaved
+    assert resaved <= modules and len(modules) == 6
+    assert (folder / "README.md").is_file() and "README.md" not in result["resaved"]
 
 
 def test_save_load_roundtrip_in_process(tmp_path, make_model, processor, two_images):

@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("lmms_eval", reason="the lmms-eval plugin needs the [lmms] extra")
 
-from modeling_ase_mllm.lmms_eval_plugin import TASKS_DIR  # noqa: E402
-from modeling_ase_mllm.metrics import METRICS  # noqa: E402
+from modeling_ase_mllm.integrations.lmms_eval import TASKS_DIR  # noqa: E402
+from modeling_ase_mllm.evaluation.vocabulary import METRICS  # noqa: E402
 
 
 REPO = Path(__file__).resolve().parent.parent

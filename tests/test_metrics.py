@@ -7,10 +7,11 @@ import math
 
 import pytest
 
-from modeling_ase_mllm.metrics import (
-    EVALUATE_MODULE_PATH, MetricInputError, TABLE_COLUMNS, format_table, score_predictions, score_predictions_file,
+from modeling_ase_mllm.evaluation.metrics import (
+    EVALUATE_MODULE_PATH, MetricInputError, format_table, score_predictions, score_predictions_file,
 )
-from modeling_ase_mllm.spice import CORENLP_JARS, PairScore, SpiceOptions, aggregate_spice, compile_runner, spice_entries
+from modeling_ase_mllm.evaluation.vocabulary import METRIC_TABLE
+from modeling_ase_mllm.evaluation.spice import CORENLP_JARS, PairScore, SpiceOptions, aggregate_spice, compile_runner, spice_entries
 
 # Our own sentences: critique style, punctuation, brackets, camera settings, clitics.
 REFERENCES = {
@@ -67,7 +68,7 @@ def test_coco_metrics_equal_pycocoevalcap(case, meteor):
 
 
 def test_ptb_tokenizer_handles_punctuation_brackets_and_camera_settings():
-    from modeling_ase_mllm.metrics import ptb_tokenize
+    from modeling_ase_mllm.evaluation.metrics import ptb_tokenize
 
     tokens = ptb_tokenize({"b": ["Nice (soft) light at f/2.8; I don't mind!"]})["b"][0].split()
     assert tokens == ["nice", "-lrb-", "soft", "-rrb-", "light", "at", "f/2", ".8", "i", "do", "n't", "mind"]
@@ -118,10 +119,10 @@ def test_without_jars_and_downloads_off_the_four_are_unavailable_with_what_to_fe
         assert f"https://repo1.maven.org/maven2/edu/stanford/nlp/stanford-corenlp/3.6.0/{jar.name}" in reason
     assert str(tmp_path) in reason and "SPICE_CORENLP_DIR" in reason and "--no-download" in reason
     table = format_table(metrics).splitlines()
-    assert table[0] == "| " + " | ".join(column for column, _ in TABLE_COLUMNS) + " |"
+    assert table[0] == "| " + " | ".join(metric.column for metric in METRIC_TABLE) + " |"
     assert table[0] == "| B1 | B2 | B3 | B4 | M | R | C | S | S-L | Pre | Re |"
     cells = [cell.strip() for cell in table[2].strip("|").split("|")]
-    assert cells[:7] == [f"{metrics[key]:.3f}" for _, key in TABLE_COLUMNS[:7]] and cells[7:] == ["n/a"] * 4
+    assert cells[:7] == [f"{metrics[metric.key]:.3f}" for metric in METRIC_TABLE[:7]] and cells[7:] == ["n/a"] * 4
     assert sum(line.startswith("n/a: ") for line in table) == 1  # the reason once, not once per metric
     assert list(tmp_path.iterdir()) == []  # nothing was fetched
 
@@ -168,7 +169,7 @@ def test_bad_input_names_the_id(predictions, references, message):
 
 
 def test_bad_predictions_file_names_the_line(tmp_path):
-    from modeling_ase_mllm.metrics import read_predictions
+    from modeling_ase_mllm.evaluation.metrics import read_predictions
 
     path = tmp_path / "predictions.jsonl"
     path.write_text('{"image_id": "a", "caption": "x"}\n{"image": "b"}\n')

@@ -7,9 +7,10 @@ import socket
 import pytest
 from PIL import Image
 
-from modeling_ase_mllm.aic_datasets import AIC_FEATURES, PCCD_ASPECTS, load_aic_dataset
-from modeling_ase_mllm.conversations import to_conversations
-from modeling_ase_mllm.mini_aic import MINI_AIC_FILE, load_mini_aic, load_mini_aic_records
+from modeling_ase_mllm.data.registry import load_aic_dataset
+from modeling_ase_mllm.data.schema import AIC_FEATURES, PCCD_ASPECTS
+from modeling_ase_mllm.data.conversations import to_conversations
+from modeling_ase_mllm.data.mini_aic import MINI_AIC_FILE, load_mini_aic, load_mini_aic_records
 
 
 @pytest.fixture()

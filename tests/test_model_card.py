@@ -4,15 +4,18 @@ and composition with a card that Trainer wrote."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
+import pytest
 from huggingface_hub import ModelCard, ModelCardData
 
-from modeling_ase_mllm.model_card_ase_mllm import BEGIN, write_model_card
-from modeling_ase_mllm.visualize import save_saliency_picture
+from modeling_ase_mllm.evaluation.vocabulary import COCO_METRICS, METRIC_TABLE
+from modeling_ase_mllm.hub.model_card import BEGIN, write_model_card
+from modeling_ase_mllm.inference.visualize import save_saliency_picture
 
-# The keys `metrics.json` has (test_spice.py feeds the card a metrics.json that the evaluation itself wrote).
+# The keys `metrics.json` has (below, and in test_spice.py, the card is fed a metrics.json that the evaluation wrote).
 METRICS = {"Bleu_1": 0.3124, "Bleu_2": 0.1501, "Bleu_3": 0.0712, "Bleu_4": 0.0333, "METEOR": 0.1187,
            "ROUGE_L": 0.2719, "CIDEr": 0.0871, "SPICE": None, "SPICE-L": None, "Precision": 0.41, "Recall": 0.37,
            "unavailable": {"SPICE": "needs the CoreNLP jars", "SPICE-L": "needs the CoreNLP jars"}, "num_images": 6,
@@ -80,3 +83,40 @@ def test_push_to_hub_uploads_our_card_merged_into_the_hub_card(tmp_path, make_mo
     card = ModelCard(sent["readme"])
     assert card.text.count(BEGIN) == 1 and 'model_id = "someone/ase-mllm-test"' in card.text
     assert "A generic card." in card.text and {"hub-tag", "ase-mllm"} <= set(card.data.tags)
+
+
+@pytest.mark.slow
+def test_card_holds_all_eleven_columns_and_the_model_index_of_the_metrics_json_evaluate_writes(saved_model, tmp_path):
+    """`ase-mllm evaluate --update-model-card`: the metrics.json it writes reaches the model's card as the Table I row
+    (all eleven columns; the four SPICE ones n/a, with the reason once) and as one `model-index` entry per metric."""
+    from modeling_ase_mllm.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(saved_model, model)
+    argv = ["evaluate", "--model", str(model), "--dataset", "mini_aic", "--limit", "2", "--max-new-tokens", "4",
+            "--max-tiles", "1", "--output-dir", str(tmp_path / "eval"), "--no-spice", "--update-model-card"]
+    assert main(argv) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert (metrics["dataset"], metrics["split"], metrics["num_images"]) == ("mini_aic", "test", 2)
+
+    card = ModelCard.load(model / "README.md")
+    lines = card.text.splitlines()
+    header = lines.index("| B1 | B2 | B3 | B4 | M | R | C | S | S-L | Pre | Re |")
+    cells = [cell.strip() for cell in lines[header + 2].strip("|").split("|")]
+    assert cells == [f"{metrics[key]:.3f}" for key in COCO_METRICS] + ["n/a"] * 4
+    assert sum(line.startswith("n/a") for line in lines) == 1 and "n/a: not computed (--no-spice)" in lines
+    results = card.data.eval_results
+    assert [(r.metric_name, r.metric_type, r.metric_value) for r in results] == [
+        ("BLEU-1", "bleu", metrics["Bleu_1"]), ("BLEU-2", "bleu", metrics["Bleu_2"]), ("BLEU-3", "bleu", metrics["Bleu_3"]),
+        ("BLEU-4", "bleu", metrics["Bleu_4"]), ("METEOR", "meteor", metrics["METEOR"]),
+        ("ROUGE-L", "rouge", metrics["ROUGE_L"]), ("CIDEr", "cider", metrics["CIDEr"])]
+    assert {(r.task_type, r.dataset_type, r.dataset_name, r.dataset_split) for r in results} == {
+        ("image-to-text", "mini_aic", "mini_aic", "test")}
+    assert card.data.model_name == "model" and card.text.count(BEGIN) == 1
+
+    # Scoring the same split again replaces its entries; the table follows the newest metrics.
+    rescored = {**metrics, "Bleu_1": 0.5, "unavailable": {}, **{metric.key: 0.25 for metric in METRIC_TABLE[7:]}}
+    write_model_card(model, metrics=rescored)
+    card = ModelCard.load(model / "README.md")
+    assert len(card.data.eval_results) == 11 and card.data.eval_results[0].metric_value == 0.5
+    assert "| 0.500 |" in card.text and "n/a" not in card.text

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from conftest import user_turn
-from modeling_ase_mllm.internvl_compat import build_internvl_twin, is_ias_key
-from modeling_ase_mllm.tiny import set_saliency_gates, tiny_config
+from modeling_ase_mllm.convert.twin import build_internvl_twin, is_added_weight
+from modeling_ase_mllm.modeling_ase_mllm import set_saliency_gates
+from modeling_ase_mllm.testing.tiny import tiny_config
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_state_dict_is_internvl_plus_ias_keys(make_model):
     ours = set(model.state_dict())
     assert twin_keys <= ours
     extra = ours - twin_keys
-    assert extra and all(is_ias_key(key) for key in extra)
+    assert extra and all(is_added_weight(key) for key in extra)
     assert any(key.endswith("saliency_gate.weight") for key in extra)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modeling_ase_mllm.configuration_ase_mllm import AUTO_MAP
-from modeling_ase_mllm.modeling_ase_mllm import REMOTE_CODE_FILES
+from modeling_ase_mllm.modeling_ase_mllm import remote_code_files
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,14 +28,14 @@ def test_dry_run_lists_the_folder_and_auto_map(tmp_path, make_model, processor):
     on_disk = sorted(p.relative_to(folder).as_posix() for p in folder.glob("**/*") if p.is_file())
     expected = [f for f in on_disk if not f.startswith(("checkpoint-10/", ".git/"))]
     assert plan["files"] == expected
-    assert set(REMOTE_CODE_FILES) <= set(plan["files"]) and "README.md" in plan["files"]
+    assert {path.name for path in remote_code_files()} <= set(plan["files"]) and "README.md" in plan["files"]
     assert any(f.endswith(".safetensors") for f in plan["files"]) and "processor_config.json" in plan["files"]
     assert plan["auto_map"]["config.json"] == AUTO_MAP
     assert set(plan["auto_map"]["processor_config.json"]) == {"AutoProcessor", "AutoImageProcessor"}
 
 
 def test_push_refuses_a_folder_without_remote_code(tmp_path, make_model, processor):
-    from modeling_ase_mllm.publish import push_folder
+    from modeling_ase_mllm.hub.publish import push_folder
 
     folder = tmp_path / "ase"
     make_model().save_pretrained(folder)
@@ -49,7 +49,7 @@ def test_push_is_huggingface_hubs_upload_folder():
     import ast
     import inspect
 
-    from modeling_ase_mllm import publish
+    from modeling_ase_mllm.hub import publish
 
     tree = ast.parse(inspect.getsource(publish.push_folder))
     calls = {node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)}

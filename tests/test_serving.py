@@ -23,8 +23,8 @@ import torch
 openai = pytest.importorskip("openai", reason="serving needs the [serve] extra")
 
 from conftest import PROMPT, free_port, random_image  # noqa: E402
-from modeling_ase_mllm.captioning import PhotoError, PhotoLimits  # noqa: E402
-from modeling_ase_mllm.conversations import aspect_prompt  # noqa: E402
+from modeling_ase_mllm.inference.captioning import PhotoError, PhotoLimits  # noqa: E402
+from modeling_ase_mllm.data.prompts import aspect_prompt  # noqa: E402
 
 
 MAX_TOKENS = 10
@@ -173,7 +173,7 @@ def test_bad_requests_get_a_400_with_a_message_and_the_server_keeps_serving(serv
 
 @pytest.mark.slow
 def test_saliency_on_request_is_the_map_the_model_received(server, saved_model, photos, reference):
-    from modeling_ase_mllm.visualize import stitch_tiles, tile_grid_of, tile_saliency_maps
+    from modeling_ase_mllm.inference.visualize import stitch_tiles, tile_saliency_maps
 
     _, client = server
     photo = photos[1]  # several tiles
@@ -183,7 +183,7 @@ def test_saliency_on_request_is_the_map_the_model_received(server, saved_model, 
     assert url.startswith("data:image/png;base64,")
     served = np.asarray(PIL.Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
     maps = tile_saliency_maps(photo, reference.processor, reference.model)
-    grid = tile_grid_of(photo, reference.processor.image_processor)
+    grid = reference.processor.image_processor.get_tile_grid(photo.height, photo.width)
     expected = (np.clip(stitch_tiles(maps, grid), 0, 1) * 255).round().astype(np.uint8)
     assert grid[0] * grid[1] > 1 and served.shape == expected.shape
     assert np.abs(served.astype(int) - expected).max() <= 1  # one grey level: the server's EAT ran on its own thread
@@ -207,7 +207,7 @@ def test_the_server_stops_cleanly_on_sigterm(server):
 
 
 def test_image_urls_are_bounded_and_remote_ones_need_the_flag(tmp_path):
-    from modeling_ase_mllm.serving import read_image_url
+    from modeling_ase_mllm.inference.serving import read_image_url
 
     photo = random_image(60, 80, seed=3)
     photo.save(tmp_path / "p.png")

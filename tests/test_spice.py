@@ -2,9 +2,9 @@
 tuples, the parse cache under two concurrent runs, the jar download against a server on 127.0.0.1, Java-side
 failures that keep the seven other metrics, and eleven numbers in every output.
 
-The tests need the two CoreNLP jars (SPICE_CORENLP_DIR; .ci/run fetches them with Maven into the cache folder) and,
+The tests need the two CoreNLP jars (SPICE_CORENLP_DIR; .ci/system-packages fetches them with Maven into the cache folder) and,
 for the reference runs of pycocoevalcap's `Spice` on Java 17, a standalone Nashorn (SPICE_NASHORN_DIR, also fetched
-by .ci/run). Without a variable they look in the cache folder, and are skipped, saying what to fetch, when the jars
+by .ci/system-packages). Without a variable they look in the cache folder, and are skipped, saying what to fetch, when the jars
 are not there; with a variable set and its jars missing they fail.
 """
 
@@ -23,15 +23,16 @@ from pathlib import Path
 
 import pytest
 
-from modeling_ase_mllm.metrics import METRICS, format_table_row, score_predictions, score_predictions_file
-from modeling_ase_mllm.spice import (
+from modeling_ase_mllm.evaluation.metrics import format_table_row, score_predictions, score_predictions_file
+from modeling_ase_mllm.evaluation.vocabulary import METRICS
+from modeling_ase_mllm.evaluation.spice import (
     CORENLP_JARS, FST_OPEN_PACKAGES, SpiceOptions, SpiceUnavailable, cache_root, ensure_corenlp, run_spice,
     sha256_of, spice_directory, spice_entries, spice_scores,
 )
 from spice_fixtures import HAND, HAND_SCORES, PCCD, SETS
 
 
-# Where .ci/run puts the jars; read before this module points XDG_CACHE_HOME at a folder of its own.
+# Where .ci/system-packages puts the jars; read before this module points XDG_CACHE_HOME at a folder of its own.
 FETCHED = cache_root()
 
 
@@ -41,7 +42,7 @@ def _jars_from(variable: str, default: Path, patterns: list[str], what: str) -> 
     if folder is None:
         if all(list(default.glob(pattern)) for pattern in patterns):
             return default
-        pytest.skip(f"{what}: run the SPICE block of .ci/run (mvn dependency:copy ...) or set {variable} to a folder "
+        pytest.skip(f"{what}: run `bash .ci/system-packages test` or set {variable} to a folder "
                     f"holding {', '.join(patterns)}")
     missing = [pattern for pattern in patterns if not list(Path(folder).glob(pattern))]
     if missing:
@@ -407,9 +408,9 @@ def test_eleven_numbers_in_metrics_files_model_card_evaluate_module_and_cli(tmp_
                                                                             meteor):
     import evaluate
 
-    from modeling_ase_mllm.metrics import EVALUATE_MODULE_PATH
-    from modeling_ase_mllm.model_card_ase_mllm import write_model_card
-    from modeling_ase_mllm.tiny import tiny_config
+    from modeling_ase_mllm.evaluation.metrics import EVALUATE_MODULE_PATH
+    from modeling_ase_mllm.hub.model_card import write_model_card
+    from modeling_ase_mllm.testing.tiny import tiny_config
 
     predictions, references = HAND
     (tmp_path / "predictions.jsonl").write_text(

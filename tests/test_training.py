@@ -1,4 +1,5 @@
-"""Fine-tuning: collator labels, Trainer / SFTTrainer / LoRA training and reloading, resume, DDP, freezing, recipes.
+"""Fine-tuning: collator labels, Trainer / SFTTrainer / LoRA training and reloading, resume, DDP, freezing (recipes:
+test_recipes.py).
 
 Everything runs on CPU with the tiny config and four photos of the bundled mini set, each tiled as one 448 px tile.
 """
@@ -16,25 +17,19 @@ import torch
 from safetensors.torch import load_file
 
 from modeling_ase_mllm import AseMllmForConditionalGeneration
-from modeling_ase_mllm.conversations import PROMPT, to_conversations
-from modeling_ase_mllm.mini_aic import load_mini_aic
+from modeling_ase_mllm.data.conversations import to_conversations
+from modeling_ase_mllm.data.mini_aic import load_mini_aic
+from modeling_ase_mllm.data.prompts import AESTHETIC_PROMPT as PROMPT
 from modeling_ase_mllm.modeling_ase_mllm import (
     AseMllmSaliencyCrossAttention,
     AseMllmSaliencyEmbeddings,
     AseMllmSaliencyGate,
     AseMllmVisionLayer,
 )
-from modeling_ase_mllm.recipes import FreezingPreset, list_recipes, load_recipe
-from modeling_ase_mllm.tiny import build_processor, build_tiny_model, build_tokenizer
-from modeling_ase_mllm.training import (
-    LLM_LORA_TARGET_MODULES,
-    AseMllmDataCollator,
-    apply_freezing,
-    assistant_texts,
-    lora_config_for,
-    train,
-    training_arguments,
-)
+from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model, build_tokenizer
+from modeling_ase_mllm.training.collator import AseMllmDataCollator
+from modeling_ase_mllm.training.freezing import LLM_LORA_TARGET_MODULES, FreezingPreset, apply_freezing, lora_config_for
+from modeling_ase_mllm.training.train import assistant_texts, train
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -268,13 +263,12 @@ def test_sft_trainer_trains_a_hub_folder_by_path_with_remote_code_only(make_mode
 def write_recipe(path: Path, per_device: int, effective: int, extra: str = "") -> Path:
     """A recipe file on top of `mini`: the given batch sizes, a loss value every step, a checkpoint every 10."""
     path.write_text(
-        "inherit: mini\n"
+        "base_recipe: mini\n"
         f"effective_batch_size: {effective}\n"
-        "training:\n"
-        f"  per_device_train_batch_size: {per_device}\n"
-        "  logging_steps: 1\n"
-        "  save_steps: 10\n"
-        "  disable_tqdm: true\n" + extra,
+        f"per_device_train_batch_size: {per_device}\n"
+        "logging_steps: 1\n"
+        "save_steps: 10\n"
+        "disable_tqdm: true\n" + extra,
         encoding="utf-8",
     )
     return path
@@ -474,34 +468,7 @@ def test_lora_without_ias_trains_no_ias_weight(make_model):
     }
 
 
-# ------------------------------------------------------------------------------------------------ recipes
-
-
-@pytest.mark.parametrize(("name", "dataset", "batch"), [("pccd", "pccd", 16), ("rpcd", "rpcd", 16), ("dpc2022", "dpc2022", 64)])
-def test_paper_recipes_hold_the_paper_hyper_parameters(name, dataset, batch, tmp_path):
-    for variant, ias in ((name, True), (f"{name}-no-ias", False)):
-        recipe = load_recipe(variant)
-        assert (recipe.dataset, recipe.effective_batch_size, recipe.ias, recipe.freeze.ias) == (dataset, batch, ias, ias)
-        assert recipe.base_model == "OpenGVLab/InternVL2-8B" and recipe.data.prompt == PROMPT
-        args = training_arguments(recipe, tmp_path)
-        assert (args.optim, args.learning_rate, args.weight_decay, args.warmup_steps, args.lr_scheduler_type) == (
-            "adamw_torch", 4e-5, 0.01, 0.03, "cosine"
-        )
-        assert args.assistant_only_loss and args.max_length is None
-        assert args.per_device_train_batch_size * args.gradient_accumulation_steps == batch
-        assert recipe.per_device_batch_size * recipe.gradient_accumulation_steps(world_size=8) * 8 == batch
-
-
-def test_every_bundled_recipe_loads_and_bad_ones_are_rejected(tmp_path):
-    assert {"mini", "pccd", "pccd-full", "pccd-no-ias", "rpcd", "dpc2022"} <= set(list_recipes())
-    for name in list_recipes():
-        load_recipe(name)
-    typo = tmp_path / "typo.yaml"
-    typo.write_text("inherit: mini\nlearning_rate: 1.0e-3\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="unknown field.*learning_rate"):
-        load_recipe(typo)
-    with pytest.raises(ValueError, match="not a multiple"):
-        load_recipe("pccd").gradient_accumulation_steps(world_size=3)
+# ------------------------------------------------------------------------------------------------ launch configs
 
 
 def test_accelerate_configs_parse():

@@ -72,14 +72,14 @@ def wait_for(url: str, seconds: float = 120) -> None:
 def test_upload_photo_and_get_critique_and_overlay(tmp_path, processor):
     """A photo over the megapixel bound shows the reason on the page; a good one gets the critique and picture."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("Debian chromium and chromium-driver are required (.ci/run installs them)")
+        pytest.fail("Debian chromium and chromium-driver are required (`bash .ci/system-packages test` installs them)")
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from modeling_ase_mllm.tiny import build_tiny_model
+    from modeling_ase_mllm.testing.tiny import build_tiny_model
 
     model = build_tiny_model(gate=0.5, seed=2)
     folder = tmp_path / "model"

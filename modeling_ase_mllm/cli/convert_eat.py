@@ -1,0 +1,24 @@
+"""`ase-mllm convert-eat`: check the released EAT AVA `.pth` strictly and write it once as safetensors."""
+
+from .arguments import check_existing, check_output_file
+
+
+def add_parser(subparsers):
+    command = subparsers.add_parser(
+        "convert-eat", help="check the released EAT AVA .pth (weights only, strict) and write safetensors",
+        description="Read the EAT authors' AVA checkpoint with weights_only=True, check it strictly against "
+                    "EAT's parameter names and shapes, and write it once as .safetensors.")
+    command.add_argument("checkpoint", help="e.g. AVA_AOT_vacc_0.8259_srcc_0.7596_vlcc_0.7710.pth")
+    command.add_argument("--output", "--out", help="the .safetensors to write (default: next to the checkpoint)")
+    command.set_defaults(handler=main)
+    return command
+
+
+def main(args) -> int:
+    """Check the released EAT `.pth` strictly and write it once as safetensors."""
+    check_existing(args.parser, "checkpoint", args.checkpoint)
+    check_output_file(args.parser, "--output", args.output)
+    from ..convert.eat import convert_eat_checkpoint
+
+    print(convert_eat_checkpoint(args.checkpoint, args.output))
+    return 0

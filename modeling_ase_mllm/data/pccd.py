@@ -1,0 +1,105 @@
+"""The PCCD reader."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from datasets import DatasetDict
+
+from .errors import AICDataError, AnnotationFileNotFoundError, RecordLocation
+from .records import (
+    SplitCollector, find_image, image_folder, optional_number, optional_text, read_json_file, require_field,
+    resolve_path, select_splits,
+)
+from .schema import PCCD_ASPECTS, make_example
+
+
+PCCD_SPLIT_FILES: dict[str, tuple[str, ...]] = {
+    "train": ("guru_train.json",),
+    "validation": ("guru_validation.json", "guru_val.json"),
+    "test": ("guru_test.json",),
+}
+
+
+def _pccd_split_file(split_dir: Path, split: str) -> Path:
+    candidates = [split_dir / name for name in PCCD_SPLIT_FILES[split]]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    names = " or ".join(str(c) for c in candidates)
+    raise AnnotationFileNotFoundError(f"{names}: PCCD split file for split {split!r} not found")
+
+
+def _pccd_example(record: Any, loc: RecordLocation, image_dir: Path) -> tuple[dict, str]:
+    """Turn one PCCD record into an example; return it with the image path to report if missing."""
+    # Aestheval's processed files rename `title` to `im_name`; both name the image file.
+    id_key = "im_name" if isinstance(record, Mapping) and "title" not in record and "im_name" in record else "title"
+    image_id = require_field(record, id_key, str, loc)
+    if not image_id.strip():
+        raise loc.error(id_key, "image name is empty")
+    loc = loc.with_id(image_id)
+    texts = [optional_text(record, aspect, loc) for aspect in PCCD_ASPECTS]
+    image = find_image(image_dir, image_id)
+    example = make_example(
+        "pccd",
+        image_id,
+        image,
+        references=texts,
+        reference_aspects=PCCD_ASPECTS,
+        score=optional_number(record.get("overall"), loc, "overall"),
+        aspect_scores=_pccd_aspect_scores(record, loc),
+    )
+    return example, str(image_dir / image_id) + "[.jpg|.png|...]"
+
+
+def _pccd_aspect_scores(record: Mapping[str, Any], loc: RecordLocation) -> dict[str, float | None] | None:
+    if record.get("score") is None:
+        return None
+    scores = require_field(record, "score", list, loc)
+    if len(scores) != len(PCCD_ASPECTS):
+        raise loc.error("score", f"expected {len(PCCD_ASPECTS)} aspect scores, got {len(scores)}")
+    return {aspect: optional_number(scores[i], loc, f"score[{i}]") for i, aspect in enumerate(PCCD_ASPECTS)}
+
+
+def load_pccd(
+    root: str | os.PathLike,
+    *,
+    splits: Sequence[str] | None = None,
+    split_dir: str | os.PathLike | None = None,
+    image_dir: str | os.PathLike | None = None,
+) -> DatasetDict:
+    """Read PCCD (Chang et al., ICCV 2017) with the splits of its ``guru_{train,validation,test}.json`` files.
+
+    Each record gives one example: the seven aspect critiques become ``references`` (in
+    :data:`PCCD_ASPECTS` order, blank ones dropped) with ``reference_aspects``; ``score`` is the record's
+    ``overall`` and ``aspect_scores`` its 7-item ``score`` list ('NA' -> ``None``). The photographer's own
+    ``description`` is not a critique and is not used.
+
+    Args:
+        root: the PCCD folder.
+        splits: subset of ``("train", "validation", "test")`` to read; all by default.
+        split_dir: folder of the ``guru_*.json`` files (default ``root``; ``guru_val.json`` is accepted
+            for the validation split).
+        image_dir: folder of the images (default ``root/images/full``); an image is ``<title>`` with or
+            without an image extension.
+
+    Returns:
+        DatasetDict: splits ``train``, ``validation``, ``test`` with :data:`AIC_FEATURES`.
+    """
+    root = Path(root).resolve()
+    split_dir = resolve_path(root, split_dir, ".")
+    image_dir = image_folder(root, image_dir, "images/full", "PCCD")
+    chosen = select_splits(tuple(PCCD_SPLIT_FILES), splits, "pccd")
+    collector = SplitCollector("pccd", chosen)
+    for split in chosen:
+        path = _pccd_split_file(split_dir, split)
+        records = read_json_file(path, "PCCD split file")
+        if not isinstance(records, list):
+            raise AICDataError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
+        for index, record in enumerate(records):
+            example, image_hint = _pccd_example(record, RecordLocation(path, index), image_dir)
+            collector.add(split, example, image_hint)
+    return collector.finish()
+

@@ -1,0 +1,279 @@
+"""An evaluation run (`ase-mllm evaluate`): caption a dataset split with a model (resumable), then score it.
+
+Captioning appends one JSON line per image to `predictions.jsonl` after every batch, so a killed run restarts
+where it stopped: finished images are never captioned again, and batches keep the boundaries they had in the
+uninterrupted run (the split's order, cut every `batch_size` images), so the file comes out the same.
+
+`run.json` beside it records what produced the captions (the weights' fingerprint, prompt, generation settings,
+tiles, saliency source, dataset and split). A run resumes only from captions made with the same settings; other
+settings stop with a message naming what differs (`overwrite=True` / `--overwrite` starts the folder afresh).
+
+Under `accelerate launch` the batches are dealt out to the processes, which write part files that the main
+process merges into `predictions.jsonl` (the same bytes as one process writes) before it scores (`sharding.py`).
+"""
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..inference.captioning import critique_prompt, load_model_and_processor
+from .sharding import Shards, current_shards, merge_parts, part_files, part_path
+
+
+PREDICTIONS_FILE = "predictions.jsonl"
+REFERENCES_FILE = "references.json"
+RUN_FILE = "run.json"
+# Everything a run writes into its folder; `overwrite` removes exactly these.
+RUN_OUTPUTS = (PREDICTIONS_FILE, REFERENCES_FILE, RUN_FILE, "metrics.json", "metrics.md")
+# Recorded for the reader but free to differ on resume: the path may move, and a limit selects rows to score.
+INFORMATIONAL_SETTINGS = ("model", "limit")
+
+
+class StaleRunError(ValueError):
+    """The output folder holds captions made by another model or with other settings."""
+
+
+def model_run_settings(model, processor, prompt: str, generation_config: dict | None, max_tiles: int | None) -> dict:
+    """What decides the captions on the model's side: weights, dtype, saliency source, processor, decoding."""
+    from ..data.fingerprint import settings_fingerprint, weights_fingerprint  # torch: not at import (`--help` is fast)
+
+    image_processor = processor.image_processor
+    generation = {k: v for k, v in model.generation_config.to_diff_dict().items() if k != "transformers_version"}
+    return {
+        "model": str(getattr(model, "name_or_path", "") or ""),
+        "model_fingerprint": weights_fingerprint(model),
+        "revision": getattr(model.config, "_commit_hash", None),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "saliency_source": model.config.saliency_config.source,
+        "processor_fingerprint": settings_fingerprint([
+            image_processor.to_dict(), getattr(processor, "chat_template", None),
+            getattr(processor, "system_prompt", None),
+        ]),
+        "prompt": prompt,
+        "generation": {**generation, **(generation_config or {})},
+        "max_tiles": max_tiles or image_processor.max_patches,
+    }
+
+
+def check_run(output_dir, settings: dict) -> None:
+    """Raise `StaleRunError` if `output_dir` holds captions made with settings other than `settings`.
+
+    Only the keys present in both records are compared, so the cheap settings can be checked before the model is
+    loaded and the model's own ones after.
+    """
+    output_dir = Path(output_dir)
+    if not (output_dir / PREDICTIONS_FILE).is_file():
+        return
+    run_file = output_dir / RUN_FILE
+    if not run_file.is_file():
+        raise StaleRunError(
+            f"{output_dir / PREDICTIONS_FILE} has no {RUN_FILE} saying which model and settings produced it, so it "
+            "cannot be resumed; pass --overwrite (overwrite=True) to start afresh, or choose another output folder"
+        )
+    recorded = json.loads(run_file.read_text(encoding="utf-8"))
+    differing = [
+        key for key in settings
+        if key in recorded and key not in INFORMATIONAL_SETTINGS and recorded[key] != settings[key]
+    ]
+    if differing:
+        details = "; ".join(f"{key}: {recorded[key]!r} there, {settings[key]!r} now" for key in differing)
+        model = f" (model {recorded.get('model')!r})" if "model_fingerprint" in differing else ""
+        raise StaleRunError(
+            f"{output_dir} holds captions of another run{model}: {details}. Pass --overwrite (overwrite=True) to "
+            "replace them, or choose another output folder"
+        )
+
+
+def clear_run(output_dir) -> None:
+    """Remove what a previous run wrote into `output_dir` (and nothing else)."""
+    for path in [*(Path(output_dir) / name for name in RUN_OUTPUTS), *part_files(Path(output_dir) / PREDICTIONS_FILE)]:
+        path.unlink(missing_ok=True)
+
+
+def read_finished(predictions_path: Path) -> dict[str, str]:
+    """`image_id → caption` already in the file. A torn last line (the run died mid-write) is cut off."""
+    if not predictions_path.is_file():
+        return {}
+    data = predictions_path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with open(predictions_path, "r+b") as handle:
+            handle.truncate(len(complete))
+    finished = {}
+    for number, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
+        record = json.loads(line)
+        if "image_id" not in record or "caption" not in record:
+            raise ValueError(f"{predictions_path}:{number}: expected keys 'image_id' and 'caption', got {sorted(record)}")
+        finished[str(record["image_id"])] = record["caption"]
+    return finished
+
+
+def append_predictions(predictions_path: Path, records: list[dict]) -> None:
+    """Append whole lines and flush them to disk before the next batch starts."""
+    with open(predictions_path, "a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def caption_split(
+    model,
+    processor,
+    dataset,
+    output_dir,
+    prompt: str | None = None,
+    batch_size: int = 8,
+    generation_config: dict | None = None,
+    max_tiles: int | None = None,
+    progress: bool = True,
+    run_info: dict | None = None,
+    overwrite: bool = False,
+    shards: Shards | None = None,
+) -> Path:
+    """Caption every example of `dataset` (columns `image_id`, `image`) into `output_dir/predictions.jsonl`.
+
+    Resumes the captions already in the folder when `run.json` shows the same model and settings (`run_info`
+    adds the caller's: dataset, split, limit); otherwise raises `StaleRunError`. `overwrite` starts afresh.
+    `shards` (default: this launch's processes) share the batches; every process returns once the main one has
+    merged their parts.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    predictions_path = output_dir / PREDICTIONS_FILE
+    question = prompt or critique_prompt()
+    settings = {**model_run_settings(model, processor, question, generation_config, max_tiles), **(run_info or {})}
+    shards = shards or current_shards()
+    ids = [str(image_id) for image_id in dataset["image_id"]]
+    duplicates = [image_id for image_id, count in Counter(ids).items() if count > 1]
+    if duplicates:
+        raise ValueError(f"dataset has repeated image_id(s): {sorted(duplicates)[:5]}")
+
+    def prepare_folder() -> None:
+        if overwrite:
+            clear_run(output_dir)
+        check_run(output_dir, settings)
+        if not predictions_path.is_file() and not part_files(predictions_path):
+            (output_dir / RUN_FILE).write_text(json.dumps(settings, indent=1, default=str) + "\n", encoding="utf-8")
+        merge_parts(predictions_path, ids)  # the parts a killed multi-process run left
+
+    shards.main_first(prepare_folder)
+    finished = read_finished(predictions_path)
+    batches = [range(start, min(start + batch_size, len(ids))) for start in range(0, len(ids), batch_size)]
+    mine = shards.mine([batch for batch in batches if any(ids[i] not in finished for i in batch)])
+    target = predictions_path if shards.world_size == 1 else part_path(predictions_path, shards.rank)
+    images_kwargs = {"max_patches": max_tiles} if max_tiles else {}
+    remaining = sum(len(batch) for batch in mine)
+    if shards.world_size == 1:
+        total, done, desc = len(ids), len(ids) - remaining, "captioning"
+    else:  # the main process shows its own share
+        total, done, desc = remaining, 0, f"captioning (process 1 of {shards.world_size})"
+    bar = tqdm(total=total, initial=done, desc=desc, unit="image", disable=not progress or not shards.is_main)
+    for batch in mine:
+        pending = [i for i in batch if ids[i] not in finished]
+        images = [dataset[i]["image"].convert("RGB") for i in pending]
+        answers = model.batch_chat(processor, images, [question] * len(pending), generation_config, images_kwargs)
+        append_predictions(target, [{"image_id": ids[i], "caption": a.strip()} for i, a in zip(pending, answers)])
+        bar.update(len(batch))
+    bar.close()
+    shards.main_first(lambda: merge_parts(predictions_path, ids))
+    return predictions_path
+
+
+def write_references(dataset, output_dir) -> Path:
+    """`image_id → references` of the split (a Dataset, or that mapping itself), next to the predictions: what the
+    metrics are computed against."""
+    path = Path(output_dir) / REFERENCES_FILE
+    references = dataset if isinstance(dataset, dict) else {
+        str(row["image_id"]): list(row["references"]) for row in dataset.select_columns(["image_id", "references"])
+    }
+    path.write_text(json.dumps(references, ensure_ascii=False, indent=1), encoding="utf-8")
+    return path
+
+
+def load_split(dataset: str, split: str, root: str | None = None):
+    """A split from a reader name (`pccd`, `rpcd`, `dpc2022`, `ava_captions`, `mini_aic`), a saved DatasetDict, or
+    a saved Dataset (which is the split itself)."""
+    from datasets import Dataset, load_from_disk
+
+    from ..data.registry import load_aic_dataset
+
+    if Path(dataset).is_dir():
+        splits = load_from_disk(dataset)
+        if isinstance(splits, Dataset):  # a folder holding one saved split is that split
+            return splits
+    else:
+        splits = load_aic_dataset(dataset, root) if root is not None else load_aic_dataset(dataset)
+    if split not in splits:
+        raise ValueError(f"split {split!r} not in {dataset!r}; it has {sorted(splits)}")
+    return splits[split]
+
+
+def evaluate_model(
+    model_path: str,
+    dataset: str,
+    split: str = "test",
+    output_dir: str = "outputs/evaluate",
+    root: str | None = None,
+    batch_size: int = 8,
+    generation_config: dict | None = None,
+    prompt: str | None = None,
+    max_tiles: int | None = None,
+    limit: int | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+    update_model_card: bool = False,
+    **metric_options,
+) -> dict:
+    """Caption `dataset[split]` with the model (resuming if interrupted), then score it; returns the metrics.
+
+    Exactly the first `limit` rows are scored, also when the folder holds captions of more rows. `metrics.json` names
+    the dataset and split it scored; with `update_model_card`, the results also go into the model folder's card
+    (the Table I table and the Hub's `model-index`). Under `accelerate launch` the processes share the captioning
+    and the main one scores; the others return None.
+    """
+    from .metrics import read_predictions, score_predictions, write_metrics
+
+    if update_model_card and not Path(model_path).is_dir():
+        raise ValueError(f"update_model_card needs a model folder to write README.md into; {model_path!r} is not one")
+
+    question = prompt or critique_prompt()
+    run_info = {
+        "dataset": str(Path(dataset).resolve()) if Path(dataset).is_dir() else dataset,
+        "data_root": str(Path(root).resolve()) if root is not None else None,
+        "split": split,
+        "limit": limit,
+    }
+    if not overwrite:  # fail before the model loads when the cheap settings already differ
+        check_run(output_dir, {**run_info, "prompt": question, **({"max_tiles": max_tiles} if max_tiles else {})})
+    data = load_split(dataset, split, root)
+    if limit is not None:
+        data = data.select(range(min(limit, len(data))))
+    shards = current_shards()
+    model, processor = load_model_and_processor(model_path, device=device or shards.device)
+    predictions_path = caption_split(
+        model, processor, data, output_dir, question, batch_size, generation_config, max_tiles,
+        run_info=run_info, overwrite=overwrite, shards=shards,
+    )
+    if not shards.is_main:
+        return None
+    references = {str(row["image_id"]): list(row["references"]) for row in data.select_columns(["image_id", "references"])}
+    write_references(references, output_dir)
+    predictions = {k: v for k, v in read_predictions(predictions_path).items() if k in references}
+    metrics = score_predictions(predictions, references, **metric_options)
+    metrics.update(dataset=dataset_label(dataset), split=split)
+    write_metrics(metrics, output_dir)
+    if update_model_card:
+        from ..hub.model_card import write_model_card
+
+        write_model_card(model_path, config=model.config, metrics=metrics)
+    return metrics
+
+
+def dataset_label(dataset: str) -> str:
+    """How results name a dataset: its reader's name (`pccd`), or a saved dataset's folder name."""
+    from ..data.registry import canonical_dataset_name
+
+    return Path(dataset).name if Path(dataset).is_dir() else canonical_dataset_name(dataset)

@@ -1,0 +1,239 @@
+"""Critique photos batch by batch: the library behind `ase-mllm caption` (and the demo, evaluation and web demo).
+
+Photos are decoded one batch at a time, and each batch's results are yielded as soon as the batch is done, so
+memory does not grow with the number of files and a caller that writes as it goes keeps everything finished
+when it is killed. Each file fails alone: one that cannot be read (missing, a directory, corrupt, over the
+size limits) or whose saliency picture cannot be drawn is reported by name and the others go on.
+
+torch and transformers are imported by the functions that use them: the CLI imports this module to build its
+parser, and `ase-mllm --help` must not wait for them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+# What one photo may cost before it is decoded. The pixel bound defaults to Pillow's own decompression-bomb
+# threshold (`PIL.Image.MAX_IMAGE_PIXELS`, about 89.5 megapixels: some 270 MB once decoded to RGB).
+DEFAULT_MAX_FILE_MB = 200.0
+# Errors that belong to one photo (or one batch): the photo is reported and the run goes on. Anything else is a
+# bug and stops the run.
+PER_FILE_ERRORS = (ValueError, RuntimeError, OSError, MemoryError)
+# Pillow's pixel check is a process-wide setting; `read_photo` replaces it by its own bound, under this lock.
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+class PhotoError(ValueError):
+    """A photo that cannot be used; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class PhotoLimits:
+    """Bounds checked before a photo is decoded (the CLI's `--max-megapixels` / `--max-file-mb`, the web demo's)."""
+
+    max_megapixels: float | None = None  # None: Pillow's decompression-bomb threshold
+    max_file_mb: float = DEFAULT_MAX_FILE_MB
+
+    @property
+    def max_pixels(self) -> int:
+        import PIL.Image
+
+        return int(self.max_megapixels * 1e6) if self.max_megapixels is not None else PIL.Image.MAX_IMAGE_PIXELS
+
+
+@dataclass
+class Critique:
+    """One photo's result: a caption or the error that stopped it, and its saliency picture or why it failed."""
+
+    image: str
+    caption: str | None = None
+    error: str | None = None
+    saliency_picture: str | None = None
+    saliency_error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or self.saliency_error is not None
+
+
+def read_photo(source, limits: PhotoLimits = PhotoLimits()):
+    """Decode a path or `bytes` to 8-bit RGB (`to_rgb`), within `limits`; a PIL image is only converted.
+
+    The directory, file-size and pixel checks come before decoding, so an oversized photo costs nothing.
+    Raises:
+        PhotoError: naming the photo (a directory, missing, empty, corrupt, too many bytes or pixels).
+    """
+    import PIL.Image
+
+    from ..image_processing_ase_mllm import describe_image_input, open_image, to_rgb
+
+    name = describe_image_input(source)
+    size_bytes = len(source) if isinstance(source, (bytes, bytearray)) else None
+    if isinstance(source, (str, Path)) and not str(source).startswith(("http://", "https://")):
+        path = Path(source)
+        if path.is_dir():
+            raise PhotoError(f"image {name} is a directory, not an image file (give the files in it, e.g. {path}/*.jpg)")
+        size_bytes = path.stat().st_size if path.is_file() else None
+    if size_bytes is not None and size_bytes > limits.max_file_mb * 1e6:
+        raise PhotoError(
+            f"image {name} is {size_bytes / 1e6:.1f} MB, over the limit of {limits.max_file_mb:g} MB "
+            "(--max-file-mb raises it)"
+        )
+    with _PIL_LIMIT_LOCK:
+        max_pixels = limits.max_pixels  # under the lock: Pillow's default reads as None while another photo opens
+        saved, PIL.Image.MAX_IMAGE_PIXELS = PIL.Image.MAX_IMAGE_PIXELS, None
+        try:
+            size = _header_size(source)
+            if size is not None and size[0] * size[1] > max_pixels:
+                raise PhotoError(
+                    f"image {name} has {size[0] * size[1] / 1e6:.3g} megapixels ({size[0]}x{size[1]}), over the "
+                    f"limit of {max_pixels / 1e6:.3g} (--max-megapixels raises it)"
+                )
+            try:
+                return to_rgb(open_image(source))
+            except PhotoError:
+                raise
+            except (ValueError, OSError) as error:
+                raise PhotoError(str(error) if name in str(error) else f"image {name}: {error}") from error
+        finally:
+            PIL.Image.MAX_IMAGE_PIXELS = saved
+
+
+def _header_size(source) -> tuple[int, int] | None:
+    """`(width, height)` from the header alone, or None when it cannot be read (`open_image` then says why)."""
+    import io
+
+    import PIL.Image
+
+    if isinstance(source, PIL.Image.Image):
+        return None  # already decoded: its memory is spent, and the caller chose to
+    try:
+        with PIL.Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as probe:
+            return probe.size
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def load_model_and_processor(model_path: str, device: str | None = None, dtype: str = "auto"):
+    """`AutoModelForImageTextToText` + `AutoProcessor` for a folder or Hub id (remote code allowed)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32, "float32": torch.float32,
+                   "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    model = AutoModelForImageTextToText.from_pretrained(model_path, trust_remote_code=True, dtype=torch_dtype)
+    processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
+    return model.to(device).eval(), processor
+
+
+def critique_prompt(prompt: str | None = None, aspect: str | None = None) -> str:
+    """The paper's prompt, an aspect-conditioned one ("Comment on the composition of this image."), or `prompt`."""
+    from ..data.prompts import AESTHETIC_PROMPT, aspect_prompt
+
+    if prompt is not None and aspect is not None:
+        raise ValueError("give either a prompt or an aspect, not both")
+    return prompt if prompt is not None else aspect_prompt(aspect) if aspect is not None else AESTHETIC_PROMPT
+
+
+def saliency_picture_path(folder, index: int, image_name: str) -> Path:
+    """Where the saliency picture of input number `index` goes: `folder/0003_<stem>_saliency.png`."""
+    return Path(folder) / f"{index:04d}_{Path(image_name).stem}_saliency.png"
+
+
+def image_names(images: list) -> list[str]:
+    """How results name each input: its path, or `image[i]` for an in-memory image."""
+    return [str(item) if isinstance(item, (str, Path)) else f"image[{index}]" for index, item in enumerate(images)]
+
+
+def iter_critiques(
+    model,
+    processor,
+    images: list,
+    prompt: str | None = None,
+    max_tiles: int | None = None,
+    batch_size: int = 4,
+    generation_config: dict | None = None,
+    saliency_out: str | Path | None = None,
+    limits: PhotoLimits = PhotoLimits(),
+    progress: bool | None = None,
+) -> Iterator[Critique]:
+    """Critique each image (path, `bytes` or PIL image), yielding one `Critique` per input, in input order.
+
+    Images are read `batch_size` at a time, and a batch's results are yielded as soon as it is captioned (and
+    its saliency pictures written into `saliency_out`, when given). A batch that fails in the model is redone
+    image by image, so that only the image at fault fails.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    prompt = critique_prompt(prompt)
+    names = image_names(images)
+    images_kwargs = {"max_patches": max_tiles} if max_tiles else {}
+    starts = range(0, len(images), batch_size)
+    show = progress if progress is not None else len(starts) > 1
+    for start in tqdm(starts, desc="critiquing", unit="batch", disable=not show):
+        results = [Critique(image=name) for name in names[start : start + batch_size]]
+        photos = {}
+        for offset, item in enumerate(images[start : start + batch_size]):
+            try:
+                photos[offset] = read_photo(item, limits)
+            except PER_FILE_ERRORS as error:
+                results[offset].error = str(error)
+        for offset, answer in _caption_batch(model, processor, photos, prompt, generation_config, images_kwargs):
+            if isinstance(answer, BaseException):
+                results[offset].error = f"captioning failed: {type(answer).__name__}: {answer}"
+            else:
+                results[offset].caption = answer.strip()
+        if saliency_out is not None:
+            _draw_saliency(model, processor, photos, results, start, saliency_out, max_tiles)
+        del photos  # the next batch decodes into freed memory
+        yield from results
+
+
+def _caption_batch(model, processor, photos: dict, prompt, generation_config, images_kwargs):
+    """`(offset, answer or exception)` for each photo; a failing batch is redone one photo at a time."""
+    if not photos:
+        return []
+    try:
+        answers = model.batch_chat(processor, list(photos.values()), [prompt] * len(photos), generation_config,
+                                   images_kwargs)
+        return list(zip(photos, answers))
+    except PER_FILE_ERRORS as error:
+        if len(photos) == 1:
+            return [(next(iter(photos)), error)]
+    return [pair for offset, photo in photos.items()
+            for pair in _caption_batch(model, processor, {offset: photo}, prompt, generation_config, images_kwargs)]
+
+
+def _draw_saliency(model, processor, photos: dict, results: list[Critique], start: int, folder, max_tiles) -> None:
+    from .visualize import save_saliency_picture
+
+    for offset, photo in photos.items():
+        if results[offset].error is not None:
+            continue
+        try:
+            path = saliency_picture_path(folder, start + offset, results[offset].image)
+            results[offset].saliency_picture = str(save_saliency_picture(photo, path, processor, model, max_tiles))
+        except PER_FILE_ERRORS as error:
+            results[offset].saliency_error = f"saliency picture failed: {type(error).__name__}: {error}"
+
+
+def critique_images(model, processor, images: list, **options) -> list[Critique]:
+    """All of `iter_critiques(...)` as a list (one `Critique` per input, in input order)."""
+    return list(iter_critiques(model, processor, images, **options))
+
+
+def format_critique(result: Critique, as_json: bool) -> str:
+    """The line to print: `name: caption` / `name: ERROR ...`, or one JSON object (fields that are set)."""
+    if as_json:
+        return json.dumps({k: v for k, v in asdict(result).items() if v is not None}, ensure_ascii=False)
+    if result.error is not None:
+        return f"{result.image}: ERROR {result.error}"
+    return f"{result.image}: {result.caption}"

@@ -1,0 +1,1 @@
+"""Small, offline ASE-MLLM builds for the tests, the benches and the demo (`tiny.py`): nothing here downloads."""

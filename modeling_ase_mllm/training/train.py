@@ -1,0 +1,221 @@
+"""Fine-tuning ASE-MLLM from a recipe: `main(script_args, training_args)` as TRL's `scripts/sft.py`, and `train()`.
+
+TRL's `SFTTrainer` in vision mode (its own collator; `assistant_only_loss`) or `transformers.Trainer` with
+`AseMllmDataCollator` (`trainer: hf`), fully or with PEFT LoRA, the freezing preset applied to the model the trainer
+trains. Heavy optional dependencies (trl, peft, datasets) are imported where they are used.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from .arguments import TINY_MODEL
+from .freezing import apply_freezing, count_trainable, lora_config_for
+from .recipes import parse_recipe, recipe_name
+
+
+def load_training_conversations(script_args):
+    """Training conversations from a dataset name (`pccd`, `mini_aic`, ... with `data_root`) or a saved dataset.
+
+    A folder written by `save_to_disk` may hold a `DatasetDict` (the `train_split` is used) or a `Dataset`, in the
+    AIC schema (turned into conversations as the script arguments say) or already as conversations (`images` +
+    `messages`).
+    """
+    from datasets import DatasetDict, load_from_disk
+
+    from ..data.conversations import to_conversations
+    from ..data.registry import load_aic_dataset
+
+    data, split = script_args.dataset, script_args.train_split
+    if Path(data).is_dir():
+        dataset = load_from_disk(data)
+    else:
+        dataset = load_aic_dataset(data, script_args.data_root, splits=[split])
+    if isinstance(dataset, DatasetDict):
+        if split not in dataset:
+            raise ValueError(f"{data}: no split {split!r} (has {list(dataset)})")
+        dataset = dataset[split]
+    if "messages" in dataset.column_names:
+        return dataset
+    return to_conversations(dataset, script_args.conversations, script_args.aspect_conditioned,
+                            seed=script_args.conversation_seed, prompt=script_args.prompt)
+
+
+def assistant_texts(conversations) -> list[str]:
+    return [
+        item["text"]
+        for messages in conversations["messages"]
+        for message in messages
+        if message["role"] == "assistant"
+        for item in message["content"]
+        if item.get("text")
+    ]
+
+
+def load_model_for_training(script_args, conversations=None):
+    """The checkpoint and its processor, tiling at most `max_patches` tiles per image.
+
+    The model is loaded in `dtype` (float32 on CPU). `model == "tiny"` builds a random tiny ASE-MLLM whose tokenizer
+    is trained on the training critiques (CPU demos and tests); the same data gives the same tokenizer and model in
+    every process and on resume.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if script_args.model == TINY_MODEL:
+        from ..testing.tiny import build_processor, build_tiny_model, build_tokenizer
+
+        corpus = assistant_texts(conversations) if conversations is not None else []
+        processor = build_processor(build_tokenizer(corpus))
+        model = build_tiny_model(seed=0)
+    else:
+        from ..convert.tokenizer import check_tokenizer_is_ours
+
+        check_tokenizer_is_ours(script_args.model)
+        processor = AutoProcessor.from_pretrained(script_args.model)
+        # CPU runs train in float32 (bf16 is forced off there, see `recipes.CPU_OVERRIDES`).
+        dtype = getattr(torch, script_args.dtype) if torch.accelerator.is_available() else torch.float32
+        model = AutoModelForImageTextToText.from_pretrained(script_args.model, dtype=dtype)
+    processor.image_processor.max_patches = script_args.max_patches
+    return model.train(), processor
+
+
+def build_trainer(script_args, training_args, model, processor, train_dataset):
+    """The recipe's trainer around `model`, with LoRA (`llm: lora`) and the freezing preset applied."""
+    preset = script_args.freezing
+    peft_config = None
+    if preset.llm == "lora":
+        peft_config = lora_config_for(model, r=script_args.lora_r, lora_alpha=script_args.lora_alpha,
+                                      lora_dropout=script_args.lora_dropout, preset=preset)
+    if script_args.trainer == "sft":
+        from trl import SFTTrainer
+
+        trainer = SFTTrainer(model=model, args=training_args, train_dataset=train_dataset, processing_class=processor,
+                             peft_config=peft_config)
+    else:
+        from transformers import Trainer
+
+        from .collator import AseMllmDataCollator
+
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        # The collator reads the raw `images`/`messages` columns, which Trainer would otherwise drop.
+        training_args.remove_unused_columns = False
+        trainer = Trainer(model=model, args=training_args, train_dataset=train_dataset,
+                          data_collator=AseMllmDataCollator(processor), processing_class=processor)
+    apply_freezing(trainer.model, preset)
+    return trainer
+
+
+@contextmanager
+def whole_random_model(script_args):
+    """Build the random tiny model whole in every process, also under DeepSpeed ZeRO-3 (the same seed gives the
+    same weights; DeepSpeed partitions them when training starts).
+
+    Under ZeRO-3 transformers builds every model made through `from_config` inside `deepspeed.zero.Init`: the
+    language model inside ours would come out partitioned, and our own `post_init` would then meet its empty
+    shards. transformers' `set_zero3_state` is how it marks a construction that is already handled (its nested
+    `from_config` calls skip `zero.Init`). A checkpoint (`from_pretrained`) loads partitioned as usual.
+    """
+    if script_args.model != TINY_MODEL:
+        yield
+        return
+    from transformers.modeling_utils import set_zero3_state
+
+    with set_zero3_state():
+        yield
+
+
+def check_sharding_engine(trainer) -> None:
+    """Refuse a launch that asked for FSDP or DeepSpeed and would silently get plain DDP.
+
+    accelerate turns an FSDP launch into FSDP only from a multi-accelerator state (CUDA, XPU, NPU, HPU, ...): on
+    the CPU, `accelerate launch --config_file fsdp.yaml` trains with DDP, every process holding the whole model.
+    """
+    for engine, flag, enabled in (("FSDP", "ACCELERATE_USE_FSDP", trainer.is_fsdp_enabled),
+                                  ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED", trainer.is_deepspeed_enabled)):
+        if os.environ.get(flag, "false").lower() == "true" and not enabled:
+            kind = str(trainer.accelerator.distributed_type).rsplit(".", 1)[-1]
+            raise ValueError(
+                f"the launch asks for {engine}, but accelerate runs it only on accelerators (GPUs, XPUs, NPUs, HPUs "
+                f"...); here it would train as {kind}, each process holding the whole model. On the CPU, launch "
+                "with configuration/accelerate/ddp.yaml"
+            )
+
+
+def main(script_args, training_args):
+    """Fine-tune as the parsed recipe says and save the result (model or adapter, and processor) in `output_dir`.
+
+    Returns:
+        The trainer, after training and saving.
+    """
+    name = recipe_name(script_args.recipe) if script_args.recipe else "(no recipe)"
+    for value, what, flag in ((script_args.dataset, "dataset", "--dataset"), (script_args.model, "model", "--model")):
+        if value is None:
+            raise ValueError(f"recipe {name!r} names no {what}: pass {flag}")
+    output_dir = training_args.output_dir
+    conversations = load_training_conversations(script_args)
+    with whole_random_model(script_args):
+        model, processor = load_model_for_training(script_args, conversations)
+    trainer = build_trainer(script_args, training_args, model, processor, conversations)
+    check_sharding_engine(trainer)
+    if trainer.is_world_process_zero():
+        counts = ", ".join(f"{part} {count:,}" for part, count in sorted(count_trainable(trainer.model).items()))
+        print(
+            f"[train] recipe {name}: {len(conversations)} conversations, {training_args.world_size} process(es), "
+            f"gradient accumulation {training_args.gradient_accumulation_steps}; trainable parameters: {counts}"
+        )
+    resume = True if script_args.resume == "last" else script_args.resume or training_args.resume_from_checkpoint
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(output_dir)
+    trainer.save_state()  # trainer_state.json: the loss curve (log_history) next to the model
+    if trainer.is_world_process_zero():
+        print(f"[train] saved to {output_dir}")
+    return trainer
+
+
+def train(
+    recipe: str | Path,
+    data: str | None = None,
+    model: str | None = None,
+    data_root: str | None = None,
+    output_dir: str | None = None,
+    max_steps: int | None = None,
+    resume: bool | str | None = None,
+    **fields,
+):
+    """Fine-tune from Python: `train("pccd", "/data/pccd_hf", model=..., max_steps=100)`.
+
+    Args:
+        recipe: a recipe name (`configuration/recipes/<name>.yaml`) or path.
+        data: dataset name or `save_to_disk` folder (default: the recipe's `dataset`).
+        model: checkpoint path or Hub id (default: the recipe's `model`).
+        data_root: the dataset's folder, for a dataset name.
+        output_dir: default `outputs/train/<recipe name>`.
+        max_steps: stop after this many optimizer steps (overrides the recipe's epochs).
+        resume: `True` continues from the last checkpoint in `output_dir`, a path from that checkpoint.
+        fields: any other recipe field (`AseMllmScriptArguments` or `SFTConfig`), e.g. `learning_rate=1e-4`.
+
+    Returns:
+        The trainer, after training and saving.
+    """
+    given = {"dataset": data, "model": model, "data_root": data_root, "output_dir": output_dir, "max_steps": max_steps,
+             "resume": "last" if resume is True else resume or None}
+    overrides = {key: value for key, value in given.items() if value is not None} | fields
+    return main(*parse_recipe(recipe=recipe, overrides=overrides))
+
+
+__all__ = [
+    "assistant_texts",
+    "build_trainer",
+    "check_sharding_engine",
+    "load_model_for_training",
+    "load_training_conversations",
+    "main",
+    "train",
+]

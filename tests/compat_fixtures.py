@@ -1,0 +1,259 @@
+"""Compatibility environments: other transformers releases (and our dependencies' lower bounds) beside the dev stack.
+
+An environment is a virtualenv without pip whose `site-packages` holds only what differs from the development
+environment (transformers of another release, and the versions of its own requirements that the development
+environment does not satisfy); a `.pth` line puts the development environment's `site-packages` after it, so torch,
+numpy and PIL are shared and nothing multi-GB is installed. The development environment's editable install of our
+package is a `.pth` *hook* there, which such a line does not run: our package is not importable in an environment
+(unless `with_package=True` copies the hook). Environments are cached in
+`${XDG_CACHE_HOME:-~/.cache}/ase_mllm/compat-envs/` and reused; building one asks PyPI, so the tests only reuse
+them: `python tests/compat_fixtures.py` builds what `tests/test_compat.py` loads (the README's test command runs
+it before pytest), and `bench/compat_matrix.py` builds every row of `TRANSFORMERS_ROWS`.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+from packaging.requirements import Requirement
+
+
+REPO = Path(__file__).resolve().parent.parent
+CHILD = Path(__file__).resolve().parent / "compat_child.py"
+
+# The releases the matrix measures: the issue's table (5.25.0 the newest on PyPI when this was written), the first
+# supported release (5.5.0), 5.9.0 (5.8-5.9 copy only direct relative imports of remote code) and the last release
+# below the minimum (5.4.0), which must fail with our one clear error, as must 5.0.0 and 4.57.6.
+TRANSFORMERS_ROWS = ("5.25.0", "5.24.0", "5.23.0", "5.22.2", "5.20.2", "5.16.1", "5.10.4", "5.9.0", "5.5.0", "5.4.0",
+                     "5.0.0", "4.57.6")
+# What the test suite runs (the bench runs all rows): oldest supported, vLLM's pin (>=5.16.1,<5.20), newest; and two
+# releases below the minimum.
+OLDEST, MIDDLE, NEWEST = "5.5.0", "5.16.1", "5.25.0"
+UNSUPPORTED = ("5.4.0", "4.57.6")
+# The dependencies whose declared lower bounds are tested together (transformers: the package's own bound).
+FLOOR_PACKAGES = ("transformers", "trl", "peft", "datasets", "accelerate")
+# transformers 5.25 requires `kernels>=0.19.1`, which the package index reachable here does not have; with
+# USE_HUB_KERNELS=0 transformers does not ask for it (kernels come from the Hub, which is offline here anyway).
+CHILD_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "USE_HUB_KERNELS": "0", "TOKENIZERS_PARALLELISM": "false",
+             "PYTHONNOUSERSITE": "1", "OMP_NUM_THREADS": "2"}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ase_mllm" / "compat-envs"
+
+
+def dev_site_packages() -> Path:
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+@dataclass
+class CompatEnv:
+    """A built environment: its interpreter and what was installed into it (the rest is the dev environment's)."""
+
+    name: str
+    python: Path
+    installed: list[str]
+    absent: list[str]  # requirements of the installed packages that neither it nor the dev environment has
+
+
+def _pip(python: Path, *args: str, timeout: int = 900) -> None:
+    command = [sys.executable, "-m", "pip", "--python", str(python), "--disable-pip-version-check", "--no-input", *args]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if run.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({run.returncode}):\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}")
+
+
+def _site_packages(python: Path) -> Path:
+    probe = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    return Path(subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True).stdout.strip())
+
+
+def _requirements(site: Path, distribution: str) -> list[Requirement]:
+    """`Requires-Dist` of a distribution installed in `site` (extras' requirements left out)."""
+    (metadata,) = site.glob(f"{distribution.replace('-', '_')}-*.dist-info/METADATA")
+    lines = metadata.read_text(encoding="utf-8").splitlines()
+    requirements = [Requirement(line.split(":", 1)[1]) for line in lines if line.startswith("Requires-Dist:")]
+    return [r for r in requirements if r.marker is None or r.marker.evaluate({"extra": ""})]
+
+
+def _installed_version(site: Path, name: str) -> str | None:
+    """The version visible to an environment: its own `site`'s first, else the dev environment's."""
+    normalized = re.sub(r"[-_.]+", "_", name).lower()
+    for folder in site.iterdir():
+        match = re.fullmatch(r"(.+)-([^-]+)\.dist-info", folder.name)
+        if match and re.sub(r"[-_.]+", "_", match[1]).lower() == normalized:
+            return match[2]
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _link_dev_environment(site: Path, with_package: bool) -> None:
+    lines = [str(dev_site_packages())]
+    if with_package:  # the editable install's import hook, after the line that makes its finder importable
+        for hook in sorted(dev_site_packages().glob("__editable__*.pth")):
+            lines += hook.read_text(encoding="utf-8").splitlines()
+    (site / "_ase_mllm_dev_environment.pth").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+class EnvironmentNotBuilt(LookupError):
+    pass
+
+
+def linked_venv(folder: Path, with_package: bool = False) -> tuple[Path, Path]:
+    """A new virtualenv without pip that sees the dev environment after its own `site-packages`: (python, site)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, capture_output=True)
+    python = folder / "bin" / "python"
+    site = _site_packages(python)
+    _link_dev_environment(site, with_package)
+    return python, site
+
+
+def build_env(name: str, pins: list[str], resolve: bool = False, with_package: bool = False, build: bool = True) -> CompatEnv:
+    """A cached environment with `pins` installed over the dev environment (`build=False`: only reuse one).
+
+    `resolve=False`: the pins go in with `--no-deps`, then each of their requirements that the dev environment
+    does not satisfy is installed (newest matching release, `--no-deps`); requirements absent from both are left
+    out and listed in `absent`. `resolve=True`: pip resolves the pins' whole dependency tree, seeing the dev
+    environment as installed, with torch held at the dev environment's version.
+    """
+    # One set per development environment: each environment's `.pth` names that one's site-packages.
+    dev = hashlib.sha256(str(dev_site_packages()).encode()).hexdigest()[:8]
+    folder = cache_root() / f"{sys.implementation.cache_tag}-{dev}-{name}"
+    record = folder / "ase_mllm_env.json"
+    python = folder / "bin" / "python"
+    if record.is_file() and python.exists():
+        data = json.loads(record.read_text(encoding="utf-8"))
+        if data["pins"] == pins:
+            _link_dev_environment(_site_packages(python), with_package)
+            return CompatEnv(name, python, data["installed"], data["absent"])
+    if not build:  # the tests never reach the network: the README's test command builds what they use first
+        raise EnvironmentNotBuilt(f"no compatibility environment {name} with {pins} in {cache_root()}: run "
+                                  "`python tests/compat_fixtures.py` first (the README's test command does)")
+    shutil.rmtree(folder, ignore_errors=True)
+    python, site = linked_venv(folder, with_package)
+    absent = []
+    if resolve:
+        constraints = folder / "torch-constraint.txt"
+        constraints.write_text(f"torch=={version('torch')}\n", encoding="utf-8")
+        _pip(python, "install", "-q", "-c", str(constraints), *pins)
+    else:
+        _pip(python, "install", "-q", "--no-deps", "--ignore-installed", *pins)
+        missing = []
+        for pin in pins:
+            for requirement in _requirements(site, Requirement(pin).name):
+                have = _installed_version(site, requirement.name)
+                if have is None:
+                    absent.append(str(requirement))
+                elif not requirement.specifier.contains(have, prereleases=True):
+                    missing.append(str(requirement))
+        if missing:
+            _pip(python, "install", "-q", "--no-deps", "--ignore-installed", *missing)
+    installed = sorted(f"{m[1]}=={m[2]}" for m in (re.fullmatch(r"(.+)-([^-]+)\.dist-info", p.name) for p in site.iterdir()) if m)
+    record.write_text(json.dumps({"pins": pins, "installed": installed, "absent": absent}, indent=1), encoding="utf-8")
+    return CompatEnv(name, python, installed, absent)
+
+
+def transformers_env(release: str, build: bool = True) -> CompatEnv:
+    return build_env(f"transformers-{release}", [f"transformers=={release}"], build=build)
+
+
+def floor_env(build: bool = True) -> CompatEnv:
+    """The dev environment with `FLOOR_PACKAGES` at the lowest versions setup.py allows, and our package importable."""
+    bounds = declared_lower_bounds(FLOOR_PACKAGES)
+    pins = [f"{name}=={bound}" for name, bound in sorted(bounds.items())]
+    return build_env("floor", pins, resolve=True, with_package=True, build=build)
+
+
+def setup_arguments() -> dict:
+    """The keyword arguments setup.py passes to `setuptools.setup` (run with `setup` replaced, nothing installed)."""
+    import runpy
+    from unittest import mock
+
+    captured = {}
+    with mock.patch("setuptools.setup", lambda **kwargs: captured.update(kwargs)):
+        runpy.run_path(str(REPO / "setup.py"), run_name="__main__")
+    return captured
+
+
+def declared_requirements() -> list[Requirement]:
+    """Every requirement setup.py declares, core and extras."""
+    arguments = setup_arguments()
+    texts = arguments["install_requires"] + [r for extra in arguments["extras_require"].values() for r in extra]
+    return [Requirement(text) for text in dict.fromkeys(texts)]
+
+
+def declared_lower_bounds(names: tuple[str, ...]) -> dict[str, str]:
+    """`name -> X` for each `name>=X` that setup.py declares for `names`."""
+    return {
+        requirement.name: spec.version
+        for requirement in declared_requirements()
+        for spec in requirement.specifier
+        if requirement.name in names and spec.operator == ">="
+    }
+
+
+# ---------------------------------------------------------------------------------------------- the checkpoint and runs
+
+
+def save_checkpoint(folder: Path) -> tuple[Path, Path]:
+    """A tiny random ASE-MLLM saved as `ase-mllm demo` saves one (remote code included), and a photo for it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from conftest import random_image
+
+    from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model
+
+    model_folder = folder / "ase-mllm-tiny"
+    build_tiny_model(gate=0.5, seed=2).save_pretrained(model_folder)
+    build_processor().save_pretrained(model_folder)
+    image = folder / "photo.png"
+    random_image(448, 900, seed=3).save(image)  # 2x1 tiles + thumbnail
+    return model_folder, image
+
+
+def run_child(python: Path, folder: Path, image: Path, out_dir: Path, train: bool = False, timeout: int = 900) -> dict:
+    """Run `compat_child.py` offline in a fresh module cache; its `result.json`, plus `logits` (array) if it got there."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(CHILD_ENV, HF_HOME=str(out_dir / "hf_home"))
+    command = [str(python), str(CHILD), str(folder), str(image), str(out_dir)] + (["--train"] if train else [])
+    start = time.perf_counter()
+    run = subprocess.run(command, cwd=out_dir, env=env, capture_output=True, text=True, timeout=timeout)
+    result_file = out_dir / "result.json"
+    if not result_file.is_file():
+        raise RuntimeError(f"{' '.join(command)} wrote no result ({run.returncode}):\n{run.stderr[-3000:]}")
+    result = json.loads(result_file.read_text(encoding="utf-8"))
+    result["wall_seconds"] = round(time.perf_counter() - start, 1)
+    if (out_dir / "logits.npy").is_file():
+        result["logits"] = np.load(out_dir / "logits.npy")
+    return result
+
+
+def compare(result: dict, reference: dict) -> dict:
+    """What the matrix reports per release: tokens equal, max |logit diff|, pipeline text equal."""
+    if "error" in result:
+        return {"error": result["error"]}
+    same_shape = result["logits"].shape == reference["logits"].shape
+    return {
+        "tokens_equal": result["tokens"] == reference["tokens"],
+        "max_logit_diff": float(np.abs(result["logits"] - reference["logits"]).max()) if same_shape else float("inf"),
+        "pipeline_equal": result["pipeline_text"] == reference["pipeline_text"],
+    }
+
+
+if __name__ == "__main__":  # what the README's test command runs before pytest: build what test_compat.py loads
+    for release in (OLDEST, MIDDLE, NEWEST, *UNSUPPORTED):
+        print(f"transformers {release}: {transformers_env(release).python}", flush=True)
+    print(f"dependency lower bounds: {floor_env().python}")
