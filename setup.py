@@ -19,13 +19,14 @@ def remote_code_constant(name: str) -> str:
 
 # Ranges, as a library declares them: the lowest release whose APIs we use, below the next major. Exact versions
 # for reproducible CI live in constraints.txt only (the README's commands install with `-c constraints.txt`), so
-# an environment that already has a torch in range keeps it. Nothing may depend on torchvision.
+# an environment that already has a torch in range keeps it. Only lmms-eval (the lmms extra) brings torchvision.
 # transformers 5.23: `TrainingArguments(activation_checkpointing=...)`, which the recipes set (the Hub folder's
 # remote code alone loads from 5.4.0, configuration_ase_mllm.TRANSFORMERS_REQUIREMENT; both need Python 3.11 here,
 # as transformers 5.22+ does).
+TRANSFORMERS_RANGE = ">=5.23,<6"
 CORE = [
     f"torch{remote_code_constant('TORCH_REQUIREMENT')}",
-    "transformers>=5.23,<6",
+    f"transformers{TRANSFORMERS_RANGE}",
     "tokenizers>=0.22",
     "safetensors>=0.5",
     "huggingface-hub>=1.0",
@@ -45,10 +46,20 @@ EVAL = ["pycocoevalcap>=1.2", "evaluate>=0.4.6"]
 # Llama/Phi-3 folders that ship no tokenizer.json; and Qwen-VL-Chat's tiktoken BPE (`qwen.tiktoken`). The converted
 # folder needs none of them (it holds a tokenizer.json).
 CONVERT = ["sentencepiece>=0.2", "protobuf>=4", "tiktoken>=0.7"]
+# `ase-mllm serve` runs on transformers' own OpenAI-compatible server: its `serving` extra (FastAPI, uvicorn, openai).
+SERVE = [f"transformers[serving]{TRANSFORMERS_RANGE}"]
+# The lmms-eval plugin (model `ase_mllm`, AIC caption tasks). lmms-eval needs torchvision (the release that pairs
+# with torch 2.13, kept out of every other extra but dev) and a filelock before 4 (it imports `filelock._api`).
+LMMS = ["lmms-eval>=0.7.3,<0.8", "torchvision>=0.28,<0.29", "filelock>=3.12,<4"]
 # The web demo (examples/app.py) runs on Gradio; the demo itself trains and scores a small model.
 DEMO = sorted(set(TRAIN + EVAL + ["scikit-image>=0.24", "gradio>=6.0,<7"]))
 # selenium drives Debian's chromium/chromium-driver (installed by .ci/system-packages) in the web-demo test.
-DEV = sorted(set(DEMO + CONVERT + ["pytest>=8", "pytest-timeout>=2.3", "selenium>=4.20"]))
+# DeepSpeed ZeRO-3 is tested on the CPU (tests/test_fsdp.py). It comes as a source package whose build needs only
+# setuptools (no torch: its ops compile on first use), so it brings no other torch.
+DEEPSPEED = ["deepspeed>=0.19.8,<0.20"]
+# The tests serve (tests/test_serving.py), run lmms-eval (tests/test_lmms_eval.py) and DeepSpeed, so the test
+# environment has every extra; torchvision comes in only with lmms-eval.
+DEV = sorted(set(DEMO + CONVERT + SERVE + LMMS + DEEPSPEED + ["pytest>=8", "pytest-timeout>=2.3", "selenium>=4.20"]))
 
 setup(
     name="ase-mllm",
@@ -62,6 +73,7 @@ setup(
     # top-level package named `configuration` or `processing` is ever installed.
     packages=[
         *find_packages(include=["modeling_ase_mllm", "modeling_ase_mllm.*"]),
+        "modeling_ase_mllm.integrations.lmms_eval.tasks",  # lmms-eval's task folder (YAMLs and their functions)
         "modeling_ase_mllm._configuration",
         "modeling_ase_mllm._processing",
     ],
@@ -74,8 +86,11 @@ setup(
         "modeling_ase_mllm.evaluation": ["java/edu/anu/spice/*.java", "aic_metrics/*.py"],
         "modeling_ase_mllm._configuration": ["**/*.json", "**/*.yaml"],
         "modeling_ase_mllm._processing": ["**/*.json", "**/*.jinja", "**/*.yaml"],
+        "modeling_ase_mllm.integrations.lmms_eval.tasks": ["*.yaml", "_default_template_yaml"],
     },
     install_requires=CORE,
-    extras_require={"train": TRAIN, "eval": EVAL, "convert": CONVERT, "demo": DEMO, "dev": DEV},
-    entry_points={"console_scripts": ["ase-mllm=modeling_ase_mllm.cli:main"]},
+    extras_require={"train": TRAIN, "eval": EVAL, "convert": CONVERT, "demo": DEMO, "serve": SERVE, "lmms": LMMS,
+                    "dev": DEV},
+    entry_points={"console_scripts": ["ase-mllm=modeling_ase_mllm.cli:main"],
+                  "lmms_eval.models": ["ase_mllm=modeling_ase_mllm.integrations.lmms_eval:manifest"]},
 )

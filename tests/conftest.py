@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny tokenizer/processor trained on the spot, random models, generated images, METEOR."""
 
 import os
+import socket
 
 import numpy as np
 import PIL.Image
@@ -25,6 +26,13 @@ def random_image(height: int, width: int, seed: int = 0, mode: str = "RGB") -> P
     base = np.stack([xs / max(width, 1), ys / max(height, 1), (xs + ys) / max(width + height, 1)], axis=-1) * 180
     pixels = np.clip(base + rng.normal(0, 30, (height, width, 3)), 0, 255).astype(np.uint8)
     return PIL.Image.fromarray(pixels).convert(mode)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on (for a test's own server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def user_turn(n_images: int = 1, prompt: str = PROMPT) -> list[dict]:

@@ -90,3 +90,19 @@ def test_a_batch_that_fails_in_the_model_is_redone_photo_by_photo(processor):
     assert [results[0].caption, results[2].caption] == alone
     assert results[1].caption is None
     assert results[1].error == "captioning failed: ValueError: image 0 has no pixels (size 0x5)."
+
+
+def test_photos_read_at_once_from_several_threads_all_decode_with_the_default_bound():
+    """`read_photo` lifts Pillow's pixel bound while it opens a photo; a thread that read the default bound meanwhile
+    got None (a TypeError, found by `ase-mllm serve` answering concurrent requests)."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from modeling_ase_mllm.inference.captioning import PhotoLimits, read_photo
+
+    buffer = io.BytesIO()
+    random_image(300, 400, seed=5).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    with ThreadPoolExecutor(4) as pool:
+        sizes = list(pool.map(lambda _: read_photo(data, PhotoLimits()).size, range(200)))
+    assert sizes == [(400, 300)] * 200

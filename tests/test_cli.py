@@ -189,6 +189,8 @@ OTHER_COMMANDS = [
      "argument --update-model-card: needs --model and --dataset (the model the results belong to)"),
     (["evaluate", "--model", "someone/a-model", "--dataset", "mini_aic", "--update-model-card"],
      "argument --update-model-card: --model 'someone/a-model' is not a local folder to write its card into"),
+    (["serve", "--model", "./nowhere"], "argument --model: no folder './nowhere' here (a Hub id looks like owner/name)"),
+    (["serve", "--model", "{tmp}", "--port", "70000"], "argument --port: must be at most 65535, got 70000"),
 ]
 
 
@@ -214,7 +216,7 @@ def test_every_command_has_a_description_and_every_option_a_help_text():
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
     assert set(commands) == {"demo", "caption", "saliency", "convert-eat", "convert", "push", "train", "evaluate",
-                             "prepare-data"}
+                             "prepare-data", "serve"}
     for name, command in commands.items():
         assert command.description, name
         for action in command._actions:
@@ -557,7 +559,7 @@ def test_help_of_every_command_imports_nothing_heavy_and_prints_its_time(tmp_pat
     no datasets) and keeps its text in the cache; the next prints the same text with none of them. The wall times
     (interpreter start included) are printed, not asserted (bench/cli_startup.py)."""
     commands = [[]] + [[name] for name in ("demo", "caption", "saliency", "convert-eat", "convert", "push", "train",
-                                           "evaluate", "prepare-data", "train")]
+                                           "evaluate", "prepare-data", "serve", "train")]
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
     times, train_help = [], []
     for command in commands:

@@ -306,10 +306,10 @@ def test_resume_from_checkpoint_gives_the_same_weights(conversations, saved_conv
     assert max_diff <= 1e-6
 
 
-def run_train_command(launcher: list[str], recipe: Path, data: Path, output_dir: Path, steps: int) -> str:
+def run_train_command(launcher: list[str], recipe: Path, data: Path, output_dir: Path, steps: int, *extra) -> str:
     """`ase-mllm train` in a subprocess on CPU (both DDP and the reference run the same device and code)."""
     command = [*launcher, "-m", "modeling_ase_mllm.cli", "train", "--recipe", str(recipe), "--data", str(data),
-               "--model", "tiny", "--output-dir", str(output_dir), "--max-steps", str(steps)]
+               "--model", "tiny", "--output-dir", str(output_dir), "--max-steps", str(steps), *extra]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -333,14 +333,21 @@ def test_ddp_two_processes_match_one_process_with_double_batch(saved_conversatio
                             tmp_path / "two", steps)
     one = run_train_command([sys.executable], write_recipe(tmp_path / "one.yaml", 2, 2), saved_conversations,
                             tmp_path / "one", steps)
-    assert "2 process(es), gradient accumulation 1" in two and "1 process(es), gradient accumulation 1" in one
-
-    curves = [loss_curve(tmp_path / "two"), loss_curve(tmp_path / "one")]
-    assert len(curves[0]) == len(curves[1]) == steps
-    max_diff = max(abs(a - b) for a, b in zip(*curves))
-    print(f"\nDDP: 2 processes {curves[0]}\n     1 process   {curves[1]}\n     max diff {max_diff:.3g}")
+    curves, max_diff = compare_two_with_one("DDP", two, one, tmp_path / "two", tmp_path / "one", steps)
     assert max_diff <= 1e-4
     assert curves[0][-1] < curves[0][0]
+
+
+def compare_two_with_one(name: str, two: str, one: str, two_dir: Path, one_dir: Path, steps: int):
+    """The loss curves of a 2-process and a 1-process `ase-mllm train` (their stdout and folders), printed; returns
+    `([two, one], max |difference|)` after checking that both ran one optimizer step per step."""
+    assert "2 process(es), gradient accumulation 1" in two and "1 process(es), gradient accumulation 1" in one
+    curves = [loss_curve(two_dir), loss_curve(one_dir)]
+    assert len(curves[0]) == len(curves[1]) == steps
+    max_diff = max(abs(a - b) for a, b in zip(*curves))
+    print(f"\n{name}: 2 processes {curves[0]}\n{' ' * len(name)}  1 process   {curves[1]}\n"
+          f"{' ' * len(name)}  max diff {max_diff:.3g}")
+    return curves, max_diff
 
 
 def test_no_ias_recipe_trains_plain_internvl(conversations, saved_conversations, tmp_path):

@@ -3,7 +3,6 @@ headless Chromium an upload gets a critique and the saliency picture, or the rea
 
 import importlib.util
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pytest
 gradio = pytest.importorskip("gradio", reason="the web demo needs the [demo] extra")
 webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium ([dev] extra)")
 
-from conftest import PROMPT, random_image  # noqa: E402
+from conftest import PROMPT, free_port, random_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -71,12 +70,6 @@ def test_random_model_flag_serves_a_saved_random_model_it_names(tmp_path, capsys
     batch = processor(images=[random_image(300, 500)], text=["<image>\n" + PROMPT], return_tensors="pt")
     tokens = model.generate(**batch, max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert tokens.shape[1] == batch["input_ids"].shape[1] + 4
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(url: str, seconds: float = 120) -> None:

@@ -20,7 +20,8 @@ from .arguments import DEBUG_ENV, one_line
 
 
 # In the order `ase-mllm --help` lists them.
-COMMANDS = ("demo", "caption", "saliency", "convert_eat", "convert", "push", "train", "evaluate", "prepare_data")
+COMMANDS = ("demo", "caption", "saliency", "convert_eat", "convert", "push", "train", "evaluate", "serve",
+            "prepare_data")
 
 
 def kept_nothing(args) -> str:

@@ -224,9 +224,11 @@ def metric_options(args: argparse.Namespace) -> dict:
     return {"spice": spice, "pr_variant": args.pr_variant}
 
 
-def add_photo_options(command, dtype: bool = False) -> None:
-    """The photos, their bounds and the model options of `caption` and `saliency`."""
-    command.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ... anything Pillow reads)")
+def add_photo_options(command, dtype: bool = False, images: bool = True) -> None:
+    """The photos, their bounds and the model options of `caption` and `saliency` (`serve`: all but the photos)."""
+    if images:
+        command.add_argument("images", nargs="+", metavar="IMAGE",
+                             help="image files (JPEG, PNG, ... anything Pillow reads)")
     command.add_argument("--model", required=True, help="model folder (with config.json) or Hub id (owner/name)")
     command.add_argument("--max-tiles", type=int, metavar="N",
                          help="at most N 448 px tiles per photo (default: the model's own setting, its image "

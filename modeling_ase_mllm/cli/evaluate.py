@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from ..evaluation.run import PREDICTIONS_FILE
+from ..evaluation.sharding import part_files
 from .arguments import (
     DATASET_HELP, add_metric_arguments, check_aspect, check_dataset, check_device, check_existing, check_max_tiles,
     check_model, check_output_folder, metric_options, non_empty, positive_int,
@@ -72,12 +73,15 @@ def check_evaluate_arguments(args) -> None:
 
 
 def kept(args) -> str:
-    """What a Ctrl-C leaves: the finished lines of predictions.jsonl, from which the same command resumes."""
+    """What a Ctrl-C leaves: the finished lines of predictions.jsonl (and of the parts of a multi-process run),
+    from which the same command resumes."""
     predictions = Path(args.output_dir) / PREDICTIONS_FILE
-    if args.predictions or not predictions.is_file():
+    files = [path for path in [predictions, *part_files(predictions)] if path.is_file()]
+    if args.predictions or not files:
         return "no predictions were written"
-    finished = predictions.read_bytes().count(b"\n")
-    return f"{predictions} keeps {finished} finished caption(s); the same command resumes from there"
+    finished = sum(path.read_bytes().count(b"\n") for path in files)
+    where = f"{predictions} (and its {len(files) - 1} part file(s))" if len(files) > 1 else str(predictions)
+    return f"{where} keeps {finished} finished caption(s); the same command resumes from there"
 
 
 def main(args) -> int:
@@ -97,6 +101,8 @@ def main(args) -> int:
             prompt=critique_prompt(args.prompt, args.aspect), max_tiles=args.max_tiles, limit=args.limit,
             device=args.device, overwrite=args.overwrite, update_model_card=args.update_model_card, **options,
         )
+        if metrics is None:  # another process of `accelerate launch`: the main one scores and reports
+            return 0
     print(format_table(metrics))
     print(f"[evaluate] wrote {Path(args.output_dir) / 'metrics.json'} and metrics.md"
           + (f"; the results are in {Path(args.model) / 'README.md'}" if args.update_model_card else ""))

@@ -7,6 +7,9 @@ uninterrupted run (the split's order, cut every `batch_size` images), so the fil
 `run.json` beside it records what produced the captions (the weights' fingerprint, prompt, generation settings,
 tiles, saliency source, dataset and split). A run resumes only from captions made with the same settings; other
 settings stop with a message naming what differs (`overwrite=True` / `--overwrite` starts the folder afresh).
+
+Under `accelerate launch` the batches are dealt out to the processes, which write part files that the main
+process merges into `predictions.jsonl` (the same bytes as one process writes) before it scores (`sharding.py`).
 """
 
 import json
@@ -17,6 +20,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..inference.captioning import critique_prompt, load_model_and_processor
+from .sharding import Shards, current_shards, merge_parts, part_files, part_path
 
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -85,8 +89,8 @@ def check_run(output_dir, settings: dict) -> None:
 
 def clear_run(output_dir) -> None:
     """Remove what a previous run wrote into `output_dir` (and nothing else)."""
-    for name in RUN_OUTPUTS:
-        (Path(output_dir) / name).unlink(missing_ok=True)
+    for path in [*(Path(output_dir) / name for name in RUN_OUTPUTS), *part_files(Path(output_dir) / PREDICTIONS_FILE)]:
+        path.unlink(missing_ok=True)
 
 
 def read_finished(predictions_path: Path) -> dict[str, str]:
@@ -127,39 +131,54 @@ def caption_split(
     progress: bool = True,
     run_info: dict | None = None,
     overwrite: bool = False,
+    shards: Shards | None = None,
 ) -> Path:
     """Caption every example of `dataset` (columns `image_id`, `image`) into `output_dir/predictions.jsonl`.
 
     Resumes the captions already in the folder when `run.json` shows the same model and settings (`run_info`
     adds the caller's: dataset, split, limit); otherwise raises `StaleRunError`. `overwrite` starts afresh.
+    `shards` (default: this launch's processes) share the batches; every process returns once the main one has
+    merged their parts.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     predictions_path = output_dir / PREDICTIONS_FILE
     question = prompt or critique_prompt()
     settings = {**model_run_settings(model, processor, question, generation_config, max_tiles), **(run_info or {})}
-    if overwrite:
-        clear_run(output_dir)
-    check_run(output_dir, settings)
-    if not predictions_path.is_file():
-        (output_dir / RUN_FILE).write_text(json.dumps(settings, indent=1, default=str) + "\n", encoding="utf-8")
-    finished = read_finished(predictions_path)
+    shards = shards or current_shards()
     ids = [str(image_id) for image_id in dataset["image_id"]]
     duplicates = [image_id for image_id, count in Counter(ids).items() if count > 1]
     if duplicates:
         raise ValueError(f"dataset has repeated image_id(s): {sorted(duplicates)[:5]}")
+
+    def prepare_folder() -> None:
+        if overwrite:
+            clear_run(output_dir)
+        check_run(output_dir, settings)
+        if not predictions_path.is_file() and not part_files(predictions_path):
+            (output_dir / RUN_FILE).write_text(json.dumps(settings, indent=1, default=str) + "\n", encoding="utf-8")
+        merge_parts(predictions_path, ids)  # the parts a killed multi-process run left
+
+    shards.main_first(prepare_folder)
+    finished = read_finished(predictions_path)
     batches = [range(start, min(start + batch_size, len(ids))) for start in range(0, len(ids), batch_size)]
-    todo = [batch for batch in batches if any(ids[i] not in finished for i in batch)]
+    mine = shards.mine([batch for batch in batches if any(ids[i] not in finished for i in batch)])
+    target = predictions_path if shards.world_size == 1 else part_path(predictions_path, shards.rank)
     images_kwargs = {"max_patches": max_tiles} if max_tiles else {}
-    bar = tqdm(total=len(ids), initial=len(ids) - sum(len(b) for b in todo), desc="captioning", unit="image",
-               disable=not progress)
-    for batch in todo:
+    remaining = sum(len(batch) for batch in mine)
+    if shards.world_size == 1:
+        total, done, desc = len(ids), len(ids) - remaining, "captioning"
+    else:  # the main process shows its own share
+        total, done, desc = remaining, 0, f"captioning (process 1 of {shards.world_size})"
+    bar = tqdm(total=total, initial=done, desc=desc, unit="image", disable=not progress or not shards.is_main)
+    for batch in mine:
         pending = [i for i in batch if ids[i] not in finished]
         images = [dataset[i]["image"].convert("RGB") for i in pending]
         answers = model.batch_chat(processor, images, [question] * len(pending), generation_config, images_kwargs)
-        append_predictions(predictions_path, [{"image_id": ids[i], "caption": a.strip()} for i, a in zip(pending, answers)])
+        append_predictions(target, [{"image_id": ids[i], "caption": a.strip()} for i, a in zip(pending, answers)])
         bar.update(len(batch))
     bar.close()
+    shards.main_first(lambda: merge_parts(predictions_path, ids))
     return predictions_path
 
 
@@ -212,7 +231,8 @@ def evaluate_model(
 
     Exactly the first `limit` rows are scored, also when the folder holds captions of more rows. `metrics.json` names
     the dataset and split it scored; with `update_model_card`, the results also go into the model folder's card
-    (the Table I table and the Hub's `model-index`).
+    (the Table I table and the Hub's `model-index`). Under `accelerate launch` the processes share the captioning
+    and the main one scores; the others return None.
     """
     from .metrics import read_predictions, score_predictions, write_metrics
 
@@ -231,11 +251,14 @@ def evaluate_model(
     data = load_split(dataset, split, root)
     if limit is not None:
         data = data.select(range(min(limit, len(data))))
-    model, processor = load_model_and_processor(model_path, device=device)
+    shards = current_shards()
+    model, processor = load_model_and_processor(model_path, device=device or shards.device)
     predictions_path = caption_split(
         model, processor, data, output_dir, question, batch_size, generation_config, max_tiles,
-        run_info=run_info, overwrite=overwrite,
+        run_info=run_info, overwrite=overwrite, shards=shards,
     )
+    if not shards.is_main:
+        return None
     references = {str(row["image_id"]): list(row["references"]) for row in data.select_columns(["image_id", "references"])}
     write_references(references, output_dir)
     predictions = {k: v for k, v in read_predictions(predictions_path).items() if k in references}

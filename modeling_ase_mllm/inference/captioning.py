@@ -73,17 +73,19 @@ def read_photo(source, limits: PhotoLimits = PhotoLimits()):
     from ..image_processing_ase_mllm import describe_image_input, open_image, to_rgb
 
     name = describe_image_input(source)
+    size_bytes = len(source) if isinstance(source, (bytes, bytearray)) else None
     if isinstance(source, (str, Path)) and not str(source).startswith(("http://", "https://")):
         path = Path(source)
         if path.is_dir():
             raise PhotoError(f"image {name} is a directory, not an image file (give the files in it, e.g. {path}/*.jpg)")
-        if path.is_file() and path.stat().st_size > limits.max_file_mb * 1e6:
-            raise PhotoError(
-                f"image {name} is {path.stat().st_size / 1e6:.1f} MB, over the limit of {limits.max_file_mb:g} MB "
-                "(--max-file-mb raises it)"
-            )
-    max_pixels = limits.max_pixels
+        size_bytes = path.stat().st_size if path.is_file() else None
+    if size_bytes is not None and size_bytes > limits.max_file_mb * 1e6:
+        raise PhotoError(
+            f"image {name} is {size_bytes / 1e6:.1f} MB, over the limit of {limits.max_file_mb:g} MB "
+            "(--max-file-mb raises it)"
+        )
     with _PIL_LIMIT_LOCK:
+        max_pixels = limits.max_pixels  # under the lock: Pillow's default reads as None while another photo opens
         saved, PIL.Image.MAX_IMAGE_PIXELS = PIL.Image.MAX_IMAGE_PIXELS, None
         try:
             size = _header_size(source)

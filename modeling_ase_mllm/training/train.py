@@ -7,6 +7,8 @@ trains. Heavy optional dependencies (trl, peft, datasets) are imported where the
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -110,6 +112,42 @@ def build_trainer(script_args, training_args, model, processor, train_dataset):
     return trainer
 
 
+@contextmanager
+def whole_random_model(script_args):
+    """Build the random tiny model whole in every process, also under DeepSpeed ZeRO-3 (the same seed gives the
+    same weights; DeepSpeed partitions them when training starts).
+
+    Under ZeRO-3 transformers builds every model made through `from_config` inside `deepspeed.zero.Init`: the
+    language model inside ours would come out partitioned, and our own `post_init` would then meet its empty
+    shards. transformers' `set_zero3_state` is how it marks a construction that is already handled (its nested
+    `from_config` calls skip `zero.Init`). A checkpoint (`from_pretrained`) loads partitioned as usual.
+    """
+    if script_args.model != TINY_MODEL:
+        yield
+        return
+    from transformers.modeling_utils import set_zero3_state
+
+    with set_zero3_state():
+        yield
+
+
+def check_sharding_engine(trainer) -> None:
+    """Refuse a launch that asked for FSDP or DeepSpeed and would silently get plain DDP.
+
+    accelerate turns an FSDP launch into FSDP only from a multi-accelerator state (CUDA, XPU, NPU, HPU, ...): on
+    the CPU, `accelerate launch --config_file fsdp.yaml` trains with DDP, every process holding the whole model.
+    """
+    for engine, flag, enabled in (("FSDP", "ACCELERATE_USE_FSDP", trainer.is_fsdp_enabled),
+                                  ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED", trainer.is_deepspeed_enabled)):
+        if os.environ.get(flag, "false").lower() == "true" and not enabled:
+            kind = str(trainer.accelerator.distributed_type).rsplit(".", 1)[-1]
+            raise ValueError(
+                f"the launch asks for {engine}, but accelerate runs it only on accelerators (GPUs, XPUs, NPUs, HPUs "
+                f"...); here it would train as {kind}, each process holding the whole model. On the CPU, launch "
+                "with configuration/accelerate/ddp.yaml"
+            )
+
+
 def main(script_args, training_args):
     """Fine-tune as the parsed recipe says and save the result (model or adapter, and processor) in `output_dir`.
 
@@ -122,8 +160,10 @@ def main(script_args, training_args):
             raise ValueError(f"recipe {name!r} names no {what}: pass {flag}")
     output_dir = training_args.output_dir
     conversations = load_training_conversations(script_args)
-    model, processor = load_model_for_training(script_args, conversations)
+    with whole_random_model(script_args):
+        model, processor = load_model_for_training(script_args, conversations)
     trainer = build_trainer(script_args, training_args, model, processor, conversations)
+    check_sharding_engine(trainer)
     if trainer.is_world_process_zero():
         counts = ", ".join(f"{part} {count:,}" for part, count in sorted(count_trainable(trainer.model).items()))
         print(
@@ -173,6 +213,7 @@ def train(
 __all__ = [
     "assistant_texts",
     "build_trainer",
+    "check_sharding_engine",
     "load_model_for_training",
     "load_training_conversations",
     "main",
