@@ -90,7 +90,7 @@ setup(
     },
     install_requires=CORE,
     extras_require={"train": TRAIN, "eval": EVAL, "convert": CONVERT, "demo": DEMO, "serve": SERVE, "lmms": LMMS,
-                    "dev": DEV},
+                    "deepspeed": DEEPSPEED, "dev": DEV},
     entry_points={"console_scripts": ["ase-mllm=modeling_ase_mllm.cli:main"],
                   "lmms_eval.models": ["ase_mllm=modeling_ase_mllm.integrations.lmms_eval:manifest"]},
 )
