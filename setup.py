@@ -49,7 +49,8 @@ CONVERT = ["sentencepiece>=0.2", "protobuf>=4", "tiktoken>=0.7"]
 # `ase-mllm serve` runs on transformers' own OpenAI-compatible server: its `serving` extra (FastAPI, uvicorn, openai).
 SERVE = [f"transformers[serving]{TRANSFORMERS_RANGE}"]
 # The lmms-eval plugin (model `ase_mllm`, AIC caption tasks). lmms-eval needs torchvision (the release that pairs
-# with torch 2.13, kept out of every other extra but dev) and a filelock before 4 (it imports `filelock._api`).
+# with torch 2.13, kept out of every other extra but dev) and a filelock before 4 (it imports `filelock._api`). Its
+# wandb pin holds protobuf below 7, under which sentencepiece 0.2.3 does not import (constraints.txt: 0.2.2).
 LMMS = ["lmms-eval>=0.7.3,<0.8", "torchvision>=0.28,<0.29", "filelock>=3.12,<4"]
 # The web demo (examples/app.py) runs on Gradio; the demo itself trains and scores a small model.
 DEMO = sorted(set(TRAIN + EVAL + ["scikit-image>=0.24", "gradio>=6.0,<7"]))
