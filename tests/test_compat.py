@@ -139,7 +139,7 @@ def fake_torch_env(root: Path, torch_version: str) -> Path:
 
 # Every extra but `lmms`: lmms-eval needs torchvision, whose 0.28 is built for exactly torch 2.13, so that optional
 # integration alone asks for one torch (the pinned one; constraints.txt has both).
-EXTRAS_BESIDE_TORCH = "train,eval,convert,demo,serve,deepspeed"
+EXTRAS_BESIDE_TORCH = ",".join(sorted(set(setup_arguments()["extras_require"]) - {"lmms", "dev"}))
 
 
 def dry_run_install(python: Path, report: Path, *extra: str, extras: str = "dev") -> subprocess.CompletedProcess:

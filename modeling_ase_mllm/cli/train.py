@@ -45,7 +45,9 @@ def help_cache_file() -> Path:
 def print_help() -> int:
     """Print `ase-mllm train --help` from the cache, rendering and keeping it first if it is not there."""
     cached = help_cache_file()
-    if not cached.is_file():
+    if cached.is_file():
+        text = cached.read_text(encoding="utf-8")
+    else:
         from ..training.recipes import make_parser
 
         text = make_parser().format_help()
@@ -56,9 +58,7 @@ def print_help() -> int:
             partial.replace(cached)
         except OSError:  # a read-only cache only costs the next --help its seconds
             pass
-        sys.stdout.write(text)
-        return 0
-    sys.stdout.write(cached.read_text(encoding="utf-8"))
+    sys.stdout.write(text)
     return 0
 
 
