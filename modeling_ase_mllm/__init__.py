@@ -2,7 +2,7 @@
 
 The modules at this package's root are exactly the remote code a Hub folder carries (configuration, EAT, saliency,
 image processing, processing, modeling); the tools live in subpackages named after their job: `data`, `training`,
-`evaluation`, `inference`, `convert`, `hub`, `cli`, `presets`, `testing`.
+`evaluation`, `inference`, `convert`, `hub`, `cli`, `presets`, `testing`, and `utils` (the cache folder).
 
 Importing this package registers the ASE-MLLM classes with transformers' Auto classes, so that
 `AutoConfig`, `AutoModel`, `AutoModelForImageTextToText`, `AutoProcessor` and `AutoImageProcessor` resolve

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from packaging.requirements import Requirement
 
+from modeling_ase_mllm.utils.cache import cache_dir
+
 
 REPO = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "compat_child.py"
@@ -49,7 +51,7 @@ CHILD_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "USE_HUB_KERNEL
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ase_mllm" / "compat-envs"
+    return cache_dir("compat-envs")
 
 
 def dev_site_packages() -> Path:

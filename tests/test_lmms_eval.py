@@ -13,6 +13,7 @@ pytest.importorskip("lmms_eval", reason="the lmms-eval plugin needs the [lmms] e
 
 from modeling_ase_mllm.integrations.lmms_eval import TASKS_DIR  # noqa: E402
 from modeling_ase_mllm.evaluation.vocabulary import METRICS  # noqa: E402
+from modeling_ase_mllm.utils.cache import cache_dir  # noqa: E402
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,7 +24,7 @@ def test_lmms_eval_on_the_mini_set_prints_the_eleven_metrics_of_ase_mllm_evaluat
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache"),
            "HF_HOME": str(tmp_path / "hf"), "CUDA_VISIBLE_DEVICES": ""}
-    env.setdefault("SPICE_CORENLP_DIR", str(Path.home() / ".cache" / "ase_mllm" / "spice"))
+    env.setdefault("SPICE_CORENLP_DIR", str(cache_dir("spice")))
     lmms = subprocess.run(
         ["lmms-eval", "--model", "ase_mllm", "--model_args", f"pretrained={saved_model}", "--batch_size", "2",
          "--tasks", "ase_mllm_mini_aic", "--include_path", str(TASKS_DIR), "--output_path", str(tmp_path / "lmms"),

@@ -13,6 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..utils.cache import cache_dir
 from .arguments import check_choice, check_dataset, check_existing, check_model, check_output_folder
 
 
@@ -38,8 +39,7 @@ def help_cache_file() -> Path:
     for path in sorted([*(package / "training").glob("*.py"), *(package / "data").glob("*.py"), Path(__file__)]):
         key.update(path.name.encode() + path.read_bytes())
     key.update(str(shutil.get_terminal_size().columns).encode())
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ase_mllm" / "help" / f"train-{key.hexdigest()[:16]}.txt"
+    return cache_dir("help", f"train-{key.hexdigest()[:16]}.txt")
 
 
 def print_help() -> int:

@@ -28,6 +28,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..utils.cache import cache_dir
 from .vocabulary import SPICE_METRICS
 
 
@@ -81,8 +82,7 @@ class SpiceUnavailable(RuntimeError):
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ase_mllm" / "spice"
+    return cache_dir("spice")
 
 
 def _env_flag(name: str) -> bool:

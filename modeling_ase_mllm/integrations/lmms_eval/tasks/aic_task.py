@@ -12,8 +12,7 @@ from pathlib import Path
 
 from lmms_eval.api.task import ConfigurableTask
 
-
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ase_mllm" / "lmms_eval"
+from modeling_ase_mllm.utils.cache import cache_dir
 
 
 class AicCaptionTask(ConfigurableTask):
@@ -31,7 +30,7 @@ class AicCaptionTask(ConfigurableTask):
         if source is not None and (Path(source) / "dataset_dict.json").is_file():
             folder = Path(source)  # prepared by `ase-mllm prepare-data`
         else:
-            folder = CACHE / name
+            folder = cache_dir("lmms_eval", name)
             if not (folder / "dataset_dict.json").is_file():
                 if source is None and name != "mini_aic":
                     raise ValueError(f"task {self.config.task}: set ASE_MLLM_{name.upper()} to the {name} release's "

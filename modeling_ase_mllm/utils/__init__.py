@@ -1,0 +1,1 @@
+"""Small facts the tools share and that belong to none of them: where ase-mllm keeps its cache (`cache`)."""
