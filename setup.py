@@ -59,8 +59,10 @@ DEMO = sorted(set(TRAIN + EVAL + ["scikit-image>=0.24", "gradio>=6.0,<7"]))
 # setuptools (no torch: its ops compile on first use), so it brings no other torch.
 DEEPSPEED = ["deepspeed>=0.19.8,<0.20"]
 # The tests serve (tests/test_serving.py), run lmms-eval (tests/test_lmms_eval.py) and DeepSpeed, so the test
-# environment has every extra; torchvision comes in only with lmms-eval.
-DEV = sorted(set(DEMO + CONVERT + SERVE + LMMS + DEEPSPEED + ["pytest>=8", "pytest-timeout>=2.3", "selenium>=4.20"]))
+# environment has every extra; torchvision comes in only with lmms-eval. greenlet: bench/generate_latency.py runs
+# the models' generate() calls in lockstep, in one OS thread.
+DEV = sorted(set(DEMO + CONVERT + SERVE + LMMS + DEEPSPEED
+                 + ["pytest>=8", "pytest-timeout>=2.3", "selenium>=4.20", "greenlet>=3.1"]))
 
 setup(
     name="ase-mllm",

@@ -47,12 +47,13 @@ def build_config(preset: str = "small"):
     return tiny_config(**SMALL) if preset == "small" else tiny_config()
 
 
-def build_pair(preset: str = "small", device: str = "cpu"):
-    """ASE-MLLM (gates open, so the cross-attention's output matters) and its InternVL twin."""
-    model = build_tiny_model(build_config(preset), gate=0.0)
-    twin = build_internvl_twin(model).to(device)
+def build_pair(preset: str = "small", device: str = "cpu", share_weights: bool = False):
+    """ASE-MLLM (gates open, so the cross-attention's output matters) and its InternVL twin, which owns a copy of
+    the weights, or with `share_weights` holds the very same tensors (so that where they lie cannot differ)."""
+    model = build_tiny_model(build_config(preset), gate=0.0).to(device)
+    twin = build_internvl_twin(model, share_weights=share_weights).to(device)
     set_saliency_gates(model, 0.5)
-    return model.to(device), twin
+    return model, twin
 
 
 def image_for_tiles(tiles: int, seed: int = 0) -> Image.Image:
