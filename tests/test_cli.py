@@ -160,7 +160,12 @@ def test_model_that_is_not_there_is_named(model, message, files, capsys):
 
 
 def test_a_hub_id_is_tried_and_its_failure_is_one_line(files, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: set afterwards, the variable alone left this test
+    # waiting out the Hub's network timeouts (46 s).
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     status, _, err = run(["caption", files / "photo.png", "--model", "someone/no-such-model"], capsys)
     assert status == 1 and len(err.strip().splitlines()) == 1
     assert err.startswith("ase-mllm caption: error: --model 'someone/no-such-model' could not be loaded: ")

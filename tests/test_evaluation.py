@@ -105,10 +105,12 @@ def second_model(split_on_disk, processor):
 
 
 def evaluate_cli(model, root, out, *extra):
+    """`ase-mllm evaluate` without the SPICE family: these tests check the run record and the other seven numbers,
+    and a JVM per call was a third of their time (tests/test_spice.py runs the eleven through the CLI)."""
     from modeling_ase_mllm.cli import main
 
     return main(["evaluate", "--model", str(model), "--dataset", str(root / "split"), "--output-dir", str(out),
-                 "--batch-size", "4", "--max-new-tokens", "6", *extra])
+                 "--batch-size", "4", "--max-new-tokens", "6", "--no-spice", *extra])
 
 
 def metric_values(out) -> dict:
