@@ -39,11 +39,9 @@ def test_the_system_packages_script_asks_the_owner_with_the_system_python(tmp_pa
     """The line of .ci/system-packages that names the SPICE folder, run by itself in bash with no virtualenv on PATH."""
     line = next(line for line in (REPO / ".ci" / "system-packages").read_text().splitlines()
                 if line.startswith("spice_cache="))
-    script = tmp_path / "probe.sh"
-    script.write_text(f'set -euo pipefail\ncd "$(dirname "$0")"\n{line}\necho "$spice_cache"\n')
-    # $0's folder stands in for .ci/: the script finds the owner relative to itself.
+    # The probe's folder stands in for .ci/: the line finds the owner relative to "$0".
     (tmp_path / "ci").mkdir()
-    (tmp_path / "ci" / "probe.sh").write_text(script.read_text())
+    (tmp_path / "ci" / "probe.sh").write_text(f'set -euo pipefail\n{line}\necho "$spice_cache"\n')
     (tmp_path / "modeling_ase_mllm" / "utils").mkdir(parents=True)
     (tmp_path / "modeling_ase_mllm" / "utils" / "cache.py").write_text(OWNER.read_text())
     path = ":".join(p for p in os.environ["PATH"].split(":") if not p.startswith(sys.prefix))
