@@ -17,7 +17,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from modeling_ase_mllm.inference.captioning import DEFAULT_MAX_FILE_MB, PhotoError, PhotoLimits, read_photo  # noqa: E402
+from modeling_ase_mllm.inference.photos import DEFAULT_MAX_FILE_MB, PhotoError, PhotoLimits, read_photo  # noqa: E402
 from modeling_ase_mllm.cli.demo import DEFAULT_OUTPUT_DIR, MODEL_FOLDER  # noqa: E402
 
 

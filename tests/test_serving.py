@@ -23,7 +23,7 @@ import torch
 openai = pytest.importorskip("openai", reason="serving needs the [serve] extra")
 
 from conftest import PROMPT, free_port, random_image  # noqa: E402
-from modeling_ase_mllm.inference.captioning import PhotoError, PhotoLimits  # noqa: E402
+from modeling_ase_mllm.inference.photos import PhotoError, PhotoLimits  # noqa: E402
 from modeling_ase_mllm.data.prompts import aspect_prompt  # noqa: E402
 
 

@@ -44,7 +44,8 @@ from transformers.cli.serving.server import build_server
 from transformers.cli.serving.utils import GenerationState, Modality
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
 
-from .captioning import PhotoError, PhotoLimits, critique_prompt, read_photo
+from .captioning import critique_prompt
+from .photos import PhotoError, PhotoLimits, read_photo
 
 
 # The request fields ASE-MLLM adds to OpenAI's chat completion body.
