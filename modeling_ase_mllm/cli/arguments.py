@@ -218,7 +218,8 @@ def metric_options(args: argparse.Namespace) -> dict:
     return {"spice": spice, "pr_variant": args.pr_variant}
 
 
-def add_photo_options(command, dtype: bool = False, images: bool = True, max_file_mb: float = DEFAULT_MAX_FILE_MB) -> None:
+def add_photo_options(command, dtype: bool = False, images: bool = True,
+                      max_file_mb: float = DEFAULT_MAX_FILE_MB) -> None:
     """The photos, their bounds and the model options of `caption` and `saliency` (`serve`: all but the photos, with
     its own `max_file_mb` default)."""
     if images:

@@ -8,7 +8,8 @@ import os
 import sys
 
 from ..inference.serving_limits import SERVE_MAX_FILE_MB, ServingLimits
-from .arguments import add_photo_options, check_existing, check_photo_options, photo_limits, positive_float, positive_int
+from .arguments import (add_photo_options, check_existing, check_photo_options, photo_limits, positive_float,
+                        positive_int)
 
 
 # The API key can come from the environment, so that it appears in no process list (vLLM reads VLLM_API_KEY).

@@ -201,8 +201,8 @@ class RemoteImages:
                 async for chunk in response.aiter_stream():
                     size += len(chunk)
                     if size > self.max_bytes:
-                        raise PhotoError(f"image {asked!r} is over the limit of {self.max_bytes / 1e6:g} MB "
-                                         "(--max-file-mb raises it)")
+                        raise PhotoError(f"image {asked!r} could not be fetched: it is over the limit of "
+                                         f"{self.max_bytes / 1e6:g} MB (--max-file-mb raises it)")
                     chunks.append(chunk)
                 return b"".join(chunks)
         raise httpcore.RemoteProtocolError("too many redirects")

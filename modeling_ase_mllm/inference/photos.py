@@ -88,7 +88,8 @@ def open_regular_file(path, name: str | None = None, follow_symlinks: bool = Tru
     if kind != stat.S_IFREG:
         os.close(descriptor)
         if kind == stat.S_IFDIR:
-            raise PhotoError(f"image {name} is a directory, not an image file (give the files in it, e.g. {path}/*.jpg)")
+            raise PhotoError(f"image {name} is a directory, not an image file (give the files in it, e.g. "
+                             f"{path}/*.jpg)")
         raise PhotoError(f"image {name} is not a regular file (a pipe, device or socket is never read)")
     return os.fdopen(descriptor, "rb")
 

@@ -37,6 +37,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -231,7 +232,8 @@ class AseMllmChatCompletionHandler(ChatCompletionHandler):
         if request.saliency is None:
             return response
         # On the model's inference thread: LayerCAM hooks the model, which a generation running beside would meet.
-        urls = await asyncio.shield(manager.async_submit(saliency_data_urls, model, processor, photos, request.saliency))
+        urls = await asyncio.shield(manager.async_submit(saliency_data_urls, model, processor, photos,
+                                                         request.saliency))
         payload["choices"][0]["message"][SALIENCY_FIELD] = urls
         return JSONResponse(payload, media_type="application/json")
 
@@ -253,7 +255,7 @@ class AseMllmChatCompletionHandler(ChatCompletionHandler):
             body, known_fields=frozenset(self._valid_params_class.__mutable_keys__),
             max_new_tokens=self.limits.max_new_tokens, max_images=self.limits.max_images_per_request,
             check_image_url=self.sources.check, vocab_size=len(tokenizer),
-            template_variables=template_variables(template) if isinstance(template, str) else frozenset(),
+            template_variables=client_template_variables(template),
         )
         if body.get("model") not in (None, self.served_model_name):
             raise RequestError(f"model {body['model']!r} is not served here; this server serves "
@@ -312,6 +314,13 @@ class AseMllmChatCompletionHandler(ChatCompletionHandler):
                 if part.get("type") == "image":  # `with_photos` put the photo where transformers keeps the url
                     part["image"] = part.pop("url")
         return converted
+
+
+def client_template_variables(template) -> frozenset[str]:
+    """The variables a chat template reads that a request may set: those it does not assign itself (`{% set %}`)."""
+    if not isinstance(template, str):
+        return frozenset()
+    return template_variables(template) - set(re.findall(r"\{%-?\s*set\s+(\w+)", template))
 
 
 def model_positions(model) -> int | None:
