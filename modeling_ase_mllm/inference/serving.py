@@ -46,6 +46,7 @@ import torch
 import transformers
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 from transformers import AutoConfig, AutoModelForImageTextToText, StoppingCriteria, StoppingCriteriaList
@@ -410,8 +411,6 @@ def build_app(
             await chat.finish_generating()
 
     app.router.lifespan_context = lifespan
-
-    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestError, request_error)
