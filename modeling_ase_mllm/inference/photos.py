@@ -147,14 +147,6 @@ def read_photo(source, limits: PhotoLimits = PhotoLimits()):
         raise PhotoError(str(error) if name in str(error) else f"image {name}: {error}") from error
 
 
-def photo_size(data: bytes) -> tuple[int, int] | None:
-    """`(width, height)` from the header of an image held in `data`, or None when Pillow cannot read it."""
-    try:
-        return _open_header(data, "").size
-    except PhotoError:
-        return None
-
-
 def _open_header(data: bytes, name: str):
     """Pillow's lazy image of `data` (header parsed, pixels not decoded), whatever Pillow's own threshold."""
     import PIL.Image
@@ -207,5 +199,5 @@ class LocalFiles:
             return read_bounded(stream, repr(path), limits)
 
 
-__all__ = ["DEFAULT_MAX_FILE_MB", "LocalFiles", "PhotoError", "PhotoLimits", "open_regular_file", "photo_size",
+__all__ = ["DEFAULT_MAX_FILE_MB", "LocalFiles", "PhotoError", "PhotoLimits", "open_regular_file",
            "read_photo"]
