@@ -47,7 +47,9 @@ EVAL = ["pycocoevalcap>=1.2", "evaluate>=0.4.6"]
 # folder needs none of them (it holds a tokenizer.json).
 CONVERT = ["sentencepiece>=0.2", "protobuf>=4", "tiktoken>=0.7"]
 # `ase-mllm serve` runs on transformers' own OpenAI-compatible server: its `serving` extra (FastAPI, uvicorn, openai).
-SERVE = [f"transformers[serving]{TRANSFORMERS_RANGE}"]
+# httpcore (already there through openai's httpx) fetches remote images through our own network backend, which
+# checks every address it connects to (`inference/image_urls.py`): `network_backend` and `AnyIOBackend` since 1.0.
+SERVE = [f"transformers[serving]{TRANSFORMERS_RANGE}", "httpcore>=1.0,<2"]
 # The lmms-eval plugin (model `ase_mllm`, AIC caption tasks). lmms-eval needs torchvision (the release that pairs
 # with torch 2.13, kept out of every other extra but dev) and a filelock before 4 (it imports `filelock._api`). Its
 # wandb pin holds protobuf below 7, under which sentencepiece 0.2.3 does not import (constraints.txt: 0.2.2).

@@ -17,7 +17,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from modeling_ase_mllm.inference.captioning import DEFAULT_MAX_FILE_MB, PhotoError, PhotoLimits, read_photo  # noqa: E402
+from modeling_ase_mllm.inference.photos import DEFAULT_MAX_FILE_MB, PhotoError, PhotoLimits, read_photo  # noqa: E402
 from modeling_ase_mllm.cli.demo import DEFAULT_OUTPUT_DIR, MODEL_FOLDER  # noqa: E402
 
 
@@ -51,6 +51,12 @@ def random_model(project: Path = PROJECT) -> str:
     return str(folder)
 
 
+def model_label(model_path: str) -> str:
+    """How the page names the model: a Hub id as it is, a local folder by its name only (the page is public; the
+    server's own paths are not)."""
+    return Path(model_path).name if Path(model_path).expanduser().exists() else model_path
+
+
 def build_app(model_path: str, max_new_tokens: int = 64, limits: PhotoLimits = PhotoLimits()):
     import gradio as gr
 
@@ -72,7 +78,7 @@ def build_app(model_path: str, max_new_tokens: int = 64, limits: PhotoLimits = P
         return answer.strip(), saliency_picture(photo, processor, model)
 
     with gr.Blocks(title="ASE-MLLM aesthetic critique") as app:
-        gr.Markdown("# ASE-MLLM\nAesthetic critique with saliency. Model: `" + model_path + "`")
+        gr.Markdown("# ASE-MLLM\nAesthetic critique with saliency. Model: `" + model_label(model_path) + "`")
         with gr.Row():
             with gr.Column():
                 # A file path, not a decoded image: the bounds are checked before anything is decoded.

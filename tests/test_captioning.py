@@ -98,7 +98,7 @@ def test_photos_read_at_once_from_several_threads_all_decode_with_the_default_bo
     import io
     from concurrent.futures import ThreadPoolExecutor
 
-    from modeling_ase_mllm.inference.captioning import PhotoLimits, read_photo
+    from modeling_ase_mllm.inference.photos import PhotoLimits, read_photo
 
     buffer = io.BytesIO()
     random_image(300, 400, seed=5).save(buffer, format="PNG")

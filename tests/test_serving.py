@@ -1,18 +1,18 @@
 """`ase-mllm serve`: transformers' OpenAI-compatible server with ASE-MLLM, called with the `openai` client.
 
-The server runs in its own process on 127.0.0.1; every answer is compared with greedy `model.generate` on the same
-photo in this process, bad requests get a 400 naming what is wrong while the server goes on, and SIGINT stops it.
+The command runs in its own process on 127.0.0.1, with an API key from the environment and a folder of local photos
+allowed; every answer is compared with greedy `model.generate` on the same photo in this process, bad requests get a
+400 naming what is wrong while the server goes on, a request without the key gets a 401, and SIGTERM stops it
+within its shutdown timeout even while a long request runs. (`test_serving_security.py` tries the server as a
+hostile client would.)
 """
 
 import base64
 import http.server
 import io
 import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -22,24 +22,17 @@ import torch
 
 openai = pytest.importorskip("openai", reason="serving needs the [serve] extra")
 
-from conftest import PROMPT, free_port, random_image  # noqa: E402
-from modeling_ase_mllm.inference.captioning import PhotoError, PhotoLimits  # noqa: E402
+from conftest import PROMPT, random_image  # noqa: E402
+from serving_helpers import chat_body, data_url, get, image_message, post, start_cli_server, stop  # noqa: E402
+from modeling_ase_mllm.cli import main as cli_main  # noqa: E402
 from modeling_ase_mllm.data.prompts import aspect_prompt  # noqa: E402
+from modeling_ase_mllm.inference.photos import PhotoError, PhotoLimits  # noqa: E402
 
 
 MAX_TOKENS = 10
 MAX_MEGAPIXELS = 0.5
-
-
-def data_url(image: PIL.Image.Image, format: str = "PNG") -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format=format)
-    return f"data:image/{format.lower()};base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def image_message(url: str, text: str | None = None) -> list[dict]:
-    content = [{"type": "image_url", "image_url": {"url": url}}]
-    return [{"role": "user", "content": content + ([{"type": "text", "text": text}] if text else [])}]
+API_KEY = "sk-test-0123456789"
+SHUTDOWN_TIMEOUT_S = 3
 
 
 @pytest.fixture(scope="module")
@@ -72,29 +65,21 @@ def reference(saved_model):
 
 
 @pytest.fixture(scope="module")
-def server(saved_model):
-    """`ase-mllm serve` on a free port of 127.0.0.1; yields `(process, openai client)`."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modeling_ase_mllm.cli", "serve", "--model", str(saved_model), "--port", str(port),
-         "--device", "cpu", "--max-megapixels", str(MAX_MEGAPIXELS)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.time() + 300
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None or time.time() > deadline:
-                process.kill()
-                pytest.fail(f"the server did not start: {process.communicate()[1][-3000:]}")
-            time.sleep(0.5)
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=300)
-    yield process, client
-    if process.poll() is None:
-        process.kill()
-        process.communicate()
+def media(tmp_path_factory):
+    """The folder whose photos clients may name (`--allowed-local-media-path`)."""
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="module")
+def server(saved_model, media):
+    """`ase-mllm serve` on a free port of 127.0.0.1, its key in `ASE_MLLM_API_KEY`; yields `(process, openai client,
+    base URL)`."""
+    process, base = start_cli_server(saved_model, "--max-megapixels", MAX_MEGAPIXELS, "--allowed-local-media-path",
+                                     media, "--max-new-tokens", 20000, "--shutdown-timeout", SHUTDOWN_TIMEOUT_S,
+                                     env={"ASE_MLLM_API_KEY": API_KEY})
+    client = openai.OpenAI(base_url=base + "/v1", api_key=API_KEY, max_retries=0, timeout=300)
+    yield process, client, base
+    stop(process)
 
 
 def create(client, saved_model, messages, **extra):
@@ -108,7 +93,7 @@ def critique(client, saved_model, messages, **extra):
 
 @pytest.mark.slow
 def test_critique_equals_greedy_generate(server, saved_model, photos, reference):
-    _, client = server
+    _, client, _ = server
     assert [model.id for model in client.models.list().data] == [str(saved_model)]
     # No text: the server asks the paper's question; an aspect asks its own; a text question is kept as it is. The
     # prompt's length in tokens shows which question the model got (a random model may answer all alike).
@@ -123,10 +108,10 @@ def test_critique_equals_greedy_generate(server, saved_model, photos, reference)
 
 
 @pytest.mark.slow
-def test_four_concurrent_requests_all_answer_correctly(server, saved_model, photos, reference, tmp_path):
-    _, client = server
-    # Two as data URLs (PNG and JPEG), two as local paths (a plain path and a file:// URL).
-    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+def test_four_concurrent_requests_all_answer_correctly(server, saved_model, photos, reference, media):
+    _, client, _ = server
+    # Two as data URLs (PNG and JPEG), two as local paths in the allowed folder (a plain path and a file:// URL).
+    paths = [media / "a.png", media / "b.png"]
     photos[2].save(paths[0]), photos[3].save(paths[1])
     jpeg = io.BytesIO()
     photos[1].save(jpeg, format="JPEG")
@@ -153,7 +138,7 @@ BAD_REQUESTS = [
     ("aspect and a question", lambda photo: (image_message(data_url(photo), "Why?"), {"aspect": "focus"}),
      "give either a text question or `aspect`, not both"),
     ("remote URL", lambda photo: (image_message("http://127.0.0.1:9/photo.jpg"), {}),
-     "this server does not fetch remote images (start it with --allow-remote-images)"),
+     "this server does not fetch remote images (its operator can allow them with --allow-remote-images)"),
     ("unknown saliency kind", lambda photo: (image_message(data_url(photo)), {"saliency": "heatmap"}),
      "`saliency`: 'heatmap' is not one of true, 'map', 'picture'"),
 ]
@@ -161,7 +146,7 @@ BAD_REQUESTS = [
 
 @pytest.mark.slow
 def test_bad_requests_get_a_400_with_a_message_and_the_server_keeps_serving(server, saved_model, photos, reference):
-    _, client = server
+    _, client, _ = server
     for name, build, message in BAD_REQUESTS:
         messages, extra = build(photos[0])
         with pytest.raises(openai.BadRequestError) as caught:
@@ -175,7 +160,7 @@ def test_bad_requests_get_a_400_with_a_message_and_the_server_keeps_serving(serv
 def test_saliency_on_request_is_the_map_the_model_received(server, saved_model, photos, reference):
     from modeling_ase_mllm.inference.visualize import stitch_tiles, tile_saliency_maps
 
-    _, client = server
+    _, client, _ = server
     photo = photos[1]  # several tiles
     answer = critique(client, saved_model, image_message(data_url(photo)), saliency=True)
     assert answer.content == reference(photo)
@@ -192,13 +177,55 @@ def test_saliency_on_request_is_the_map_the_model_received(server, saved_model, 
 
 
 @pytest.mark.slow
-def test_the_server_stops_cleanly_on_sigterm(server):
-    """SIGTERM (a service manager's stop; Ctrl-C's SIGINT takes the same path): status 0, port closed."""
-    process, client = server
+def test_a_key_is_required_on_every_route_but_health_and_the_host_header_is_checked(server, photos):
+    _, _, base = server
+    body = chat_body(data_url(photos[3]), MAX_TOKENS)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
+        for answer in (post(base, body, headers=headers), get(base, "/v1/models", headers=headers),
+                       get(base, "/docs", headers=headers)):
+            assert answer.status == 401 and answer.headers["WWW-Authenticate"] == "Bearer", answer
+            assert answer.json["error"]["code"] == "invalid_api_key"
+            assert answer.message.startswith("a valid API key is required: send Authorization: Bearer <key>")
+    right = {"Authorization": f"Bearer {API_KEY}"}
+    assert post(base, body, headers=right).status == 200 and get(base, "/v1/models", headers=right).status == 200
+    assert get(base, "/health").status == 200
+    # A page on another origin that rebinds its name to 127.0.0.1 sends its own Host: refused.
+    rebound = post(base, body, headers={**right, "Host": "attacker.example"})
+    assert rebound.status == 400 and rebound.body == b"Invalid host header"
+    assert post(base, body, headers={**right, "Host": f"localhost:{base.rsplit(':', 1)[1]}"}).status == 200
+
+
+def test_listening_beyond_loopback_needs_a_key_or_the_operators_word(saved_model, capsys, monkeypatch):
+    monkeypatch.delenv("ASE_MLLM_API_KEY", raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        cli_main(["serve", "--model", str(saved_model), "--host", "0.0.0.0"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "ase-mllm serve: error: argument --host: '0.0.0.0' listens beyond this machine, and no API key is set; give "
+        "--api-key (or $ASE_MLLM_API_KEY), or --allow-unauthenticated behind a proxy that authenticates")
+
+
+@pytest.mark.slow
+def test_the_server_drains_and_stops_on_sigterm_within_its_timeout(server, photos):
+    """SIGTERM (a service manager's stop; Ctrl-C's SIGINT takes the same path) while a 20000-token request runs:
+    the server stops taking requests, gives the running one its shutdown timeout, cancels it, and exits 0."""
+    process, client, base = server
+    long_request = ThreadPoolExecutor(1).submit(post, base, chat_body(data_url(photos[3]), 20000),
+                                                headers={"Authorization": f"Bearer {API_KEY}"})
+    time.sleep(2.0)  # it generates now
+    started = time.perf_counter()
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
+    stopped_after = time.perf_counter() - started
+    print(f"\nSIGTERM with a 20000-token request running: stopped after {stopped_after:.1f} s (shutdown timeout "
+          f"{SHUTDOWN_TIMEOUT_S} s)")
     assert process.returncode == 0, err[-3000:]
     assert out.strip().splitlines()[-1] == "[serve] stopped"
+    try:
+        cut_off = long_request.result(timeout=30).status != 200
+    except OSError:  # the connection closed without an answer
+        cut_off = True
+    assert cut_off
     with pytest.raises(openai.APIConnectionError):
         client.models.list()
 
@@ -206,8 +233,11 @@ def test_the_server_stops_cleanly_on_sigterm(server):
 # --- image URLs, without a server ------------------------------------------------------------------------------------
 
 
-def test_image_urls_are_bounded_and_remote_ones_need_the_flag(tmp_path):
-    from modeling_ase_mllm.inference.serving import read_image_url
+def test_image_urls_are_bounded_and_each_kind_needs_the_operators_leave(tmp_path):
+    import asyncio
+
+    from modeling_ase_mllm.inference.image_urls import ImageSources, RemoteImages
+    from modeling_ase_mllm.inference.photos import LocalFiles, read_photo
 
     photo = random_image(60, 80, seed=3)
     photo.save(tmp_path / "p.png")
@@ -225,20 +255,34 @@ def test_image_urls_are_bounded_and_remote_ones_need_the_flag(tmp_path):
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/p.png"
+    limits = PhotoLimits()
+
+    def fetch(sources, url):
+        sources.check(url)
+        return read_photo(sources.read(url, asyncio.run(sources.fetch(url))), limits)
+
     try:
         with pytest.raises(PhotoError, match="does not fetch remote images"):
-            read_image_url(url)
-        assert np.array_equal(np.asarray(read_image_url(url, allow_remote=True)), np.asarray(photo))
+            ImageSources(limits).check(url)
+        public_only = ImageSources(limits, remote=RemoteImages(limits.max_bytes))
+        with pytest.raises(PhotoError, match="refused: this server fetches images from public addresses only"):
+            fetch(public_only, url)
+        loopback = ImageSources(limits, remote=RemoteImages(limits.max_bytes, private_networks=["127.0.0.0/8"]))
+        assert np.array_equal(np.asarray(fetch(loopback, url)), np.asarray(photo))
+        tiny = ImageSources(limits, remote=RemoteImages(100, private_networks="all"))
         with pytest.raises(PhotoError, match=r"is over the limit of 0.0001 MB"):
-            read_image_url(url, PhotoLimits(max_file_mb=1e-4), allow_remote=True)
+            fetch(tiny, url)
     finally:
         server.shutdown()
-    assert np.array_equal(np.asarray(read_image_url((tmp_path / "p.png").as_uri())), np.asarray(photo))
+    local = ImageSources(limits, LocalFiles([tmp_path]))
+    assert np.array_equal(np.asarray(fetch(local, (tmp_path / "p.png").as_uri())), np.asarray(photo))
     with pytest.raises(PhotoError, match="over the limit of 0.0001 MB"):
-        read_image_url(data_url(photo), PhotoLimits(max_file_mb=1e-4))
+        ImageSources(PhotoLimits(max_file_mb=1e-4)).check(data_url(photo))
     with pytest.raises(PhotoError, match="unsupported URL scheme 'ftp'"):
-        read_image_url("ftp://127.0.0.1/p.png")
+        local.check("ftp://127.0.0.1/p.png")
     with pytest.raises(PhotoError, match="a data URL must hold base64"):
-        read_image_url("data:image/png,abc")
-    with pytest.raises(PhotoError, match="could not be read: no such file"):
-        read_image_url(str(tmp_path / "missing.png"))
+        local.check("data:image/png,abc")
+    with pytest.raises(PhotoError, match="this server reads no local files"):
+        ImageSources(limits).check(str(tmp_path / "p.png"))
+    with pytest.raises(PhotoError, match="refused: only regular files under the server's --allowed-local-media-path"):
+        local.read(str(tmp_path / "missing.png"))

@@ -74,6 +74,16 @@ def test_random_model_flag_serves_a_saved_random_model_it_names(tmp_path, capsys
     assert tokens.shape[1] == batch["input_ids"].shape[1] + 4
 
 
+def test_the_page_names_a_local_model_by_its_folder_name_not_its_path(saved_model):
+    """The page is public: it shows the model folder's name, never where the server keeps it."""
+    import json
+
+    app = load_app_module().build_app(str(saved_model))
+    page = json.dumps(app.config)
+    assert f"Model: `{saved_model.name}`" in page and str(saved_model) not in page
+    assert load_app_module().model_label("OpenGVLab/InternVL2-2B") == "OpenGVLab/InternVL2-2B"
+
+
 def wait_for(url: str, seconds: float = 120) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline:

@@ -8,7 +8,6 @@ parser of every command is built from it, and `ase-mllm --help` must answer at o
 from __future__ import annotations
 
 import argparse
-import difflib
 import math
 import signal
 import sys
@@ -17,7 +16,8 @@ from pathlib import Path
 
 from ..data.registry import DATASET_NAMES
 from ..evaluation.spice import PR_VARIANTS
-from ..inference.captioning import DEFAULT_MAX_FILE_MB
+from ..inference.photos import DEFAULT_MAX_FILE_MB
+from ..utils.suggestions import did_you_mean
 
 
 # `ase-mllm --debug` / `ASE_MLLM_DEBUG=1`: tracebacks instead of one-line errors.
@@ -57,12 +57,6 @@ def non_empty(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
     return text
-
-
-def did_you_mean(value: str, known) -> str:
-    """`" (did you mean 'composition'?)"` for a near miss, else ""."""
-    close = difflib.get_close_matches(value, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def check_choice(parser, flag: str, value: str, known, what: str) -> None:
@@ -174,7 +168,7 @@ def check_dataset(parser, flag: str, value: str | None) -> None:
 
 
 def photo_limits(args):
-    from ..inference.captioning import PhotoLimits
+    from ..inference.photos import PhotoLimits
 
     return PhotoLimits(max_megapixels=args.max_megapixels, max_file_mb=args.max_file_mb)
 
@@ -224,8 +218,10 @@ def metric_options(args: argparse.Namespace) -> dict:
     return {"spice": spice, "pr_variant": args.pr_variant}
 
 
-def add_photo_options(command, dtype: bool = False, images: bool = True) -> None:
-    """The photos, their bounds and the model options of `caption` and `saliency` (`serve`: all but the photos)."""
+def add_photo_options(command, dtype: bool = False, images: bool = True,
+                      max_file_mb: float = DEFAULT_MAX_FILE_MB) -> None:
+    """The photos, their bounds and the model options of `caption` and `saliency` (`serve`: all but the photos, with
+    its own `max_file_mb` default)."""
     if images:
         command.add_argument("images", nargs="+", metavar="IMAGE",
                              help="image files (JPEG, PNG, ... anything Pillow reads)")
@@ -240,7 +236,7 @@ def add_photo_options(command, dtype: bool = False, images: bool = True) -> None
     command.add_argument("--max-megapixels", type=positive_float, metavar="MP",
                          help="refuse a photo with more megapixels than this, before decoding it (default: "
                               "Pillow's decompression-bomb threshold, PIL.Image.MAX_IMAGE_PIXELS)")
-    command.add_argument("--max-file-mb", type=positive_float, metavar="MB", default=DEFAULT_MAX_FILE_MB,
+    command.add_argument("--max-file-mb", type=positive_float, metavar="MB", default=max_file_mb,
                          help="refuse a photo file larger than this (default: %(default)g)")
 
 

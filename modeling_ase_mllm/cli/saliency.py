@@ -25,7 +25,8 @@ def main(args) -> int:
     """Write the saliency picture (overlay + per-tile maps) of each photo; exit 1 if any photo failed."""
     check_photo_options(args)
     check_output_folder(args.parser, "--saliency-out", args.saliency_out)  # last: it creates the folder
-    from ..inference.captioning import PER_FILE_ERRORS, image_names, read_photo, saliency_picture_path
+    from ..inference.captioning import PER_FILE_ERRORS, image_names, saliency_picture_path
+    from ..inference.photos import read_photo
     from ..inference.visualize import save_saliency_picture
 
     model, processor = load_model(args)

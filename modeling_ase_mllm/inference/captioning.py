@@ -12,38 +12,16 @@ parser, and `ase-mllm --help` must not wait for them.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .photos import PhotoLimits, read_photo
 
-# What one photo may cost before it is decoded. The pixel bound defaults to Pillow's own decompression-bomb
-# threshold (`PIL.Image.MAX_IMAGE_PIXELS`, about 89.5 megapixels: some 270 MB once decoded to RGB).
-DEFAULT_MAX_FILE_MB = 200.0
+
 # Errors that belong to one photo (or one batch): the photo is reported and the run goes on. Anything else is a
 # bug and stops the run.
 PER_FILE_ERRORS = (ValueError, RuntimeError, OSError, MemoryError)
-# Pillow's pixel check is a process-wide setting; `read_photo` replaces it by its own bound, under this lock.
-_PIL_LIMIT_LOCK = threading.Lock()
-
-
-class PhotoError(ValueError):
-    """A photo that cannot be used; the message names it and says why."""
-
-
-@dataclass(frozen=True)
-class PhotoLimits:
-    """Bounds checked before a photo is decoded (the CLI's `--max-megapixels` / `--max-file-mb`, the web demo's)."""
-
-    max_megapixels: float | None = None  # None: Pillow's decompression-bomb threshold
-    max_file_mb: float = DEFAULT_MAX_FILE_MB
-
-    @property
-    def max_pixels(self) -> int:
-        import PIL.Image
-
-        return int(self.max_megapixels * 1e6) if self.max_megapixels is not None else PIL.Image.MAX_IMAGE_PIXELS
 
 
 @dataclass
@@ -59,64 +37,6 @@ class Critique:
     @property
     def failed(self) -> bool:
         return self.error is not None or self.saliency_error is not None
-
-
-def read_photo(source, limits: PhotoLimits = PhotoLimits()):
-    """Decode a path or `bytes` to 8-bit RGB (`to_rgb`), within `limits`; a PIL image is only converted.
-
-    The directory, file-size and pixel checks come before decoding, so an oversized photo costs nothing.
-    Raises:
-        PhotoError: naming the photo (a directory, missing, empty, corrupt, too many bytes or pixels).
-    """
-    import PIL.Image
-
-    from ..image_processing_ase_mllm import describe_image_input, open_image, to_rgb
-
-    name = describe_image_input(source)
-    size_bytes = len(source) if isinstance(source, (bytes, bytearray)) else None
-    if isinstance(source, (str, Path)) and not str(source).startswith(("http://", "https://")):
-        path = Path(source)
-        if path.is_dir():
-            raise PhotoError(f"image {name} is a directory, not an image file (give the files in it, e.g. {path}/*.jpg)")
-        size_bytes = path.stat().st_size if path.is_file() else None
-    if size_bytes is not None and size_bytes > limits.max_file_mb * 1e6:
-        raise PhotoError(
-            f"image {name} is {size_bytes / 1e6:.1f} MB, over the limit of {limits.max_file_mb:g} MB "
-            "(--max-file-mb raises it)"
-        )
-    with _PIL_LIMIT_LOCK:
-        max_pixels = limits.max_pixels  # under the lock: Pillow's default reads as None while another photo opens
-        saved, PIL.Image.MAX_IMAGE_PIXELS = PIL.Image.MAX_IMAGE_PIXELS, None
-        try:
-            size = _header_size(source)
-            if size is not None and size[0] * size[1] > max_pixels:
-                raise PhotoError(
-                    f"image {name} has {size[0] * size[1] / 1e6:.3g} megapixels ({size[0]}x{size[1]}), over the "
-                    f"limit of {max_pixels / 1e6:.3g} (--max-megapixels raises it)"
-                )
-            try:
-                return to_rgb(open_image(source))
-            except PhotoError:
-                raise
-            except (ValueError, OSError) as error:
-                raise PhotoError(str(error) if name in str(error) else f"image {name}: {error}") from error
-        finally:
-            PIL.Image.MAX_IMAGE_PIXELS = saved
-
-
-def _header_size(source) -> tuple[int, int] | None:
-    """`(width, height)` from the header alone, or None when it cannot be read (`open_image` then says why)."""
-    import io
-
-    import PIL.Image
-
-    if isinstance(source, PIL.Image.Image):
-        return None  # already decoded: its memory is spent, and the caller chose to
-    try:
-        with PIL.Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as probe:
-            return probe.size
-    except (OSError, ValueError, TypeError):
-        return None
 
 
 def load_model_and_processor(model_path: str, device: str | None = None, dtype: str = "auto"):

@@ -1,16 +1,20 @@
-"""`ase-mllm serve`: OpenAI-compatible critiques on transformers' own server (`transformers serve`).
+"""`ase-mllm serve`: OpenAI-compatible critiques on transformers' own server (`transformers serve`), safe to expose.
 
 transformers' server (its FastAPI app, `/v1/chat/completions` handler, model manager and generation managers)
 cannot load ASE-MLLM by itself: the model manager resolves a class with `getattr(transformers,
-config.architectures[0])` and the modality from transformers' own mapping names. This module reuses all of that
-machinery and adds only what ASE-MLLM needs:
+config.architectures[0])` and the modality from transformers' own mapping names. This module reuses that machinery
+and adds what ASE-MLLM and a server facing hostile clients need:
 
 - `AseMllmModelManager` loads a model registered with `AutoModelForImageTextToText` (importing this package
   registers ours) and reports it as a vision-language model;
-- `AseMllmChatCompletionHandler` decodes every `image_url` itself, within the CLI's bounds (data URLs and local
-  paths; http(s) only when the server allows it), so that a bad image is a 400 naming the content part before any
-  model work; adds the critique prompt (the paper's, or the one of the `aspect` field) to a user turn that has
-  only images; and, when the request sets `saliency`, returns each image's saliency as a PNG data URL.
+- `AseMllmChatCompletionHandler` checks every field of a request before any image is read
+  (`chat_requests.check_chat_request`: a 400 with OpenAI's error object naming the field), fetches remote images
+  while the request waits (`image_urls`), and once admitted to run decodes its photos and builds its tensors on
+  one preparing thread (never on the event loop), caps the answer by the operator's `--max-new-tokens` and the
+  model's positions, and generates with transformers' own streaming and non-streaming paths; a client that hangs
+  up stops its generation; with `saliency` it returns each image's saliency as a PNG data URL;
+- `build_app` puts `gate`'s middlewares around transformers' app: the access log, the `Host` check, the API key
+  and the bounded queue (429/503 with `Retry-After`), and keeps only the routes a critique server needs.
 
 The extra fields ride in the body next to OpenAI's, and come back as extra fields of the message, which the
 `openai` client keeps (its models allow extra fields)::
@@ -29,86 +33,52 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
+import contextlib
 import io
 import json
-from urllib.parse import unquote, urlparse
+import logging
+import re
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
+import torch
 import transformers
-from fastapi import HTTPException
-from fastapi.responses import JSONResponse
-from transformers import AutoConfig, AutoModelForImageTextToText
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
+from transformers import AutoConfig, AutoModelForImageTextToText, StoppingCriteria, StoppingCriteriaList
 from transformers.cli.serving.chat_completion import ChatCompletionHandler
 from transformers.cli.serving.model_manager import ModelManager
 from transformers.cli.serving.server import build_server
 from transformers.cli.serving.utils import GenerationState, Modality
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
 
-from .captioning import PhotoError, PhotoLimits, critique_prompt, read_photo
+from .chat_requests import SALIENCY_FIELD, CritiqueRequest, RequestError, check_chat_request
+from .gate import (ACCESS_LOGGER, AccessLogMiddleware, Admission, AdmissionMiddleware, ApiKeyMiddleware,
+                   error_response, read_json_body)
+from .image_urls import ImageSources, RemoteImages
+from .photos import LocalFiles, PhotoError, read_photo
+from .serving_limits import ServingLimits
 
 
-# The request fields ASE-MLLM adds to OpenAI's chat completion body.
-ASPECT_FIELD = "aspect"
-SALIENCY_FIELD = "saliency"
-# `saliency`: "map" is the grey map the IAS-ViT received, stitched over the image's tiles (one pixel per map cell);
-# "picture" is what `ase-mllm caption --saliency-out` draws (photo with overlay, every tile's map). `true` = "map".
-SALIENCY_KINDS = ("map", "picture")
-REMOTE_FETCH_TIMEOUT_S = 30.0
+CHAT_ROUTE = "/v1/chat/completions"
+logger = logging.getLogger(__name__)
+
+# --- transformers compatibility ------------------------------------------------------------------------------------
+# The variables a chat template reads: transformers' own helper, with which `apply_chat_template` tells template
+# variables from processor options (5.x); without it, no `chat_template_kwargs` are accepted.
+try:
+    from transformers.utils.chat_template_utils import _get_template_variables as template_variables
+except ImportError:
+    def template_variables(chat_template) -> frozenset[str]:
+        return frozenset()
+# -------------------------------------------------------------------------------------------------------------------
 
 
-# ------------------------------------------------------------------------------------------------------- images
-def read_image_url(url, limits: PhotoLimits = PhotoLimits(), allow_remote: bool = False):
-    """The photo an OpenAI `image_url` names, decoded to RGB within `limits`.
-
-    Accepts a base64 `data:` URL, a local path or `file://` URL, and, with `allow_remote`, an http(s) URL (read
-    at most `limits.max_file_mb`). Raises `PhotoError` saying what is wrong with it.
-    """
-    if not isinstance(url, str) or not url.strip():
-        raise PhotoError("the image_url has no url")
-    if url.startswith("data:"):
-        header, comma, payload = url.partition(",")
-        if not comma or not header.endswith(";base64"):
-            raise PhotoError("a data URL must hold base64: data:image/jpeg;base64,...")
-        if len(payload) * 3 / 4 > limits.max_file_mb * 1e6 + 3:  # refused before it is decoded
-            raise PhotoError(f"the data URL holds about {len(payload) * 3 / 4e6:.1f} MB, over the limit of "
-                             f"{limits.max_file_mb:g} MB (--max-file-mb raises it)")
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError) as error:
-            raise PhotoError(f"the data URL's base64 is corrupt: {error}") from None
-        return read_photo(data, limits)
-    scheme = urlparse(url).scheme.lower()
-    if scheme in ("http", "https"):
-        if not allow_remote:
-            raise PhotoError("this server does not fetch remote images (start it with --allow-remote-images); "
-                             "send the image as a data URL")
-        return read_photo(fetch_bounded(url, limits.max_file_mb), limits)
-    if scheme == "file":
-        return read_photo(unquote(urlparse(url).path), limits)
-    if len(scheme) > 1:  # one letter is a Windows drive
-        raise PhotoError(f"unsupported URL scheme {scheme!r}: use a data URL or a local path")
-    return read_photo(url, limits)
-
-
-def fetch_bounded(url: str, max_mb: float) -> bytes:
-    """The body of `url`, refused as soon as it passes `max_mb` (also when the server sends no length)."""
-    import httpx
-
-    limit = int(max_mb * 1e6)
-    try:
-        with httpx.stream("GET", url, follow_redirects=True, timeout=REMOTE_FETCH_TIMEOUT_S) as response:
-            response.raise_for_status()
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise PhotoError(f"image {url!r} is over the limit of {max_mb:g} MB (--max-file-mb raises it)")
-                chunks.append(chunk)
-    except httpx.HTTPError as error:
-        raise PhotoError(f"image {url!r} could not be fetched: {error}") from None
-    return b"".join(chunks)
-
-
+# ------------------------------------------------------------------------------------------------------- saliency
 def png_data_url(image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -177,186 +147,302 @@ class AseMllmModelManager(ModelManager):
 
 
 # ------------------------------------------------------------------------------------------------ chat handler
-class RequestError(HTTPException):
-    """A 400 whose message says what is wrong; `param` names the request field at fault, as OpenAI's errors do."""
+class ClientGone(StoppingCriteria):
+    """Stops `generate()` once `gone` is set: the client hung up, or the server stopped waiting for the request."""
 
-    def __init__(self, message: str, param: str | None = None):
-        super().__init__(status_code=400, detail=message)
-        self.param = param
+    def __init__(self, gone: threading.Event):
+        self.gone = gone
 
-
-def bad_request(message: str, param: str | None = None) -> RequestError:
-    return RequestError(message, param)
-
-
-async def openai_error(request, error) -> JSONResponse:
-    """Any HTTP error as OpenAI's error object, whose `message` the `openai` client puts in its exception."""
-    kind = "invalid_request_error" if error.status_code < 500 else "server_error"
-    return JSONResponse({"error": {"message": str(error.detail), "type": kind, "param": getattr(error, "param", None),
-                                   "code": None}}, status_code=error.status_code, headers=getattr(error, "headers", None))
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.gone.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 class AseMllmChatCompletionHandler(ChatCompletionHandler):
-    """`/v1/chat/completions` for critiques: transformers' handler, with ASE-MLLM's images, prompt and saliency.
+    """`/v1/chat/completions` for critiques: transformers' handler, with ASE-MLLM's images, prompt and saliency,
+    within the operator's bounds.
 
     Args:
-        limits: bounds on each image (`--max-megapixels`, `--max-file-mb`), checked before it is decoded.
-        allow_remote_images: fetch http(s) image URLs (off: data URLs and local paths only).
+        sources: where images may come from (`image_urls.ImageSources`: data URLs, allowed local files, remote).
+        limits: the operator's bounds (`serving_limits.ServingLimits`).
+        served_model_name: the name requests give the model (default: the model manager's `force_model`).
         Everything else: `ChatCompletionHandler`'s.
     """
 
-    def __init__(self, *args, limits: PhotoLimits = PhotoLimits(), allow_remote_images: bool = False, **kwargs):
+    def __init__(self, *args, sources: ImageSources, limits: ServingLimits = ServingLimits(),
+                 served_model_name: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.limits = limits
-        self.allow_remote_images = allow_remote_images
+        self.sources, self.limits = sources, limits
+        self.served_model_name = served_model_name or self.model_manager.force_model
+        # Photos are decoded and tensors built here, one request at a time: never on the event loop (a large photo
+        # would stall every client), with at most one request's decoded photos in memory, and no tokenizer call
+        # from two preparing threads at once.
+        self.preparing = ThreadPoolExecutor(1, thread_name_prefix="ase-mllm-prepare")
 
-    async def handle_request(self, body: dict, request_id: str):
-        aspect, saliency = body.pop(ASPECT_FIELD, None), body.pop(SALIENCY_FIELD, None)
-        prompt = self.prompt_for(aspect)
-        saliency = self.saliency_kind(saliency, streaming=bool(body.get("stream")))
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise bad_request("`messages` must be a non-empty list")
-        photos = await asyncio.to_thread(self.decode_images, messages)
-        add_prompt(messages, prompt, aspect)
-        response = await super().handle_request(body, request_id)
-        if saliency is None:
-            return response
+    def _resolve_model(self, body: dict):
+        """The served model, whatever the body holds (`check` has compared its `model` with the served name)."""
+        return super()._resolve_model({"model": None})
+
+    async def handle_request(self, body: dict, request_id: str, activate=None, gone: threading.Event | None = None,
+                             access: dict | None = None):
+        """Check `body`, fetch its remote images, wait for a place to run, then prepare and generate.
+
+        Args:
+            activate: awaited once the request is checked and its images fetched, before any photo is decoded
+                (`gate.Ticket.activate`: the admission queue); None runs at once.
+            gone: set when the client has hung up: generation stops at its next token.
+            access: receives `images`, `prompt_tokens` and `completion_tokens` for the access log.
+        Raises:
+            RequestError: what the client sent wrong (400), before any photo is decoded when a field is at fault.
+        """
+        request = self.check(body)
+        fetched = await self.fetch_images(request)
+        access = {} if access is None else access
+        access["images"] = len(request.images)
+        gone = gone or threading.Event()
+        if activate is not None:
+            await activate()
+        if gone.is_set():
+            return Response(status_code=499)  # the client left while waiting: nothing to decode or generate
         model_id, model, processor = self._resolve_model(body)
+        modality = self.model_manager.get_model_modality(model, processor=processor)
+        # Logs transformers' fallback when continuous batching was asked for: it serves text-only models alone.
+        self.generation_state.use_continuous_batching(model, modality)
         manager = self.generation_state.get_manager(model_id)
-        # On the model's inference thread: LayerCAM hooks the model, which a generation running beside would meet.
-        urls = await manager.async_submit(saliency_data_urls, model, processor, photos, saliency)
+        inputs, photos = await asyncio.get_running_loop().run_in_executor(
+            self.preparing, self.prepare, body, request, fetched, model, processor, modality)
+        del fetched
+        if gone.is_set():
+            return Response(status_code=499)
+        prompt_tokens = access["prompt_tokens"] = inputs["input_ids"].shape[-1]
+        gen_config = self._build_generation_config(body, model.generation_config)
+        positions = model_positions(model)
+        gen_config.max_new_tokens = min(request.max_new_tokens, positions - prompt_tokens if positions else
+                                        request.max_new_tokens)
+        # transformers' generate managers pass the inputs on to `generate()`, so the criterion rides with them.
+        inputs["stopping_criteria"] = StoppingCriteriaList([ClientGone(gone)])
+        if request.stream:
+            return self._streaming(request_id, model, processor, self.served_model_name, inputs, gen_config,
+                                   gen_manager=manager)
+        # Shielded, as the saliency below: a request cancelled when the server stops stops its generation through
+        # `gone`, and the result still finds a live future (transformers' inference thread would meet a cancelled
+        # one).
+        response = await asyncio.shield(asyncio.ensure_future(self._non_streaming(
+            request_id, model, processor, self.served_model_name, inputs, gen_config, gen_manager=manager)))
         payload = json.loads(response.body)
+        access["completion_tokens"] = payload["usage"]["completion_tokens"]
+        if request.saliency is None:
+            return response
+        # On the model's inference thread: LayerCAM hooks the model, which a generation running beside would meet.
+        urls = await asyncio.shield(manager.async_submit(saliency_data_urls, model, processor, photos,
+                                                         request.saliency))
         payload["choices"][0]["message"][SALIENCY_FIELD] = urls
         return JSONResponse(payload, media_type="application/json")
 
-    @staticmethod
-    def prompt_for(aspect) -> str | None:
-        """The critique prompt of `aspect` (None: the paper's prompt, used when the user turn has no text)."""
-        if aspect is None:
-            return None
-        from ..cli.arguments import did_you_mean
-        from ..data.prompts import ASPECT_PHRASES
+    async def finish_generating(self, timeout_s: float = 10.0) -> None:
+        """Wait (at most `timeout_s`) until the inference thread has finished what it was given."""
+        model_id, _, _ = self._resolve_model({})
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.generation_state.get_manager(model_id).async_submit(lambda: None)
+        except TimeoutError:
+            logger.warning("a generation was still running %s s after the server stopped", timeout_s)
 
-        if not isinstance(aspect, str) or aspect not in ASPECT_PHRASES:
-            raise bad_request(f"`{ASPECT_FIELD}`: {aspect!r} is not a known aspect"
-                              f"{did_you_mean(str(aspect), ASPECT_PHRASES)}; choose one of {', '.join(ASPECT_PHRASES)}",
-                              ASPECT_FIELD)
-        return critique_prompt(aspect=aspect)
+    def check(self, body) -> CritiqueRequest:
+        """Every field of `body` (`chat_requests.check_chat_request`), against the served model and the bounds."""
+        _, _, processor = self._resolve_model({})
+        tokenizer = getattr(processor, "tokenizer", processor)
+        template = getattr(processor, "chat_template", None)
+        request = check_chat_request(
+            body, known_fields=frozenset(self._valid_params_class.__mutable_keys__),
+            max_new_tokens=self.limits.max_new_tokens, max_images=self.limits.max_images_per_request,
+            check_image_url=self.sources.check, vocab_size=len(tokenizer),
+            template_variables=client_template_variables(template),
+        )
+        if body.get("model") not in (None, self.served_model_name):
+            raise RequestError(f"model {body['model']!r} is not served here; this server serves "
+                               f"{self.served_model_name!r} (GET /v1/models)", "model")
+        return request
 
-    @staticmethod
-    def saliency_kind(value, streaming: bool) -> str | None:
-        if value in (None, False):
-            return None
-        kind = "map" if value is True else value
-        if kind not in SALIENCY_KINDS:
-            raise bad_request(f"`{SALIENCY_FIELD}`: {value!r} is not one of true, {', '.join(map(repr, SALIENCY_KINDS))}",
-                              SALIENCY_FIELD)
-        if streaming:
-            raise bad_request(f"`{SALIENCY_FIELD}` comes with the whole answer: ask for it without `stream`",
-                              SALIENCY_FIELD)
-        return kind
+    async def fetch_images(self, request: CritiqueRequest) -> list[bytes | None]:
+        """The bytes of each remote image (None for the others), fetched while the request waits for its turn."""
+        fetched = []
+        for image in request.images:
+            try:
+                fetched.append(await self.sources.fetch(image.url))
+            except PhotoError as error:
+                raise RequestError(f"{image.where}: {error}", image.where) from None
+        return fetched
 
-    def decode_images(self, messages: list) -> list:
-        """Replace each `image_url` part's url by its decoded photo (in place); return the photos in order.
-
-        Raises a 400 naming the part for a photo that cannot be used, and for a request without any image.
-        """
+    def prepare(self, body: dict, request: CritiqueRequest, fetched: list, model, processor, modality):
+        """On the preparing thread: the prompt bound on the text, the photos decoded within their bounds, and the
+        prompt's tensors (the photos too when saliency is asked for). Raises `RequestError`."""
+        max_prompt = self.max_prompt_tokens(model)
+        tokenizer = getattr(processor, "tokenizer", processor)
+        text_tokens = sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in request.texts)
+        if text_tokens > max_prompt:
+            raise RequestError(f"the messages' text alone is {text_tokens} tokens, over this server's limit of "
+                               f"{max_prompt} prompt tokens", "messages")
         photos = []
-        for m, message in enumerate(messages):
-            if not isinstance(message, dict) or "role" not in message:
-                raise bad_request(f"messages[{m}] must be an object with a `role`")
-            content = message.get("content")
-            for c, part in enumerate(content if isinstance(content, list) else []):
-                where = f"messages[{m}].content[{c}]"
-                kind = part.get("type") if isinstance(part, dict) else None
-                if kind == "text":
-                    continue
-                if kind != "image_url":
-                    raise bad_request(f"{where}: a critique request holds `text` and `image_url` parts, not {kind!r}",
-                                      where)
-                image_url = part.get("image_url")
-                url = image_url.get("url") if isinstance(image_url, dict) else image_url
-                try:
-                    photo = read_image_url(url, self.limits, self.allow_remote_images)
-                except PhotoError as error:
-                    raise bad_request(f"{where}.image_url: {error}", f"{where}.image_url") from None
-                part["image_url"] = {"url": photo}
-                photos.append(photo)
-        if not photos:
-            raise bad_request("the request has no image: ASE-MLLM critiques photos; add a user content part "
-                              '{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,..."}}')
-        return photos
+        for image, data in zip(request.images, fetched):
+            try:
+                photos.append(read_photo(self.sources.read(image.url, data), self.limits.photos))
+            except PhotoError as error:
+                raise RequestError(f"{image.where}: {error}", image.where) from None
+        processor_inputs = self.get_processor_inputs_from_messages(with_photos(body["messages"], photos), modality)
+        try:
+            inputs = processor.apply_chat_template(
+                processor_inputs, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
+                **{**self.chat_template_kwargs, **(body.get("chat_template_kwargs") or {})},
+            )
+        except ValueError as error:  # e.g. a text that holds the processor's own image tokens
+            raise RequestError(f"the messages cannot be prepared: {error}", "messages") from None
+        prompt_tokens = inputs["input_ids"].shape[-1]
+        if prompt_tokens > max_prompt:
+            raise RequestError(f"the prompt is {prompt_tokens} tokens (its images' tiles included), over this "
+                               f"server's limit of {max_prompt} prompt tokens", "messages")
+        return inputs.to(model.device), photos if request.saliency else []
+
+    def max_prompt_tokens(self, model) -> int:
+        """`--max-prompt-tokens`, and at most the model's positions less one (the answer needs one)."""
+        positions = model_positions(model)
+        bounds = [bound for bound in (self.limits.max_prompt_tokens, positions - 1 if positions else None) if bound]
+        return min(bounds) if bounds else sys.maxsize
 
     def get_processor_inputs_from_messages(self, messages: list[dict], modality: Modality) -> list[dict]:
         converted = super().get_processor_inputs_from_messages(messages, modality)
         for message in converted:
             for part in message["content"] if isinstance(message["content"], list) else []:
-                if part.get("type") == "image":  # `decode_images` put the photo where transformers keeps the url
+                if part.get("type") == "image":  # `with_photos` put the photo where transformers keeps the url
                     part["image"] = part.pop("url")
         return converted
 
 
-def add_prompt(messages: list, prompt: str | None, aspect: str | None) -> None:
-    """Give the last user turn its question: the aspect's prompt, or the paper's when the turn has no text."""
-    users = [message for message in messages if message.get("role") == "user"]
-    if not users:
-        raise bad_request("the request has no user message")
-    turn = users[-1]
-    content = turn.get("content")
-    parts = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
-    has_text = any(part.get("type") == "text" and str(part.get("text", "")).strip() for part in parts)
-    if has_text and aspect is not None:
-        raise bad_request(f"give either a text question or `{ASPECT_FIELD}`, not both")
-    if not has_text:
-        parts.append({"type": "text", "text": prompt or critique_prompt()})
-    turn["content"] = parts
+def client_template_variables(template) -> frozenset[str]:
+    """The variables a chat template reads that a request may set: those it does not assign itself (`{% set %}`)."""
+    if not isinstance(template, str):
+        return frozenset()
+    return template_variables(template) - set(re.findall(r"\{%-?\s*set\s+(\w+)", template))
+
+
+def model_positions(model) -> int | None:
+    """The language model's positions (`max_position_embeddings`), None when its config does not say."""
+    return getattr(model.config.get_text_config(), "max_position_embeddings", None)
+
+
+def with_photos(messages: list[dict], photos: list) -> list[dict]:
+    """A copy of `messages` whose image parts hold the decoded photos, in order (the body keeps its urls)."""
+    remaining = iter(photos)
+
+    def part_with_photo(part: dict) -> dict:
+        return {**part, "image_url": {"url": next(remaining)}} if part["type"] == "image_url" else part
+
+    return [{**message, "content": [part_with_photo(part) for part in message["content"]]}
+            if isinstance(message["content"], list) else message for message in messages]
 
 
 # ------------------------------------------------------------------------------------------------------- server
+async def http_error(request, error) -> JSONResponse:
+    """Starlette's HTTP errors (404, 405, transformers' own 400s) as OpenAI's error object."""
+    return error_response(RequestError(str(error.detail), status_code=error.status_code,
+                                       headers=getattr(error, "headers", None)))
+
+
+async def request_error(request, error: RequestError) -> JSONResponse:
+    return error_response(error)
+
+
+async def internal_error(request, error: Exception) -> JSONResponse:
+    """A bug, not the client's doing: OpenAI's error object with a 500, and nothing of the server's internals."""
+    return error_response(RequestError("the server failed on this request (its log has the details)",
+                                       status_code=500))
+
+
 def build_app(
     model: str,
     device: str | None = None,
     dtype: str = "auto",
     max_tiles: int | None = None,
-    limits: PhotoLimits = PhotoLimits(),
+    limits: ServingLimits = ServingLimits(),
+    api_key: str | None = None,
+    allowed_hosts: list[str] | None = None,
+    allowed_local_media_paths=(),
     allow_remote_images: bool = False,
+    private_image_networks=None,
+    served_model_name: str | None = None,
+    access_log: bool = True,
     continuous_batching: bool = False,
 ):
-    """transformers' FastAPI app serving `model` (loaded now) through our manager and chat handler.
+    """transformers' FastAPI app serving `model` (loaded now) through our manager and chat handler, behind the gate.
 
-    `dtype="auto"`: bfloat16 on an accelerator, float32 on the CPU (as `ase-mllm caption`). `continuous_batching`
-    is handed to transformers, which falls back to `generate()` for an image model (see the module docstring).
-    Returns `(app, model_manager, generation_state)`.
+    `dtype="auto"`: bfloat16 on an accelerator, float32 on the CPU (as `ase-mllm caption`). `api_key`: required as
+    `Authorization: Bearer` on every route but `/health`. `allowed_hosts`: the `Host` headers answered (None: any).
+    `allowed_local_media_paths`: folders whose regular files clients may name. `allow_remote_images`: fetch
+    http(s) images, from public addresses only unless `private_image_networks` (a list of networks, or "all").
+    `continuous_batching` is handed to transformers, which falls back to `generate()` for an image model (see the
+    module docstring). Returns `(app, model_manager, generation_state)`.
     """
-    import torch
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype == "auto":
         dtype = "float32" if device == "cpu" else "bfloat16"
     manager = AseMllmModelManager(device=device, dtype=dtype, force_model=model, max_tiles=max_tiles,
                                   continuous_batching=continuous_batching)
     state = GenerationState(continuous_batching=continuous_batching)
-    chat = AseMllmChatCompletionHandler(model_manager=manager, generation_state=state, limits=limits,
-                                        allow_remote_images=allow_remote_images)
-    # Of transformers' routes, only chat completions and health stay (with FastAPI's docs): the others (responses,
-    # legacy completions, audio, decisions, loading other models, unloading) would bypass the image bounds or do
-    # not apply to a critique model, so their handlers are never called. /v1/models names the one model served.
+    remote = RemoteImages(limits.photos.max_bytes, limits.image_fetch_timeout_s, limits.image_fetch_connections,
+                          private_image_networks) if allow_remote_images else None
+    sources = ImageSources(limits.photos, LocalFiles(allowed_local_media_paths), remote)
+    chat = AseMllmChatCompletionHandler(model_manager=manager, generation_state=state, sources=sources,
+                                        limits=limits, served_model_name=served_model_name)
+    # Of transformers' routes, only health stays (with FastAPI's docs); chat completions is ours below (admitted,
+    # read and checked before transformers' handler runs). The others (responses, legacy completions, audio,
+    # decisions, loading other models, unloading) would bypass the bounds or do not apply to a critique model.
     app = build_server(manager, chat, completion_handler=None, response_handler=None, transcription_handler=None,
                        systemone_handler=None, generation_state=state)
-    kept = {"/v1/chat/completions", "/health", app.openapi_url, app.docs_url, app.redoc_url,
-            app.swagger_ui_oauth2_redirect_url}
+    kept = {"/health", app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
     app.router.routes[:] = [route for route in app.router.routes if getattr(route, "path", None) in kept]
+    app.state.chat = chat
+    serving_lifespan = app.router.lifespan_context
 
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        async with serving_lifespan(app) as lifespan_state:
+            yield lifespan_state
+            # Before transformers unloads the model: let a generation that was told to stop (its request
+            # cancelled at the shutdown timeout) hand back its result while the event loop still runs.
+            await chat.finish_generating()
 
-    app.add_exception_handler(StarletteHTTPException, openai_error)
+    app.router.lifespan_context = lifespan
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestError, request_error)
+    app.add_exception_handler(Exception, internal_error)
+
+    @app.post(CHAT_ROUTE)
+    async def chat_completions(request: Request):
+        access = request.state.access = {}
+        try:
+            body = await read_json_body(request, limits.max_body_bytes, limits.body_timeout_s)
+        except ClientDisconnect:
+            return Response(status_code=499)
+        return await chat.handle_request(body, request.state.request_id, activate=request.state.admission.activate,
+                                         gone=request.state.gone, access=access)
 
     @app.get("/v1/models")
     def list_models():
         # transformers lists the Hub cache; this server answers for its one model.
-        return JSONResponse({"object": "list", "data": [{"id": model, "object": "model", "owned_by": "ase-mllm"}]})
+        return JSONResponse({"object": "list", "data": [{"id": chat.served_model_name, "object": "model",
+                                                         "owned_by": "ase-mllm"}]})
 
+    # Outermost last: the access log sees every answer, the Host check comes before the key, and the key before a
+    # request takes a place in the queue.
+    app.add_middleware(AdmissionMiddleware, admission=Admission(limits.max_active_requests,
+                                                                limits.max_waiting_requests, limits.queue_timeout_s),
+                       paths=(CHAT_ROUTE,))
+    if api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=api_key)
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts, www_redirect=False)
+    if access_log:
+        app.add_middleware(AccessLogMiddleware)
     return app, manager, state
 
 
@@ -368,29 +454,44 @@ def _raise_stop(signum, frame):
     raise _Stop
 
 
-def serve(model: str, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning", **options) -> None:
+def serve(model: str, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning",
+          forwarded_allow_ips: str | None = None, **options) -> None:
     """Load `model` and serve it until SIGINT or SIGTERM, then return (`build_app` options).
 
-    uvicorn answers either signal by finishing the requests in flight and closing, then raises the signal again;
-    here that ends the function normally, so Ctrl-C or a service manager's SIGTERM is a clean stop (status 0).
+    uvicorn answers either signal by refusing new connections and letting the requests in flight finish, for at
+    most `limits.shutdown_timeout_s`; then it cancels what still runs (a cancelled request stops its generation),
+    closes, and raises the signal again; here that ends the function normally, so Ctrl-C or a service manager's
+    SIGTERM is a clean stop (status 0). The access log (on unless `access_log=False`) goes to stderr.
+    `forwarded_allow_ips`: the proxies whose `X-Forwarded-For` gives the client's address (uvicorn's setting;
+    default: `$FORWARDED_ALLOW_IPS`, else 127.0.0.1).
     """
     import signal
 
     import uvicorn
 
+    if options.get("access_log", True):
+        access = logging.getLogger(ACCESS_LOGGER)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+        if not access.handlers:
+            access.addHandler(logging.StreamHandler(sys.stderr))
     app, manager, state = build_app(model, **options)
-    print(f"[serve] {model} on http://{host}:{port}/v1 (requests name the model {model!r}); Ctrl-C stops",
-          flush=True)
+    limits = options.get("limits", ServingLimits())
+    name = app.state.chat.served_model_name
+    print(f"[serve] {name} on http://{host}:{port}/v1 (requests name the model {name!r}); Ctrl-C stops", flush=True)
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     try:
-        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level)).run()
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                                      timeout_graceful_shutdown=limits.shutdown_timeout_s,
+                                      forwarded_allow_ips=forwarded_allow_ips)).run()
     except (KeyboardInterrupt, _Stop):
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        app.state.chat.preparing.shutdown(wait=False, cancel_futures=True)
         state.shutdown()
         manager.shutdown()
     print("[serve] stopped", flush=True)
 
 
-__all__ = ["AseMllmChatCompletionHandler", "AseMllmModelManager", "build_app", "read_image_url", "serve"]
+__all__ = ["AseMllmChatCompletionHandler", "AseMllmModelManager", "build_app", "serve"]

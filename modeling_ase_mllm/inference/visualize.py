@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..image_processing_ase_mllm import has_thumbnail
-from .captioning import read_photo
+from .photos import read_photo
 
 
 # Anchor colours of a perceptually ordered dark→bright colormap (black, purple, red, orange, pale yellow).
