@@ -11,8 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -22,7 +20,7 @@ import torch
 
 openai = pytest.importorskip("openai", reason="serving needs the [serve] extra")
 
-from conftest import PROMPT, free_port, random_image  # noqa: E402
+from conftest import PROMPT, free_port, random_image, wait_until_serving  # noqa: E402
 from modeling_ase_mllm.inference.captioning import PhotoError, PhotoLimits  # noqa: E402
 from modeling_ase_mllm.data.prompts import aspect_prompt  # noqa: E402
 
@@ -80,16 +78,7 @@ def server(saved_model):
          "--device", "cpu", "--max-megapixels", str(MAX_MEGAPIXELS)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.time() + 300
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None or time.time() > deadline:
-                process.kill()
-                pytest.fail(f"the server did not start: {process.communicate()[1][-3000:]}")
-            time.sleep(0.5)
+    wait_until_serving(process, port, 300, lambda: process.communicate()[1])
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=300)
     yield process, client
     if process.poll() is None:
