@@ -8,7 +8,8 @@ EAT + LayerCAM saliency) is saved once and served three ways, each in its own se
 
 - `ase-mllm serve` (transformers' server; `generate()` one request at a time);
 - vLLM with our plugin (`vllm serve FOLDER --trust-remote-code`: continuous batching, EAT + LayerCAM in its
-  multimodal processor);
+  multimodal processor), and the same server with the `spectral_residual` source chosen per request (no EAT: what
+  the saliency source costs);
 - vLLM's own InternVL (`InternVLForConditionalGeneration`) serving the zero-gate InternVL twin of the same weights
   (`convert.twin`: no IAS, no saliency), which gives the plugin's overhead.
 
@@ -52,6 +53,7 @@ from modeling_ase_mllm.inference.serving import serve
 serve(sys.argv[1], port=int(sys.argv[2]), device="cpu")
 """
 SYSTEMS = ("ase-mllm serve", "vLLM + ASE-MLLM plugin", "vLLM InternVL, zero-gate twin")
+SPECTRAL = "vLLM + ASE-MLLM plugin, spectral_residual source"
 
 
 def free_port() -> int:
@@ -106,6 +108,10 @@ def wait_until_healthy(process, port: int, log: Path, timeout: float = 900) -> N
 
 def start_server(system: str, ase_folder: Path, twin_folder: Path, port: int, log: Path, eager: bool):
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    # One torch thread per process for every server: vLLM's CPU engine takes one itself (and leaves a core to its API
+    # server, where EAT + LayerCAM runs), and a 2-thread OpenMP pool stalls on a shared, loaded machine (EAT + LayerCAM
+    # of the tiny model: 0.09 s at 1 thread, 2.9 s at 2 threads, at load 15).
+    env["OMP_NUM_THREADS"] = "1"
     if system == SYSTEMS[0]:
         env["PYTHONPATH"] = str(REPO)
         command = [sys.executable, "-c", ASE_SERVE, str(ase_folder), str(port)]
@@ -117,6 +123,8 @@ def start_server(system: str, ase_folder: Path, twin_folder: Path, port: int, lo
         command = [str(vllm_env(build=False).python), "-m", "vllm.entrypoints.openai.api_server", "--model",
                    str(folder), "--served-model-name", "model", "--trust-remote-code", "--host", "127.0.0.1",
                    "--port", str(port), "--dtype", "float32", "--max-model-len", "8192"] + (["--enforce-eager"] if eager else [])
+        if system == SYSTEMS[1]:  # the spectral-residual rows choose their source per request
+            command.append("--trust-request-mm-kwargs")
     with open(log, "w") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     wait_until_healthy(process, port, log)
@@ -179,10 +187,15 @@ def main() -> None:
             extra = {} if system_index == 0 else {"ignore_eos": True}
             measure(client, model, photo_urls(2, seed=10_000), 1, args.max_tokens, text, extra)  # warm-up
             startup = time.perf_counter() - started
-            for row, concurrency in enumerate(args.concurrency):
-                urls = photo_urls(args.requests, seed=1000 * (row + 1))  # new photos for every row: no cache hits
-                results[system, concurrency] = measure(client, model, urls, concurrency, args.max_tokens, text, extra)
-                print(f"{system}, concurrency {concurrency}: {json.dumps(results[system, concurrency])}", flush=True)
+            variants = [(system, extra)]
+            if system_index == 1:  # the plugin without EAT + LayerCAM: what the saliency source costs
+                variants.append((SPECTRAL, {**extra, "mm_processor_kwargs": {"saliency_source": "spectral_residual"}}))
+            for name, variant_extra in variants:
+                for row, concurrency in enumerate(args.concurrency):
+                    urls = photo_urls(args.requests, seed=1000 * (row + 1) + 100 * len(results))  # new photos: no cache hits
+                    results[name, concurrency] = measure(client, model, urls, concurrency, args.max_tokens, text,
+                                                         variant_extra)
+                    print(f"{name}, concurrency {concurrency}: {json.dumps(results[name, concurrency])}", flush=True)
             print(f"{system}: {startup:.0f} s from the command to the warm-up's answers", flush=True)
         finally:
             process.terminate()
@@ -204,6 +217,9 @@ def main() -> None:
             ratio = plugin["rps"] / results[other, top]["rps"]
             print(f"{SYSTEMS[1]} / {other} at concurrency {top}: x{ratio:.2f} requests/s (goal >= x{goal}: "
                   f"{'met' if ratio >= goal else 'not met'})")
+    if (SPECTRAL, top) in results and (SYSTEMS[2], top) in results:
+        print(f"{SPECTRAL} / {SYSTEMS[2]} at concurrency {top}: "
+              f"x{results[SPECTRAL, top]['rps'] / results[SYSTEMS[2], top]['rps']:.2f} requests/s")
 
 
 if __name__ == "__main__":

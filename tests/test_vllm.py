@@ -269,3 +269,20 @@ def test_registration_is_idempotent_lazy_and_leaves_vllms_own_models(registratio
     stdout, stderr = registration_check.communicate(timeout=600)
     assert registration_check.returncode == 0, stderr[-3000:]
     assert stdout.strip().splitlines()[-1] == "['AseMllmForConditionalGeneration']"
+
+
+def test_the_entry_point_names_register_and_our_architecture(folder):
+    """setup.py's `vllm.general_plugins` entry point is `register`; the architecture it registers is the one every saved
+    folder names (importing the plugin's package needs no vLLM: every vLLM process reads it first)."""
+    import json
+
+    from compat_fixtures import setup_arguments
+    from modeling_ase_mllm.integrations import vllm as plugin
+
+    (entry,) = setup_arguments()["entry_points"]["vllm.general_plugins"]
+    name, _, target = (part.strip() for part in entry.partition("="))
+    module, _, function = target.partition(":")
+    assert (module, function) == (plugin.__name__, "register")
+    saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))["architectures"]
+    assert list(plugin.architectures()) == saved == ["AseMllmForConditionalGeneration"]
+    assert all(target.startswith(f"{plugin.__name__}.model:") for target in plugin.architectures().values())
