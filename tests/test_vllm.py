@@ -147,7 +147,9 @@ def server(folder, registration_check, tmp_path_factory):
     """
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-log") / "server.log"
-    env = {**vllm_child_env(), "VLLM_CPU_KVCACHE_SPACE": "1"}
+    # One torch thread per process: vLLM's engine takes one anyway, and the API server's EAT + LayerCAM stalls in a
+    # 2-thread OpenMP pool on a loaded machine (bench/serving.py, docs/serving.md).
+    env = {**vllm_child_env(), "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"}
     command = [str(vllm_env(build=False).python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
                "--trust-remote-code", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
                "--enforce-eager", "--max-model-len", "16384", "--limit-mm-per-prompt", f'{{"image": {MAX_IMAGES}}}',
