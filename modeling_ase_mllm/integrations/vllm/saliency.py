@@ -21,12 +21,12 @@ from safetensors import safe_open
 
 from ...eat_ase_mllm import EatModel
 from ...image_processing_ase_mllm import has_thumbnail
-from ...modeling_ase_mllm import parameter_group
+from ...modeling_ase_mllm import PARAMETER_GROUPS, parameter_group
 from ...saliency_ase_mllm import map_saliency_to_tiles
 
 
-# The module path of EAT inside `AseMllmForConditionalGeneration`; its weights are `model.saliency_model.*`.
-EAT_MODULE = "saliency_model."
+# EAT's module inside `AseMllmForConditionalGeneration` (its weights are `model.saliency_model.*`).
+EAT_MODULE = dict(PARAMETER_GROUPS)["eat"][0] + "."
 _LOCK = threading.RLock()
 
 
