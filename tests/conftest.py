@@ -2,6 +2,7 @@
 
 import os
 import socket
+import time
 
 import numpy as np
 import PIL.Image
@@ -33,6 +34,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_serving(process, port: int, timeout: float, output) -> None:
+    """Poll `GET /health` of a server this test started on 127.0.0.1 until it answers; fail the test with the tail of
+    `output()` (what the server printed) when the process ends first or `timeout` seconds pass."""
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                process.kill()
+                pytest.fail(f"the server did not start:\n{output()[-4000:]}")
+            time.sleep(0.5)
 
 
 def user_turn(n_images: int = 1, prompt: str = PROMPT) -> list[dict]:

@@ -17,7 +17,7 @@ import urllib.request
 
 import PIL.Image
 
-from conftest import free_port
+from conftest import free_port, wait_until_serving
 
 
 def data_url(image: PIL.Image.Image, format: str = "PNG", **save) -> str:
@@ -125,17 +125,8 @@ def start_cli_server(model, *flags, env: dict | None = None, port: int | None = 
          "--device", "cpu", *map(str, flags)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while True:
-        try:
-            urllib.request.urlopen(base + "/health", timeout=2)
-            return process, base
-        except OSError:
-            if process.poll() is not None or time.time() > deadline:
-                process.kill()
-                raise RuntimeError(f"the server did not start: {process.communicate()[1][-3000:]}")
-            time.sleep(0.5)
+    wait_until_serving(process, port, 300, lambda: process.communicate()[1])
+    return process, f"http://127.0.0.1:{port}"
 
 
 def stop(process) -> tuple[str, str]:

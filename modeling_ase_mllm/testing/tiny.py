@@ -84,6 +84,15 @@ def tiny_config(text_model_type: str = "llama", **overrides) -> AseMllmConfig:
     return config
 
 
+# vLLM's CPU attention takes LLM head sizes 32, 64, 80, ... only; the tiny preset's are 16 (64 wide, 4 heads).
+VLLM_HEAD_DIM = 64
+
+
+def tiny_vllm_config(**overrides) -> AseMllmConfig:
+    """The `tiny` preset with LLM heads of `VLLM_HEAD_DIM` (its width and head count unchanged), for vLLM's CPU."""
+    return tiny_config(text_config={**tiny_config().text_config.to_dict(), "head_dim": VLLM_HEAD_DIM}, **overrides)
+
+
 def build_tiny_model(config: AseMllmConfig | None = None, seed: int = 0, gate: float | None = None):
     """A randomly initialised model in fp32 eval mode; `gate` sets every saliency gate (default: config's)."""
     torch.manual_seed(seed)
