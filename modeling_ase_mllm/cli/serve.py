@@ -15,7 +15,7 @@ def add_parser(subparsers):
                     "'map' or 'picture': each image's saliency as a PNG data URL in the message). Needs the serve "
                     'extra: pip install "ase-mllm[serve]". Ctrl-C (or SIGTERM) stops it.',
     )
-    add_photo_options(command, dtype=True, images=False)
+    add_photo_options(command, dtype=True, quantization=True, images=False)
     command.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     command.add_argument("--port", type=positive_int, default=8000, help="port to listen on (default: %(default)s)")
     command.add_argument("--allow-remote-images", action="store_true",
@@ -37,5 +37,6 @@ def main(args) -> int:
         raise ImportError(f"ase-mllm serve needs FastAPI, uvicorn and openai ({error}): "
                           'pip install "ase-mllm[serve]"') from error
     serve(args.model, host=args.host, port=args.port, log_level=args.log_level, device=args.device, dtype=args.dtype,
-          max_tiles=args.max_tiles, limits=photo_limits(args), allow_remote_images=args.allow_remote_images)
+          max_tiles=args.max_tiles, limits=photo_limits(args), allow_remote_images=args.allow_remote_images,
+          quantization=args.quantization)
     return 0

@@ -32,6 +32,7 @@ import base64
 import binascii
 import io
 import json
+import sys
 from urllib.parse import unquote, urlparse
 
 import transformers
@@ -44,6 +45,7 @@ from transformers.cli.serving.server import build_server
 from transformers.cli.serving.utils import GenerationState, Modality
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
 
+from ..utils.quantization import describe_precision, quantization_config
 from .captioning import PhotoError, PhotoLimits, critique_prompt, read_photo
 
 
@@ -146,11 +148,14 @@ class AseMllmModelManager(ModelManager):
 
     Args:
         max_tiles: tiles per image of the loaded processors (default: each model's own `max_patches`).
+        quantization_scheme: a `utils.quantization.QUANTIZATION_SCHEMES` scheme for our models (transformers'
+            own `quantization` knows bitsandbytes only, under other names).
         Everything else: `ModelManager`'s.
     """
 
-    def __init__(self, *args, max_tiles: int | None = None, **kwargs):
+    def __init__(self, *args, max_tiles: int | None = None, quantization_scheme: str | None = None, **kwargs):
         self.max_tiles = max_tiles  # before `super().__init__`, which loads `force_model`
+        self.quantization_scheme = quantization_scheme
         super().__init__(*args, **kwargs)
 
     def _load_processor(self, model_id_and_revision: str, gguf_file: str | None = None):
@@ -164,10 +169,16 @@ class AseMllmModelManager(ModelManager):
         config = AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=self.trust_remote_code)
         if gguf_file is not None or not is_registered_vlm_config(config):
             return super()._load_model(model_id_and_revision, tqdm_class, progress_callback, gguf_file)
-        return AutoModelForImageTextToText.from_pretrained(
+        quantized = {}
+        if self.quantization_scheme is not None:
+            quantized["quantization_config"] = quantization_config(self.quantization_scheme, self.dtype)
+        model = AutoModelForImageTextToText.from_pretrained(
             model_id, revision=revision, dtype=self.dtype, device_map=self.device, tqdm_class=tqdm_class,
-            attn_implementation=self.attn_implementation, trust_remote_code=self.trust_remote_code,
+            attn_implementation=self.attn_implementation, trust_remote_code=self.trust_remote_code, **quantized,
         )
+        if self.quantization_scheme is not None:
+            print(f"[serve] {describe_precision(model, self.quantization_scheme)}", file=sys.stderr, flush=True)
+        return model
 
     @staticmethod
     def get_model_modality(model, processor=None) -> Modality:
@@ -322,8 +333,10 @@ def build_app(
     limits: PhotoLimits = PhotoLimits(),
     allow_remote_images: bool = False,
     continuous_batching: bool = False,
+    quantization: str | None = None,
 ):
-    """transformers' FastAPI app serving `model` (loaded now) through our manager and chat handler.
+    """transformers' FastAPI app serving `model` (loaded now, with `quantization` its language model quantised)
+    through our manager and chat handler.
 
     `dtype="auto"`: bfloat16 on an accelerator, float32 on the CPU (as `ase-mllm caption`). `continuous_batching`
     is handed to transformers, which falls back to `generate()` for an image model (see the module docstring).
@@ -335,7 +348,7 @@ def build_app(
     if dtype == "auto":
         dtype = "float32" if device == "cpu" else "bfloat16"
     manager = AseMllmModelManager(device=device, dtype=dtype, force_model=model, max_tiles=max_tiles,
-                                  continuous_batching=continuous_batching)
+                                  continuous_batching=continuous_batching, quantization_scheme=quantization)
     state = GenerationState(continuous_batching=continuous_batching)
     chat = AseMllmChatCompletionHandler(model_manager=manager, generation_state=state, limits=limits,
                                         allow_remote_images=allow_remote_images)

@@ -84,6 +84,19 @@ def tiny_config(text_model_type: str = "llama", **overrides) -> AseMllmConfig:
     return config
 
 
+# The tiny preset's language model at widths the CPU kernels of bitsandbytes and torchao accept (multiples of 64, head
+# dimension 64), for quantised loads; the rest of the model is the preset's (it stays in floating point).
+QUANTIZABLE_TEXT_WIDTHS = {"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 2,
+                           "num_key_value_heads": 1, "head_dim": 64}
+
+
+def quantizable_tiny_config(**overrides) -> AseMllmConfig:
+    """`tiny_config` whose language model has `QUANTIZABLE_TEXT_WIDTHS`."""
+    text = {key: value for key, value in tiny_config().text_config.to_dict().items()
+            if key not in ("architectures", "transformers_version", "dtype")}
+    return tiny_config(**{**overrides, "text_config": {**text, **QUANTIZABLE_TEXT_WIDTHS}})
+
+
 def build_tiny_model(config: AseMllmConfig | None = None, seed: int = 0, gate: float | None = None):
     """A randomly initialised model in fp32 eval mode; `gate` sets every saliency gate (default: config's)."""
     torch.manual_seed(seed)
