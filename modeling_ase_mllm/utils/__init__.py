@@ -1,1 +1,2 @@
-"""Small facts the tools share and that belong to none of them: where ase-mllm keeps its cache (`cache`)."""
+"""Small facts the tools share and that belong to none of them: where ase-mllm keeps its cache (`cache`), the
+`--quantization` schemes and what a quantised load kept in floating point (`quantization`)."""
