@@ -247,6 +247,19 @@ def test_caption_prints_what_stayed_in_float(folder, photo, tmp_path, capsys):
         assert f" {group} (" in report and "float32" in report, group
 
 
+def test_serve_loads_the_model_quantised_and_says_what_stayed_in_float(folder, capsys):
+    from modeling_ase_mllm.inference.serving import build_app
+
+    _, manager, state = build_app(str(folder), device="cpu", quantization="4bit")
+    try:
+        report = capsys.readouterr().err.strip().splitlines()[-1]
+    finally:
+        state.shutdown()
+        manager.shutdown()
+    assert report.startswith(f"[serve] --quantization 4bit: quantised llm ({LLM_LINEARS} linear layers); kept in "
+                             "floating point: ")
+
+
 # ------------------------------------------------------------------------------------------------ the Hub folder alone
 
 FRESH_PROCESS = BLOCK_OUR_PACKAGE + textwrap.dedent(
@@ -332,3 +345,4 @@ def test_a_hub_folder_loads_quantised_and_trains_qlora_with_remote_code_only(fol
     losses = result["qlora"]["losses"]
     assert len(losses) == STEPS and losses[-1] < losses[0], losses
     assert result["qlora"]["reloaded_equal"]
+
