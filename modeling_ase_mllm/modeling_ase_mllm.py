@@ -423,9 +423,9 @@ class AseMllmPreTrainedModel(InternVLPreTrainedModel):
             init.trunc_normal_(module.rpe_table, std=0.01)
 
     def _get_dtype_plan(self, dtype: torch.dtype) -> dict:
-        """transformers' plan of modules loaded in float32, less ours: a float16 load would upcast every
-        `_keep_in_fp32_modules` module, and ours are listed there only to keep quantizers off them. The float parts
-        keep the dtype the load asks for, quantised or not."""
+        """transformers' plan of modules loaded in float32 (`from_pretrained` asks it, 5.4 to 5.25), less ours: a
+        float16 load would upcast every `_keep_in_fp32_modules` module, and ours are listed there only to keep
+        quantizers off them. The float parts keep the dtype the load asks for, quantised or not."""
         plan = super()._get_dtype_plan(dtype)
         plan.pop(FLOAT_MODULES_PATTERN, None)
         return plan
