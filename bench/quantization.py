@@ -1,7 +1,8 @@
 """Quantised loading: peak memory and time of load, prefill and decode with each `--quantization` scheme, against the
 float model, at the tiny and InternVL2-1B presets (random weights), measured in one run on this machine.
 
-    python bench/quantization.py [--presets tiny internvl2-1b] [--new-tokens 16] [--repeats 2] [--out FILE.md]
+    python bench/quantization.py [--presets tiny internvl2-1b] [--new-tokens 16] [--repeats 2] [--load-only]
+                                 [--out FILE.md]
 
 writes bench/results-quantization.md (default `--out`).
 
@@ -60,8 +61,10 @@ def save_random_model(preset: str, folder: Path) -> None:
     model.save_pretrained(folder)
 
 
-def measure_scheme(folder: str, preset: str, scheme: str, new_tokens: int, repeats: int) -> dict:
-    """In this (fresh) process: load `folder` with `scheme`, then time and measure prefill and decode."""
+def measure_scheme(folder: str, preset: str, scheme: str, new_tokens: int, repeats: int,
+                   load_only: bool = False) -> dict:
+    """In this (fresh) process: load `folder` with `scheme`, then (unless `load_only`) time and measure prefill and
+    decode."""
     from transformers import AutoModelForImageTextToText
 
     torch.manual_seed(0)
@@ -76,6 +79,11 @@ def measure_scheme(folder: str, preset: str, scheme: str, new_tokens: int, repea
     load_seconds = time.perf_counter() - start
     model = loaded["model"]
     resident = rss_kib("VmRSS") * 1024 - baseline
+    row = {"scheme": scheme, "preset": preset, "load_s": load_seconds, "load_peak_mib": load_peak / MIB,
+           "weights_mib": model.get_memory_footprint() / MIB, "resident_mib": resident / MIB,
+           "precision": describe_precision(model, None if scheme == FLOAT else scheme)}
+    if load_only:
+        return row
 
     def prefill():
         with torch.no_grad():
@@ -94,24 +102,20 @@ def measure_scheme(folder: str, preset: str, scheme: str, new_tokens: int, repea
                 token = output.logits[:, -1:].argmax(-1)
             return time.perf_counter() - start
 
-    prefill_seconds = median_seconds(prefill, repeats)
-    prefill_peak = peak_bytes_of(prefill)
-    decode_seconds = statistics.median(decode() for _ in range(repeats))
-    decode_peak = peak_bytes_of(decode)
-    return {
-        "scheme": scheme, "preset": preset, "load_s": load_seconds, "load_peak_mib": load_peak / MIB,
-        "weights_mib": model.get_memory_footprint() / MIB, "resident_mib": resident / MIB,
-        "prefill_s": prefill_seconds, "prefill_peak_mib": (resident + prefill_peak) / MIB,
-        "decode_tokens_per_s": new_tokens / decode_seconds,
-        "decode_peak_mib": (resident + decode_peak) / MIB,
-        "precision": describe_precision(model, None if scheme == FLOAT else scheme),
-    }
+    prefill_peak = peak_bytes_of(prefill)  # also the warm-up
+    prefill_seconds = median_seconds(prefill, repeats, warmup=0)
+    decode_times = []
+    decode_peak = peak_bytes_of(lambda: decode_times.append(decode()))
+    decode_seconds = statistics.median(decode_times + [decode() for _ in range(repeats - 1)])
+    return {**row, "prefill_s": prefill_seconds, "prefill_peak_mib": (resident + prefill_peak) / MIB,
+            "decode_tokens_per_s": new_tokens / decode_seconds, "decode_peak_mib": (resident + decode_peak) / MIB}
 
 
-def run_child(folder: Path, preset: str, scheme: str, new_tokens: int, repeats: int) -> dict:
+def run_child(folder: Path, preset: str, scheme: str, new_tokens: int, repeats: int, load_only: bool) -> dict:
     """`measure_scheme` in a fresh process (glibc's mmap threshold as in `common.run_memory_child`: RSS then follows
     live tensor memory)."""
-    command = [sys.executable, __file__, "--_child", str(folder), preset, scheme, str(new_tokens), str(repeats)]
+    command = [sys.executable, __file__, "--_child", str(folder), preset, scheme, str(new_tokens), str(repeats),
+               str(int(load_only))]
     run = subprocess.run(command, capture_output=True, text=True, check=False,
                          env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
     if run.returncode != 0:
@@ -119,13 +123,13 @@ def run_child(folder: Path, preset: str, scheme: str, new_tokens: int, repeats: 
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def measure(presets: list[str], new_tokens: int, repeats: int) -> list[dict]:
+def measure(presets: list[str], new_tokens: int, repeats: int, load_only: bool = False) -> list[dict]:
     rows = []
     for preset in presets:
         with tempfile.TemporaryDirectory() as folder:
             save_random_model(preset, Path(folder))
             for scheme in SCHEMES:
-                rows.append(run_child(Path(folder), preset, scheme, new_tokens, repeats))
+                rows.append(run_child(Path(folder), preset, scheme, new_tokens, repeats, load_only))
                 print(f"[bench] {preset} {scheme}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
     return rows
 
@@ -134,6 +138,8 @@ def report(rows: list[dict], header: str) -> str:
     reference = {row["preset"]: row for row in rows if row["scheme"] == FLOAT}
 
     def cell(row, key, digits):
+        if key not in row:
+            return "—"
         value, base = row[key], reference[row["preset"]][key]
         return f"{value:.{digits}f} (×{value / base:.2f})" if row["scheme"] != FLOAT else f"{value:.{digits}f}"
 
@@ -156,17 +162,20 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(HERE / "results-quantization.md"),
                         help="also write the report here (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a report")
-    parser.add_argument("--_child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--load-only", action="store_true",
+                        help="measure loading alone (weights, load time and peak), not prefill and decode")
+    parser.add_argument("--_child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._child:
-        folder, preset, scheme, new_tokens, repeats = args._child
-        print(json.dumps(measure_scheme(folder, preset, scheme, int(new_tokens), int(repeats))))
+        folder, preset, scheme, new_tokens, repeats, load_only = args._child
+        print(json.dumps(measure_scheme(folder, preset, scheme, int(new_tokens), int(repeats), load_only == "1")))
         return 0
     before = load_average()
     start = time.perf_counter()
-    rows = measure(args.presets, args.new_tokens, args.repeats)
-    header = (f"`python bench/quantization.py --presets {' '.join(args.presets)} --new-tokens {args.new_tokens} "
-              f"--repeats {args.repeats}` on {torch.get_num_threads()} CPU threads, torch {torch.__version__}, "
+    rows = measure(args.presets, args.new_tokens, args.repeats, args.load_only)
+    command = f"--presets {' '.join(args.presets)} " + (
+        "--load-only" if args.load_only else f"--new-tokens {args.new_tokens} --repeats {args.repeats}")
+    header = (f"`python bench/quantization.py {command}` on {torch.get_num_threads()} CPU threads, torch {torch.__version__}, "
               f"{time.perf_counter() - start:.0f} s in all; load average {before} before, {load_average()} after. "
               "Ratios: each scheme / float32, same preset, same run.")
     text = json.dumps(rows) if args.json else report(rows, header)
