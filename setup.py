@@ -61,16 +61,19 @@ LMMS = ["lmms-eval>=0.7.3,<0.8", "torchvision>=0.28,<0.29", "filelock>=3.12,<4"]
 # plugin needs only the model's remote code (transformers >=5.4, torch, numpy, PIL) and safetensors, which vLLM
 # brings; the extra is empty, and names the integration as the others do.
 VLLM: list[str] = []
+# `--quantization` (caption, evaluate, serve, the web demo, QLoRA training): bitsandbytes (8-bit, 4-bit NF4; its CPU
+# backend too) and torchao (int8 weight-only); the lower bounds are transformers' own for its quantizers.
+QUANT = ["bitsandbytes>=0.46.1", "torchao>=0.15"]
 # The web demo (examples/app.py) runs on Gradio; the demo itself trains and scores a small model.
 DEMO = sorted(set(TRAIN + EVAL + ["scikit-image>=0.24", "gradio>=6.0,<7"]))
 # selenium drives Debian's chromium/chromium-driver (installed by .ci/system-packages) in the web-demo test.
 # DeepSpeed ZeRO-3 is tested on the CPU (tests/test_fsdp.py). It comes as a source package whose build needs only
 # setuptools (no torch: its ops compile on first use), so it brings no other torch.
 DEEPSPEED = ["deepspeed>=0.19.8,<0.20"]
-# The tests serve (tests/test_serving.py), run lmms-eval (tests/test_lmms_eval.py) and DeepSpeed, so the test
-# environment has every extra; torchvision comes in only with lmms-eval. greenlet: bench/generate_latency.py runs
-# the models' generate() calls in lockstep, in one OS thread.
-DEV = sorted(set(DEMO + CONVERT + SERVE + LMMS + DEEPSPEED
+# The tests serve (tests/test_serving.py), run lmms-eval (tests/test_lmms_eval.py), DeepSpeed and quantised loads
+# (tests/test_quantization.py), so the test environment has every extra; torchvision comes in only with lmms-eval.
+# greenlet: bench/generate_latency.py runs the models' generate() calls in lockstep, in one OS thread.
+DEV = sorted(set(DEMO + CONVERT + SERVE + LMMS + DEEPSPEED + QUANT
                  + ["pytest>=8", "pytest-timeout>=2.3", "selenium>=4.20", "greenlet>=3.1"]))
 
 setup(
@@ -102,7 +105,7 @@ setup(
     },
     install_requires=CORE,
     extras_require={"train": TRAIN, "eval": EVAL, "convert": CONVERT, "demo": DEMO, "serve": SERVE, "lmms": LMMS,
-                    "deepspeed": DEEPSPEED, "vllm": VLLM, "dev": DEV},
+                    "deepspeed": DEEPSPEED, "quant": QUANT, "vllm": VLLM, "dev": DEV},
     entry_points={"console_scripts": ["ase-mllm=modeling_ase_mllm.cli:main"],
                   "lmms_eval.models": ["ase_mllm=modeling_ase_mllm.integrations.lmms_eval:manifest"],
                   "vllm.general_plugins": ["ase_mllm=modeling_ase_mllm.integrations.vllm:register"]},

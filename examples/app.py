@@ -5,6 +5,7 @@
     python examples/app.py                      # serves it (found next to this checkout, from any folder)
     python examples/app.py --model PATH_OR_HUB_ID --port 7860
     python examples/app.py --random-model       # development only: an untrained random model
+    python examples/app.py --quantization 4bit  # the language model in 4-bit NF4 (pip install -e ".[quant]")
 
 Uploads get the same bounds as `ase-mllm caption` (file size, megapixels; `--max-file-mb`, `--max-megapixels`),
 and a photo that cannot be used shows the reason on the page.
@@ -18,6 +19,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from modeling_ase_mllm.inference.photos import DEFAULT_MAX_FILE_MB, PhotoError, PhotoLimits, read_photo  # noqa: E402
+from modeling_ase_mllm.cli.arguments import add_quantization_option, check_quantization  # noqa: E402
 from modeling_ase_mllm.cli.demo import DEFAULT_OUTPUT_DIR, MODEL_FOLDER  # noqa: E402
 
 
@@ -57,14 +59,19 @@ def model_label(model_path: str) -> str:
     return Path(model_path).name if Path(model_path).expanduser().exists() else model_path
 
 
-def build_app(model_path: str, max_new_tokens: int = 64, limits: PhotoLimits = PhotoLimits()):
+def build_app(model_path: str, max_new_tokens: int = 64, limits: PhotoLimits = PhotoLimits(),
+              quantization: str | None = None):
     import gradio as gr
 
     from modeling_ase_mllm.data.schema import PCCD_ASPECTS
     from modeling_ase_mllm.inference.captioning import critique_prompt, load_model_and_processor
     from modeling_ase_mllm.inference.visualize import saliency_picture
+    from modeling_ase_mllm.utils.quantization import describe_precision
 
-    model, processor = load_model_and_processor(model_path)
+    model, processor = load_model_and_processor(model_path, quantization=quantization)
+    precision = describe_precision(model, quantization)
+    if precision:
+        print(f"[app] {precision}", file=sys.stderr, flush=True)
 
     def critique(path, aspect):
         if path is None:
@@ -78,7 +85,8 @@ def build_app(model_path: str, max_new_tokens: int = 64, limits: PhotoLimits = P
         return answer.strip(), saliency_picture(photo, processor, model)
 
     with gr.Blocks(title="ASE-MLLM aesthetic critique") as app:
-        gr.Markdown("# ASE-MLLM\nAesthetic critique with saliency. Model: `" + model_label(model_path) + "`")
+        gr.Markdown("# ASE-MLLM\nAesthetic critique with saliency. Model: `" + model_label(model_path) + "`"
+                    + (f"\n\n{precision}" if precision else ""))
         with gr.Row():
             with gr.Column():
                 # A file path, not a decoded image: the bounds are checked before anything is decoded.
@@ -104,7 +112,9 @@ def main(argv=None) -> int:
                         help="refuse uploads with more megapixels (default: Pillow's decompression-bomb threshold)")
     parser.add_argument("--max-file-mb", type=float, default=DEFAULT_MAX_FILE_MB,
                         help="refuse larger uploads (default: %(default)g)")
+    add_quantization_option(parser)
     args = parser.parse_args(argv)
+    check_quantization(parser, args.quantization)
     import PIL.Image
 
     limits = PhotoLimits(max_megapixels=args.max_megapixels or PIL.Image.MAX_IMAGE_PIXELS / 1e6,
@@ -117,7 +127,7 @@ def main(argv=None) -> int:
             print(no_model_message(), file=sys.stderr)
             return 2
         model = random_model()
-    app = build_app(str(model), args.max_new_tokens, limits)
+    app = build_app(str(model), args.max_new_tokens, limits, args.quantization)
     app.launch(server_name=args.host, server_port=args.port, share=False, show_error=True,
                max_file_size=int(args.max_file_mb * 1e6))
     return 0

@@ -32,6 +32,15 @@ from .saliency_ase_mllm import normalize_saliency
 OFFSET_KERNEL_SIZES = (9, 7, 5, 3)
 
 
+def compute_dtype(module: nn.Module) -> torch.dtype:
+    """The floating-point dtype `module` computes in: that of its first floating-point parameter, whatever a quantizer
+    made of the others (bitsandbytes stores int8/uint8 weights), else torch's default dtype."""
+    for parameter in module.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return torch.get_default_dtype()
+
+
 class EatLayerNorm2d(nn.Module):
     """LayerNorm over the channels of an NCHW map (the parameters live in `.norm`, as in the checkpoint)."""
 
@@ -270,7 +279,7 @@ class EatModel(nn.Module):
             raise ValueError(
                 f"`saliency_pixel_values` must be (num_images, 3, {size}, {size}) for EAT, got {tuple(pixel_values.shape)}."
             )
-        hidden_states = self.patch_proj(pixel_values.to(self.cls_head.weight.dtype))
+        hidden_states = self.patch_proj(pixel_values.to(compute_dtype(self)))
         for stage, block in enumerate(self.stages):
             hidden_states = block(hidden_states)
             if stage < 3:
@@ -356,4 +365,4 @@ def eat_parameter_count(config: AseMllmEatConfig) -> int:
     return total + layer_norm(config.dims[-1]) + linear(config.dims[-1], config.num_classes)
 
 
-__all__ = ["EatModel", "EatWindowAttention", "EatDeformableAttention", "layer_cam", "aesthetic_target", "eat_parameter_count"]
+__all__ = ["compute_dtype", "EatModel", "EatWindowAttention", "EatDeformableAttention", "layer_cam", "aesthetic_target", "eat_parameter_count"]

@@ -44,7 +44,9 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_ase_mllm import AseMllmConfig, AseMllmVisionConfig
-from .eat_ase_mllm import EatDeformableAttention, EatModel, EatWindowAttention, relative_position_index, shifted_window_mask
+from .eat_ase_mllm import (
+    EatDeformableAttention, EatModel, EatWindowAttention, compute_dtype, relative_position_index, shifted_window_mask,
+)
 from .image_processing_ase_mllm import has_thumbnail, tile_count
 from .saliency_ase_mllm import map_saliency_to_tiles
 
@@ -73,6 +75,18 @@ ADDED_GROUPS = ("eat", "ias")
 _GROUP_PATTERNS = tuple(
     (group, re.compile(r"(^|\.)(" + "|".join(names) + r")(\.|$)")) for group, names in PARAMETER_GROUPS
 )
+# The groups a quantised load (bitsandbytes 8/4-bit, torchao, any transformers quantizer) keeps in floating point:
+# LayerCAM differentiates through EAT and its score must stay exact; the ViT, its IAS modules and the projector are a
+# small part of the weights. Only the language model is quantised (its LM head too, unless transformers' default
+# skip list keeps it, as it does when the user names none).
+FLOAT_GROUPS = ("eat", "ias", "vision", "projector")
+# Those groups as one `_keep_in_fp32_modules` entry, the list every transformers quantizer (5.4 to 5.25) adds to its
+# own skip list. Quantizers match an entry as a regex from the start of a module's name, so this one matches any
+# module whose path has one of the groups' names as a whole component (`model.vision_tower.encoder.layer.0.mlp.fc1`
+# in the generation model, `vision_tower.…` in the base model).
+FLOAT_MODULES_PATTERN = r"(?:.*\.)?(?:" + "|".join(
+    name for group, names in PARAMETER_GROUPS if group in FLOAT_GROUPS for name in names
+) + r")"
 
 # Run after `save_pretrained` has written a folder, as `hook(folder, model)`, and before `push_to_hub` uploads one,
 # as `hook(folder, model, repo_id=...)`. Empty where this module is a Hub folder's remote code; the installed
@@ -152,7 +166,7 @@ class AseMllmSaliencyEmbeddings(nn.Module):
         Returns:
             `(num_tiles, 1 + rows * cols, hidden_size)` saliency features, aligned with the ViT tokens.
         """
-        per_patch = F.adaptive_avg_pool2d(saliency_maps[:, None].to(self.fc1.weight.dtype), patch_grid).flatten(1)
+        per_patch = F.adaptive_avg_pool2d(saliency_maps[:, None].to(compute_dtype(self)), patch_grid).flatten(1)
         per_token = torch.cat([per_patch.mean(dim=1, keepdim=True), per_patch], dim=1)
         return self.fc2(self.activation_fn(self.fc1(per_token[..., None])))
 
@@ -393,6 +407,8 @@ def check_saliency_maps(saliency_maps: torch.Tensor | None, pixel_values: torch.
 class AseMllmPreTrainedModel(InternVLPreTrainedModel):
     config: AseMllmConfig
     _no_split_modules = ["AseMllmVisionLayer", "EatModel"]
+    # Read by every transformers quantizer: these modules are never quantised (see `FLOAT_MODULES_PATTERN`).
+    _keep_in_fp32_modules = [FLOAT_MODULES_PATTERN]
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -405,6 +421,14 @@ class AseMllmPreTrainedModel(InternVLPreTrainedModel):
                 init.copy_(module.attn_mask, shifted_window_mask(module.attn_mask_size, module.window, module.shift))
         elif isinstance(module, EatDeformableAttention) and module.rpe_table is not None:
             init.trunc_normal_(module.rpe_table, std=0.01)
+
+    def _get_dtype_plan(self, dtype: torch.dtype) -> dict:
+        """transformers' plan of modules loaded in float32 (`from_pretrained` asks it, 5.4 to 5.25), less ours: a
+        float16 load would upcast every `_keep_in_fp32_modules` module, and ours are listed there only to keep
+        quantizers off them. The float parts keep the dtype the load asks for, quantised or not."""
+        plan = super()._get_dtype_plan(dtype)
+        plan.pop(FLOAT_MODULES_PATTERN, None)
+        return plan
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -809,6 +833,7 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
 
 __all__ = [
     "PARAMETER_GROUPS",
+    "FLOAT_GROUPS",
     "parameter_group",
     "set_saliency_gates",
     "AseMllmVisionModel",

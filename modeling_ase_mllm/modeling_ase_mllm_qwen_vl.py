@@ -35,7 +35,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 # sibling that the modules below import is imported here too.
 from .configuration_ase_mllm import SALIENCY_SOURCES  # noqa: F401
 from .configuration_ase_mllm_qwen_vl import AseMllmQwenVLConfig, AseMllmQwenVLResamplerConfig, AseMllmQwenVLVisionConfig
-from .eat_ase_mllm import EatModel
+from .eat_ase_mllm import EatModel, compute_dtype
 from .image_processing_ase_mllm import tile_count  # noqa: F401
 from .modeling_ase_mllm import (
     AseMllmForConditionalGeneration,
@@ -103,7 +103,7 @@ class AseMllmQwenVLVisionEmbeddings(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`(num_images, 3, H, W)` → `(num_images, (H/patch)·(W/patch), hidden)`, patches row-major."""
-        patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))
+        patches = self.patch_embedding(pixel_values.to(compute_dtype(self)))
         grid = tuple(patches.shape[-2:])
         return patches.flatten(2).transpose(1, 2) + resize_position_table(self.position_embedding, grid)
 

@@ -14,7 +14,8 @@ from modeling_ase_mllm import AUTO_MAP
 from modeling_ase_mllm.modeling_ase_mllm import remote_code_files
 
 
-FRESH_PROCESS = textwrap.dedent(
+# How a fresh process's script starts: our package cannot be imported there, only a saved folder's remote code runs.
+BLOCK_OUR_PACKAGE = textwrap.dedent(
     """
     import importlib.abc, json, os, sys
 
@@ -25,6 +26,11 @@ FRESH_PROCESS = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, BlockOurPackage())
+    """
+)
+
+FRESH_PROCESS = BLOCK_OUR_PACKAGE + textwrap.dedent(
+    """
     try:
         import modeling_ase_mllm  # noqa: F401
         raise SystemExit("our package was importable")

@@ -25,7 +25,7 @@ openai = pytest.importorskip("openai", reason="the vLLM tests call the server wi
 
 from compat_fixtures import CHILD_ENV, vllm_env  # noqa: E402
 from conftest import free_port, random_image, wait_until_serving  # noqa: E402
-from modeling_ase_mllm.testing.tiny import VLLM_HEAD_DIM, build_processor, build_tiny_model, tiny_vllm_config  # noqa: E402
+from modeling_ase_mllm.testing.tiny import CPU_KERNEL_HEAD_DIM, build_processor, build_tiny_model, tiny_vllm_config  # noqa: E402
 
 
 MAX_TOKENS = 8
@@ -57,7 +57,7 @@ def folder(tmp_path_factory):
         model.model.vision_tower.saliency_embeddings.fc2.weight.mul_(10.0)
     model.save_pretrained(folder)
     build_processor().save_pretrained(folder)
-    assert model.config.text_config.head_dim == VLLM_HEAD_DIM
+    assert model.config.text_config.head_dim == CPU_KERNEL_HEAD_DIM
     return folder
 
 

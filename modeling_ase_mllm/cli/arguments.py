@@ -17,6 +17,7 @@ from pathlib import Path
 from ..data.registry import DATASET_NAMES
 from ..evaluation.spice import PR_VARIANTS
 from ..inference.photos import DEFAULT_MAX_FILE_MB
+from ..utils.quantization import QUANTIZATION_HELP, QUANTIZATION_SCHEMES
 from ..utils.suggestions import did_you_mean
 
 
@@ -174,13 +175,41 @@ def photo_limits(args):
 
 
 def load_model(args, **options):
-    """`inference.captioning.load_model_and_processor` for `--model`, failing in one line that names it."""
+    """`inference.captioning.load_model_and_processor` for `--model` (with `--quantization`, printing what stayed in
+    floating point), failing in one line that names it."""
     from ..inference.captioning import load_model_and_processor
 
     try:
-        return load_model_and_processor(args.model, device=args.device, **options)
+        model, processor = load_model_and_processor(
+            args.model, device=args.device, quantization=getattr(args, "quantization", None), **options)
     except (OSError, ValueError) as error:
         raise ValueError(f"--model {args.model!r} could not be loaded: {one_line(error)}") from error
+    report_precision(model, getattr(args, "quantization", None))
+    return model, processor
+
+
+def add_quantization_option(command) -> None:
+    command.add_argument("--quantization", choices=QUANTIZATION_SCHEMES, help=QUANTIZATION_HELP)
+
+
+def check_quantization(parser, value: str | None) -> None:
+    """The scheme's library is installed (one line naming the extra, before any model loads)."""
+    if value is None:
+        return
+    from ..utils.quantization import quantization_config
+
+    try:
+        quantization_config(value)
+    except ImportError as error:
+        parser.error(f"argument --quantization: {error}")
+
+
+def report_precision(model, scheme: str | None) -> None:
+    """With a quantised load, say on stderr what was quantised and what stayed in floating point."""
+    if scheme is not None:
+        from ..utils.quantization import describe_precision
+
+        print(describe_precision(model, scheme), file=sys.stderr, flush=True)
 
 
 def one_line(error: BaseException) -> str:
@@ -219,7 +248,7 @@ def metric_options(args: argparse.Namespace) -> dict:
 
 
 def add_photo_options(command, dtype: bool = False, images: bool = True,
-                      max_file_mb: float = DEFAULT_MAX_FILE_MB) -> None:
+                      max_file_mb: float = DEFAULT_MAX_FILE_MB, quantization: bool = False) -> None:
     """The photos, their bounds and the model options of `caption` and `saliency` (`serve`: all but the photos, with
     its own `max_file_mb` default)."""
     if images:
@@ -233,6 +262,8 @@ def add_photo_options(command, dtype: bool = False, images: bool = True,
     if dtype:
         command.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                              help="weights' dtype (auto: bfloat16 on cuda, float32 otherwise)")
+    if quantization:
+        add_quantization_option(command)
     command.add_argument("--max-megapixels", type=positive_float, metavar="MP",
                          help="refuse a photo with more megapixels than this, before decoding it (default: "
                               "Pillow's decompression-bomb threshold, PIL.Image.MAX_IMAGE_PIXELS)")
@@ -245,6 +276,7 @@ def check_photo_options(args) -> None:
     check_model(args.parser, args.model)
     check_max_tiles(args.parser, args.max_tiles)
     check_device(args.parser, args.device)
+    check_quantization(args.parser, getattr(args, "quantization", None))
 
 
 def print_counted(args, line: str, file=None) -> None:

@@ -14,7 +14,7 @@ def add_parser(subparsers):
         description="Critique each photo with the model. One line per photo (`path: critique`, or a JSON object "
                     "with --json), printed as soon as its batch is done. A photo that fails is reported by name, "
                     "the others go on, and the exit status is 1.")
-    add_photo_options(command, dtype=True)
+    add_photo_options(command, dtype=True, quantization=True)
     prompt = command.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", type=non_empty, help="the question (default: the paper's prompt)")
     prompt.add_argument("--aspect", help="ask about one aspect, e.g. composition or color_lighting (a wrong name lists "

@@ -5,8 +5,8 @@ from pathlib import Path
 from ..evaluation.run import PREDICTIONS_FILE
 from ..evaluation.sharding import part_files
 from .arguments import (
-    DATASET_HELP, add_metric_arguments, check_aspect, check_dataset, check_device, check_existing, check_max_tiles,
-    check_model, check_output_folder, metric_options, non_empty, positive_int,
+    DATASET_HELP, add_metric_arguments, add_quantization_option, check_aspect, check_dataset, check_device, check_existing, check_max_tiles,
+    check_model, check_output_folder, check_quantization, metric_options, non_empty, positive_int,
 )
 
 
@@ -39,6 +39,7 @@ def add_parser(subparsers):
                          help="replace the captions and metrics already in --output-dir (by default a run resumes "
                               "them, and stops if they came from another model or other settings)")
     command.add_argument("--device", help="a torch device: cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_quantization_option(command)
     command.add_argument("--update-model-card", action="store_true",
                          help="also write the results into the model folder's README.md (the Table I table and the "
                               "Hub's model-index metadata)")
@@ -68,6 +69,7 @@ def check_evaluate_arguments(args) -> None:
         check_max_tiles(parser, args.max_tiles)
         check_aspect(parser, args.aspect)
         check_device(parser, args.device)
+        check_quantization(parser, args.quantization)
     check_existing(parser, "--spice-corenlp-dir", args.spice_corenlp_dir, "folder")
     check_output_folder(parser, "--output-dir", args.output_dir)
 
@@ -99,7 +101,8 @@ def main(args) -> int:
             args.model, args.dataset, args.split, args.output_dir, root=args.data_root, batch_size=args.batch_size,
             generation_config={"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams},
             prompt=critique_prompt(args.prompt, args.aspect), max_tiles=args.max_tiles, limit=args.limit,
-            device=args.device, overwrite=args.overwrite, update_model_card=args.update_model_card, **options,
+            device=args.device, overwrite=args.overwrite, update_model_card=args.update_model_card,
+            quantization=args.quantization, **options,
         )
         if metrics is None:  # another process of `accelerate launch`: the main one scores and reports
             return 0

@@ -30,7 +30,7 @@ def add_parser(subparsers):
                     "PNG data URL in the message). Needs the serve extra: pip install \"ase-mllm[serve]\". Ctrl-C "
                     "(or SIGTERM) stops it. docs/serving.md has the security notes.",
     )
-    add_photo_options(command, dtype=True, images=False, max_file_mb=SERVE_MAX_FILE_MB)
+    add_photo_options(command, dtype=True, images=False, max_file_mb=SERVE_MAX_FILE_MB, quantization=True)
     command.add_argument("--served-model-name", metavar="NAME",
                          help="the model's name in requests and answers (default: the --model value as given)")
     network = command.add_argument_group("listening and access")
@@ -146,5 +146,6 @@ def main(args) -> int:
           allowed_hosts=args.allowed_hosts, allowed_local_media_paths=args.allowed_local_media_path,
           allow_remote_images=args.allow_remote_images,
           private_image_networks="all" if private == [] else private, served_model_name=args.served_model_name,
-          access_log=not args.no_access_log, forwarded_allow_ips=args.forwarded_allow_ips)
+          access_log=not args.no_access_log, forwarded_allow_ips=args.forwarded_allow_ips,
+          quantization=args.quantization)
     return 0

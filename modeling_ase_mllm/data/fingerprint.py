@@ -17,10 +17,20 @@ def update_with_tensors(digest, module: torch.nn.Module) -> None:
     different weights here. Tensors are moved to the CPU one at a time, so memory stays at one tensor.
     """
     for name, tensor in sorted(module.state_dict().items()):
-        tensor = tensor.detach()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        flat = tensor.to("cpu").contiguous().reshape(-1)
-        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        for part, plain in plain_tensors(name, tensor):
+            digest.update(f"{part}|{plain.dtype}|{tuple(plain.shape)}".encode())
+            flat = plain.detach().to("cpu").contiguous().reshape(-1)
+            digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+
+
+def plain_tensors(name: str, tensor: torch.Tensor):
+    """`(name, tensor)` pairs of plain tensors that hold `tensor`'s data: itself, or the inner tensors of a tensor
+    subclass (torchao's quantised weights: `__tensor_flatten__`, PyTorch's protocol for them)."""
+    if type(tensor) in (torch.Tensor, torch.nn.Parameter) or not hasattr(tensor, "__tensor_flatten__"):
+        yield name, tensor
+        return
+    for inner in tensor.__tensor_flatten__()[0]:
+        yield from plain_tensors(f"{name}.{inner}", getattr(tensor, inner))
 
 
 def weights_fingerprint(module: torch.nn.Module, length: int = 32) -> str:

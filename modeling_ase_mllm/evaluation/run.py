@@ -14,12 +14,14 @@ process merges into `predictions.jsonl` (the same bytes as one process writes) b
 
 import json
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from ..inference.captioning import critique_prompt, load_model_and_processor
+from ..utils.quantization import describe_precision
 from .sharding import Shards, current_shards, merge_parts, part_files, part_path
 
 
@@ -225,6 +227,7 @@ def evaluate_model(
     device: str | None = None,
     overwrite: bool = False,
     update_model_card: bool = False,
+    quantization: str | None = None,
     **metric_options,
 ) -> dict:
     """Caption `dataset[split]` with the model (resuming if interrupted), then score it; returns the metrics.
@@ -232,7 +235,8 @@ def evaluate_model(
     Exactly the first `limit` rows are scored, also when the folder holds captions of more rows. `metrics.json` names
     the dataset and split it scored; with `update_model_card`, the results also go into the model folder's card
     (the Table I table and the Hub's `model-index`). Under `accelerate launch` the processes share the captioning
-    and the main one scores; the others return None.
+    and the main one scores; the others return None. `quantization` loads the language model quantised
+    (`utils.quantization`), and the run records it: a resumed run must use the same.
     """
     from .metrics import read_predictions, score_predictions, write_metrics
 
@@ -245,6 +249,7 @@ def evaluate_model(
         "data_root": str(Path(root).resolve()) if root is not None else None,
         "split": split,
         "limit": limit,
+        "quantization": quantization,
     }
     if not overwrite:  # fail before the model loads when the cheap settings already differ
         check_run(output_dir, {**run_info, "prompt": question, **({"max_tiles": max_tiles} if max_tiles else {})})
@@ -252,7 +257,9 @@ def evaluate_model(
     if limit is not None:
         data = data.select(range(min(limit, len(data))))
     shards = current_shards()
-    model, processor = load_model_and_processor(model_path, device=device or shards.device)
+    model, processor = load_model_and_processor(model_path, device=device or shards.device, quantization=quantization)
+    if quantization is not None and shards.is_main:
+        print(f"[evaluate] {describe_precision(model, quantization)}", file=sys.stderr, flush=True)
     predictions_path = caption_split(
         model, processor, data, output_dir, question, batch_size, generation_config, max_tiles,
         run_info=run_info, overwrite=overwrite, shards=shards,

@@ -39,17 +39,30 @@ class Critique:
         return self.error is not None or self.saliency_error is not None
 
 
-def load_model_and_processor(model_path: str, device: str | None = None, dtype: str = "auto"):
-    """`AutoModelForImageTextToText` + `AutoProcessor` for a folder or Hub id (remote code allowed)."""
+def load_model_and_processor(model_path: str, device: str | None = None, dtype: str = "auto",
+                             quantization: str | None = None):
+    """`AutoModelForImageTextToText` + `AutoProcessor` for a folder or Hub id (remote code allowed).
+
+    Args:
+        quantization: a `utils.quantization.QUANTIZATION_SCHEMES` scheme: the language model's linear layers load
+            quantised (the model keeps EAT, the ViT and the projector in floating point), straight onto `device`.
+    """
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32, "float32": torch.float32,
                    "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    model = AutoModelForImageTextToText.from_pretrained(model_path, trust_remote_code=True, dtype=torch_dtype)
+    quantized = {}
+    if quantization is not None:
+        from ..utils.quantization import quantization_config
+
+        # Placed while loading: a bitsandbytes model refuses `.to()` afterwards.
+        quantized = {"quantization_config": quantization_config(quantization, torch_dtype), "device_map": device}
+    model = AutoModelForImageTextToText.from_pretrained(model_path, trust_remote_code=True, dtype=torch_dtype,
+                                                        **quantized)
     processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
-    return model.to(device).eval(), processor
+    return (model if quantized else model.to(device)).eval(), processor
 
 
 def critique_prompt(prompt: str | None = None, aspect: str | None = None) -> str:

@@ -56,6 +56,7 @@ from transformers.cli.serving.server import build_server
 from transformers.cli.serving.utils import GenerationState, Modality
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
 
+from ..utils.quantization import describe_precision, quantization_config
 from .chat_requests import SALIENCY_FIELD, CritiqueRequest, RequestError, check_chat_request
 from .gate import (ACCESS_LOGGER, AccessLogMiddleware, Admission, AdmissionMiddleware, ApiKeyMiddleware,
                    error_response, read_json_body)
@@ -116,11 +117,14 @@ class AseMllmModelManager(ModelManager):
 
     Args:
         max_tiles: tiles per image of the loaded processors (default: each model's own `max_patches`).
+        quantization_scheme: a `utils.quantization.QUANTIZATION_SCHEMES` scheme for our models (transformers'
+            own `quantization` knows bitsandbytes only, under other names).
         Everything else: `ModelManager`'s.
     """
 
-    def __init__(self, *args, max_tiles: int | None = None, **kwargs):
+    def __init__(self, *args, max_tiles: int | None = None, quantization_scheme: str | None = None, **kwargs):
         self.max_tiles = max_tiles  # before `super().__init__`, which loads `force_model`
+        self.quantization_scheme = quantization_scheme
         super().__init__(*args, **kwargs)
 
     def _load_processor(self, model_id_and_revision: str, gguf_file: str | None = None):
@@ -134,10 +138,16 @@ class AseMllmModelManager(ModelManager):
         config = AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=self.trust_remote_code)
         if gguf_file is not None or not is_registered_vlm_config(config):
             return super()._load_model(model_id_and_revision, tqdm_class, progress_callback, gguf_file)
-        return AutoModelForImageTextToText.from_pretrained(
+        quantized = {}
+        if self.quantization_scheme is not None:
+            quantized["quantization_config"] = quantization_config(self.quantization_scheme, self.dtype)
+        model = AutoModelForImageTextToText.from_pretrained(
             model_id, revision=revision, dtype=self.dtype, device_map=self.device, tqdm_class=tqdm_class,
-            attn_implementation=self.attn_implementation, trust_remote_code=self.trust_remote_code,
+            attn_implementation=self.attn_implementation, trust_remote_code=self.trust_remote_code, **quantized,
         )
+        if self.quantization_scheme is not None:
+            print(f"[serve] {describe_precision(model, self.quantization_scheme)}", file=sys.stderr, flush=True)
+        return model
 
     @staticmethod
     def get_model_modality(model, processor=None) -> Modality:
@@ -371,8 +381,10 @@ def build_app(
     served_model_name: str | None = None,
     access_log: bool = True,
     continuous_batching: bool = False,
+    quantization: str | None = None,
 ):
-    """transformers' FastAPI app serving `model` (loaded now) through our manager and chat handler, behind the gate.
+    """transformers' FastAPI app serving `model` (loaded now, with `quantization` its language model quantised)
+    through our manager and chat handler, behind the gate.
 
     `dtype="auto"`: bfloat16 on an accelerator, float32 on the CPU (as `ase-mllm caption`). `api_key`: required as
     `Authorization: Bearer` on every route but `/health`. `allowed_hosts`: the `Host` headers answered (None: any).
@@ -385,7 +397,7 @@ def build_app(
     if dtype == "auto":
         dtype = "float32" if device == "cpu" else "bfloat16"
     manager = AseMllmModelManager(device=device, dtype=dtype, force_model=model, max_tiles=max_tiles,
-                                  continuous_batching=continuous_batching)
+                                  continuous_batching=continuous_batching, quantization_scheme=quantization)
     state = GenerationState(continuous_batching=continuous_batching)
     remote = RemoteImages(limits.photos.max_bytes, limits.image_fetch_timeout_s, limits.image_fetch_connections,
                           private_image_networks) if allow_remote_images else None

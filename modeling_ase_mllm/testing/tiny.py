@@ -84,13 +84,28 @@ def tiny_config(text_model_type: str = "llama", **overrides) -> AseMllmConfig:
     return config
 
 
-# vLLM's CPU attention takes LLM head sizes 32, 64, 80, ... only; the tiny preset's are 16 (64 wide, 4 heads).
-VLLM_HEAD_DIM = 64
+# The CPU kernels of vLLM's attention (head sizes 32, 64, 80, ...), bitsandbytes and torchao (widths in multiples of
+# 64) take LLM heads of this size; the tiny preset's are 16 (64 wide, 4 heads).
+CPU_KERNEL_HEAD_DIM = 64
 
 
 def tiny_vllm_config(**overrides) -> AseMllmConfig:
-    """The `tiny` preset with LLM heads of `VLLM_HEAD_DIM` (its width and head count unchanged), for vLLM's CPU."""
-    return tiny_config(text_config={**tiny_config().text_config.to_dict(), "head_dim": VLLM_HEAD_DIM}, **overrides)
+    """The `tiny` preset with LLM heads of `CPU_KERNEL_HEAD_DIM` (its width and head count unchanged), for vLLM's
+    CPU attention."""
+    return tiny_config(text_config={**tiny_config().text_config.to_dict(), "head_dim": CPU_KERNEL_HEAD_DIM}, **overrides)
+
+
+# The tiny preset's language model at widths the CPU kernels of bitsandbytes and torchao accept (multiples of 64, head
+# dimension 64), for quantised loads; the rest of the model is the preset's (it stays in floating point).
+QUANTIZABLE_TEXT_WIDTHS = {"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 2,
+                           "num_key_value_heads": 1, "head_dim": CPU_KERNEL_HEAD_DIM}
+
+
+def quantizable_tiny_config(**overrides) -> AseMllmConfig:
+    """`tiny_config` whose language model has `QUANTIZABLE_TEXT_WIDTHS`."""
+    text = {key: value for key, value in tiny_config().text_config.to_dict().items()
+            if key not in ("architectures", "transformers_version", "dtype")}
+    return tiny_config(**{**overrides, "text_config": {**text, **QUANTIZABLE_TEXT_WIDTHS}})
 
 
 def build_tiny_model(config: AseMllmConfig | None = None, seed: int = 0, gate: float | None = None):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..data.prompts import AESTHETIC_PROMPT
+from ..utils.quantization import QUANTIZATION_SCHEMES
 from .freezing import FreezingPreset, LlmMode, ProjectorMode, VisionMode, check_choices
 
 
@@ -61,6 +62,10 @@ class AseMllmScriptArguments:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (llm: lora)"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (llm: lora)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout (llm: lora)"})
+    quantization: Literal[QUANTIZATION_SCHEMES] | None = field(default=None, metadata={
+        "help": "QLoRA (with llm: lora): load the language model's linear layers quantised, 8bit or 4bit "
+                "(bitsandbytes, NF4) or int8-weight-only (torchao); EAT, the ViT, the IAS modules and the projector "
+                'stay in floating point. Needs pip install "ase-mllm[quant]"'})
     max_patches: int = field(default=12, metadata={"help": "at most this many 448 px tiles per image in training"})
     effective_batch_size: int | None = field(default=16, metadata={
         "help": "per-device batch × processes × gradient accumulation: sets gradient_accumulation_steps for the "
@@ -71,6 +76,11 @@ class AseMllmScriptArguments:
 
     def __post_init__(self):
         check_choices(self)
+        if self.quantization is not None and self.quantization not in QUANTIZATION_SCHEMES:
+            raise ValueError(f"`quantization` must be one of {', '.join(QUANTIZATION_SCHEMES)}, got {self.quantization!r}")
+        if self.quantization is not None and self.llm != "lora":
+            raise ValueError(f"`quantization: {self.quantization}` trains LoRA adapters on a frozen quantised language "
+                             f"model: it needs `llm: lora`, got `llm: {self.llm}`")
         if self.effective_batch_size is not None and self.effective_batch_size < 1:
             raise ValueError(f"`effective_batch_size` must be >= 1, got {self.effective_batch_size}")
 

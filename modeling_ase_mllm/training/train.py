@@ -66,6 +66,9 @@ def load_model_for_training(script_args, conversations=None):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     if script_args.model == TINY_MODEL:
+        if script_args.quantization is not None:
+            raise ValueError(f"`quantization` quantises a checkpoint as it loads; the random `model: {TINY_MODEL}` is "
+                             "built, not loaded: save it and give its folder")
         from ..testing.tiny import build_processor, build_tiny_model, build_tokenizer
 
         corpus = assistant_texts(conversations) if conversations is not None else []
@@ -78,14 +81,54 @@ def load_model_for_training(script_args, conversations=None):
         processor = AutoProcessor.from_pretrained(script_args.model)
         # CPU runs train in float32 (bf16 is forced off there, see `recipes.CPU_OVERRIDES`).
         dtype = getattr(torch, script_args.dtype) if torch.accelerator.is_available() else torch.float32
-        model = AutoModelForImageTextToText.from_pretrained(script_args.model, dtype=dtype)
+        model = AutoModelForImageTextToText.from_pretrained(script_args.model, dtype=dtype,
+                                                            **quantized_loading(script_args.quantization, dtype))
     processor.image_processor.max_patches = script_args.max_patches
     return model.train(), processor
 
 
+def quantized_loading(scheme: str | None, dtype: torch.dtype) -> dict:
+    """`from_pretrained` arguments for a quantised base: its config, and this process's device (a bitsandbytes model
+    cannot be moved after loading, so the Trainer leaves it where it loaded)."""
+    if scheme is None:
+        return {}
+    from accelerate import PartialState
+
+    from ..utils.quantization import quantization_config
+
+    return {"quantization_config": quantization_config(scheme, dtype), "device_map": {"": PartialState().device}}
+
+
+def keep_peft_dtypes(model) -> None:
+    """Give the trainable weights of a QLoRA model back the dtypes PEFT makes them in: LoRA adapters in float32
+    (PEFT's `autocast_adapter_dtype`), the trained copies of `modules_to_save` modules (IAS, projector) in the dtype of
+    the modules they copy.
+
+    TRL's SFTTrainer turns every trainable parameter of a bitsandbytes model into bfloat16 (the QLoRA paper's choice
+    for adapters). Then the copies would meet the frozen float modules' activations in another dtype, and a saved
+    adapter would not give back the trained model's logits: `PeftModel.from_pretrained` loads it in float32.
+    """
+    parameters = dict(model.named_parameters())
+    for name, parameter in parameters.items():
+        if not parameter.requires_grad:
+            continue
+        original = parameters.get(name.replace(".modules_to_save.default.", ".original_module."))
+        if ".modules_to_save." in name and original is not None:
+            parameter.data = parameter.data.to(original.dtype)
+        elif ".lora_" in name:
+            parameter.data = parameter.data.to(torch.float32)
+
+
 def build_trainer(script_args, training_args, model, processor, train_dataset):
-    """The recipe's trainer around `model`, with LoRA (`llm: lora`) and the freezing preset applied."""
+    """The recipe's trainer around `model`, with LoRA (`llm: lora`) and the freezing preset applied; on a quantised
+    model (QLoRA), after PEFT's `prepare_model_for_kbit_training`."""
     preset = script_args.freezing
+    quantized = getattr(model, "hf_quantizer", None) is not None  # what transformers itself asks
+    if quantized:
+        from peft import prepare_model_for_kbit_training
+
+        # Activation checkpointing stays the recipe's (`activation_checkpointing`), as without quantisation.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     peft_config = None
     if preset.llm == "lora":
         peft_config = lora_config_for(model, r=script_args.lora_r, lora_alpha=script_args.lora_alpha,
@@ -109,6 +152,8 @@ def build_trainer(script_args, training_args, model, processor, train_dataset):
         trainer = Trainer(model=model, args=training_args, train_dataset=train_dataset,
                           data_collator=AseMllmDataCollator(processor), processing_class=processor)
     apply_freezing(trainer.model, preset)
+    if quantized:
+        keep_peft_dtypes(trainer.model)
     return trainer
 
 
@@ -214,8 +259,10 @@ __all__ = [
     "assistant_texts",
     "build_trainer",
     "check_sharding_engine",
+    "keep_peft_dtypes",
     "load_model_for_training",
     "load_training_conversations",
     "main",
+    "quantized_loading",
     "train",
 ]
