@@ -36,7 +36,7 @@ def eat_state_from_shards(shards: list[Path]) -> dict[str, torch.Tensor]:
     state = {}
     for shard in shards:
         with safe_open(str(shard), framework="pt") as tensors:
-            for key in tensors.keys():
+            for key in tensors.keys():  # noqa: SIM118 (safe_open is not a dict)
                 if EAT_KEY_MARKER in key:
                     state[key.split(EAT_KEY_MARKER, 1)[1]] = tensors.get_tensor(key)
     return state
@@ -75,7 +75,12 @@ def load_model_eat(model: str, device: str = "cpu") -> LoadedEat:
     if missing:
         raise ValueError(f"model {model!r}: its weights lack {len(missing)} EAT tensor(s), e.g. {missing[0]!r}")
     eat.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    image_processor = AutoImageProcessor.from_pretrained(model, trust_remote_code=True)
+    try:
+        image_processor = AutoImageProcessor.from_pretrained(model, trust_remote_code=True)
+    except OSError:  # a folder saved without its processor: EAT's input is the same for every ASE-MLLM processor
+        from ..image_processing_ase_mllm import AseMllmImageProcessor
+
+        image_processor = AseMllmImageProcessor()
     return LoadedEat(eat.to(device).eval().requires_grad_(False), saliency.layercam_layer_name,
                      saliency.layercam_target, image_processor, f"the EAT of {model}")
 
