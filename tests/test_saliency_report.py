@@ -3,7 +3,8 @@ report runs end to end (CLI), resumes after a kill with identical numbers, and r
 
 The planted world (`modeling_ase_mllm.testing.planted`): the score of each generated photo is set by the contrast
 of one checkerboard square; a decoy square of another checkerboard does not move it. A tiny EAT is trained on it
-once per module (one thread, seeded: the same weights every run); every test reads it and none changes it.
+once per module (one thread, seeded: the same weights every run); every test reads it and none changes it
+(the randomisation test checks).
 """
 
 import json
@@ -31,14 +32,19 @@ PLANTED_LAYER = "stages.0.layer_norms.0"
 TARGET = "mean_score"
 
 
-@pytest.fixture(scope="module")
-def planted_eat():
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread here: the training's weights are the same on every machine, and the tiny EAT's many small ops
+    do not wait on a second thread (on a busy 2-core machine that wait cost 10×)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
-        return train_planted_eat(steps=400, seed=0)
-    finally:
-        torch.set_num_threads(threads)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def planted_eat(one_thread):
+    return train_planted_eat(steps=400, seed=0)
 
 
 @pytest.fixture(scope="module")
