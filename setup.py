@@ -19,7 +19,8 @@ def remote_code_constant(name: str) -> str:
 
 # Ranges, as a library declares them: the lowest release whose APIs we use, below the next major. Exact versions
 # for reproducible CI live in constraints.txt only (the README's commands install with `-c constraints.txt`), so
-# an environment that already has a torch in range keeps it. Only lmms-eval (the lmms extra) brings torchvision.
+# an environment that already has a torch in range keeps it. Only lmms-eval (the lmms extra) and grad-cam (the
+# report extra) bring torchvision.
 # transformers 5.23: `TrainingArguments(activation_checkpointing=...)`, which the recipes set (the Hub folder's
 # remote code alone loads from 5.4.0, configuration_ase_mllm.TRANSFORMERS_REQUIREMENT; both need Python 3.11 here,
 # as transformers 5.22+ does).
@@ -64,16 +65,21 @@ VLLM: list[str] = []
 # `--quantization` (caption, evaluate, serve, the web demo, QLoRA training): bitsandbytes (8-bit, 4-bit NF4; its CPU
 # backend too) and torchao (int8 weight-only); the lower bounds are transformers' own for its quantizers.
 QUANT = ["bitsandbytes>=0.46.1", "torchao>=0.15"]
+# `ase-mllm saliency-report`: ROAD from pytorch-grad-cam (MIT; it brings torchvision, opencv-python-headless, ttach
+# and scikit-learn, and imports them all on import), Spearman and bootstrap intervals from scipy (`bootstrap(rng=)`:
+# 1.15), SSIM from scikit-image, the curves drawn with matplotlib. Quantus (LGPL-3.0) is not used.
+REPORT = ["grad-cam>=1.5.7,<2", "torchvision>=0.28,<0.29", "scipy>=1.15", "scikit-image>=0.24", "matplotlib>=3.8"]
 # The web demo (examples/app.py) runs on Gradio; the demo itself trains and scores a small model.
 DEMO = sorted(set(TRAIN + EVAL + ["scikit-image>=0.24", "gradio>=6.0,<7"]))
 # selenium drives Debian's chromium/chromium-driver (installed by .ci/system-packages) in the web-demo test.
 # DeepSpeed ZeRO-3 is tested on the CPU (tests/test_fsdp.py). It comes as a source package whose build needs only
 # setuptools (no torch: its ops compile on first use), so it brings no other torch.
 DEEPSPEED = ["deepspeed>=0.19.8,<0.20"]
-# The tests serve (tests/test_serving.py), run lmms-eval (tests/test_lmms_eval.py), DeepSpeed and quantised loads
-# (tests/test_quantization.py), so the test environment has every extra; torchvision comes in only with lmms-eval.
+# The tests serve (tests/test_serving.py), run lmms-eval (tests/test_lmms_eval.py), DeepSpeed, quantised loads
+# (tests/test_quantization.py) and the saliency report, so the test environment has every extra; torchvision comes in
+# only with lmms-eval and grad-cam (the report extra).
 # greenlet: bench/generate_latency.py runs the models' generate() calls in lockstep, in one OS thread.
-DEV = sorted(set(DEMO + CONVERT + SERVE + LMMS + DEEPSPEED + QUANT
+DEV = sorted(set(DEMO + CONVERT + SERVE + LMMS + DEEPSPEED + QUANT + REPORT
                  + ["pytest>=8", "pytest-timeout>=2.3", "selenium>=4.20", "greenlet>=3.1"]))
 
 setup(
@@ -105,7 +111,7 @@ setup(
     },
     install_requires=CORE,
     extras_require={"train": TRAIN, "eval": EVAL, "convert": CONVERT, "demo": DEMO, "serve": SERVE, "lmms": LMMS,
-                    "deepspeed": DEEPSPEED, "quant": QUANT, "vllm": VLLM, "dev": DEV},
+                    "deepspeed": DEEPSPEED, "quant": QUANT, "report": REPORT, "vllm": VLLM, "dev": DEV},
     entry_points={"console_scripts": ["ase-mllm=modeling_ase_mllm.cli:main"],
                   "lmms_eval.models": ["ase_mllm=modeling_ase_mllm.integrations.lmms_eval:manifest"],
                   "vllm.general_plugins": ["ase_mllm=modeling_ase_mllm.integrations.vllm:register"]},

@@ -224,7 +224,9 @@ class AseMllmSaliencyConfig(PreTrainedConfig):
     layercam_layer (`str`, *optional*):
         Module path inside EAT whose output LayerCAM uses. `None` = the last LayerNorm of stage 3
         (`stages.2.layer_norms.{2·depth-1}`, 14×14 at 224 px). Not `cls_norm`: after global pooling its gradient is
-        spatially constant and LayerCAM would collapse to CAM.
+        spatially constant and LayerCAM would collapse to CAM. Saved folders write `null` here, so `None` keeps this
+        meaning for good: another default would be written into new configs by name. docs/saliency.md gives the
+        evidence for the layer (`ase-mllm saliency-report`).
     layercam_target (`str`, defaults to `"top_bin"`):
         `"top_bin"` (the highest raw AVA bin, as the paper) or `"mean_score"` (Σ i·y_i).
     grid_size (`int`, defaults to 32):

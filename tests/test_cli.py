@@ -220,8 +220,8 @@ def test_debug_flag_and_environment_show_the_traceback(unloadable_model, files, 
 def test_every_command_has_a_description_and_every_option_a_help_text():
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(commands) == {"demo", "caption", "saliency", "convert-eat", "convert", "push", "train", "evaluate",
-                             "prepare-data", "serve"}
+    assert set(commands) == {"demo", "caption", "saliency", "saliency-report", "convert-eat", "convert", "push", "train",
+                             "evaluate", "prepare-data", "serve"}
     for name, command in commands.items():
         assert command.description, name
         for action in command._actions:
@@ -563,8 +563,8 @@ def test_help_of_every_command_imports_nothing_heavy_and_prints_its_time(tmp_pat
     imported. `train --help` lists every SFTConfig field: the first one builds TRL's parser (transformers and torch,
     no datasets) and keeps its text in the cache; the next prints the same text with none of them. The wall times
     (interpreter start included) are printed, not asserted (bench/cli_startup.py)."""
-    commands = [[]] + [[name] for name in ("demo", "caption", "saliency", "convert-eat", "convert", "push", "train",
-                                           "evaluate", "prepare-data", "serve", "train")]
+    commands = [[]] + [[name] for name in ("demo", "caption", "saliency", "saliency-report", "convert-eat", "convert",
+                                           "push", "train", "evaluate", "prepare-data", "serve", "train")]
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
     times, train_help = [], []
     for command in commands:

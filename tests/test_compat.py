@@ -137,9 +137,9 @@ def fake_torch_env(root: Path, torch_version: str) -> Path:
     return python
 
 
-# Every extra but `lmms`: lmms-eval needs torchvision, whose 0.28 is built for exactly torch 2.13, so that optional
-# integration alone asks for one torch (the pinned one; constraints.txt has both).
-EXTRAS_BESIDE_TORCH = ",".join(sorted(set(setup_arguments()["extras_require"]) - {"lmms", "dev"}))
+# Every extra but `lmms` and `report`: lmms-eval and pytorch-grad-cam need torchvision, whose 0.28 is built for
+# exactly torch 2.13, so those optional extras alone ask for one torch (the pinned one; constraints.txt has both).
+EXTRAS_BESIDE_TORCH = ",".join(sorted(set(setup_arguments()["extras_require"]) - {"lmms", "report", "dev"}))
 
 
 def dry_run_install(python: Path, report: Path, *extra: str, extras: str = "dev") -> subprocess.CompletedProcess:

@@ -95,17 +95,22 @@ def clear_run(output_dir) -> None:
         path.unlink(missing_ok=True)
 
 
-def read_finished(predictions_path: Path) -> dict[str, str]:
-    """`image_id → caption` already in the file. A torn last line (the run died mid-write) is cut off."""
-    if not predictions_path.is_file():
-        return {}
-    data = predictions_path.read_bytes()
+def complete_lines(path: Path) -> list[str]:
+    """The whole lines of an append-only file; a torn last line (the run died mid-write) is cut off the file."""
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]
     if len(complete) != len(data):
-        with open(predictions_path, "r+b") as handle:
+        with open(path, "r+b") as handle:
             handle.truncate(len(complete))
+    return complete.decode("utf-8").splitlines()
+
+
+def read_finished(predictions_path: Path) -> dict[str, str]:
+    """`image_id → caption` already in the file. A torn last line (the run died mid-write) is cut off."""
     finished = {}
-    for number, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(complete_lines(predictions_path), start=1):
         record = json.loads(line)
         if "image_id" not in record or "caption" not in record:
             raise ValueError(f"{predictions_path}:{number}: expected keys 'image_id' and 'caption', got {sorted(record)}")
