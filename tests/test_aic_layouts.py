@@ -381,4 +381,37 @@ def test_flow_pccd_authors_release_with_split_dir(tmp_path, capsys):
     assert status == 0, err
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert (metrics["split"], metrics["num_images"], metrics["protocol"]["name"]) == ("test", 2, "aestheval")
+    assert json.loads((tmp_path / "eval" / "run.json").read_text())["protocol"] == "aestheval"
     assert "Protocol: pccd protocol 'aestheval': train on train, evaluate on test" in out
+
+
+# --- the prepared folder is written whole or not at all --------------------------------------------------------------
+
+
+def test_prepare_data_replaces_a_folder_only_once_the_new_one_is_complete(tmp_path, capsys, monkeypatch):
+    root = fx.write_ava_captions_release(tmp_path / "AVA")
+    out = tmp_path / "out"
+    assert prepare(capsys, "ava_captions", root, out, "--split", "train")[0] == 0
+    before = rows(out)
+    # A save that dies half-way (disk full, a kill): the earlier preparation stays, and no partial folder is left.
+    original = datasets.DatasetDict.save_to_disk
+
+    def dies_half_way(self, path, **kwargs):
+        original(self, path, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(datasets.DatasetDict, "save_to_disk", dies_half_way)
+    status, out_text, err, _ = prepare(capsys, "ava_captions", root, out)
+    assert status == 1 and err.strip().endswith("No space left on device")
+    assert rows(out) == before == {"train": 2}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["AVA", "out"]
+    monkeypatch.undo()
+    assert prepare(capsys, "ava_captions", root, out)[0] == 0
+    assert rows(out) == {"train": 2, "val": 1, "test": 1}
+    # A folder that holds something else is not replaced.
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as exit_info:
+        prepare(capsys, "ava_captions", root, tmp_path / "notes")
+    assert exit_info.value.code == 2 and (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+    assert "holds files but no prepared dataset; give an empty or a new folder" in capsys.readouterr().err

@@ -285,8 +285,8 @@ def evaluate_model(
         "split": split,
         "limit": limit,
     }
-    if not Path(dataset).is_dir():
-        run_info["protocol"] = dataset_protocol(dataset, protocol).name
+    found = dataset_protocol(dataset, protocol)
+    run_info["protocol"] = found.name if found is not None else None
     if not overwrite:  # fail before the model loads when the cheap settings already differ
         check_run(output_dir, {**run_info, "prompt": question, **({"max_tiles": max_tiles} if max_tiles else {})})
     data = load_split(dataset, split, root, protocol)
