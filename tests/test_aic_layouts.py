@@ -303,6 +303,20 @@ def test_every_dataset_has_a_default_protocol_and_dpc2022s_is_arics():
         get_protocol("dpc2022", "x")
 
 
+def test_evaluate_scores_the_protocols_split_and_says_when_a_number_follows_none():
+    from modeling_ase_mllm.evaluation.run import default_split, protocol_record
+
+    assert (default_split("dpc2022"), default_split("dpc2022", "release"), default_split("AVA-Captions")) == (
+        "val", "test", "test")
+    assert protocol_record("dpc2022", "val")["protocol"] == get_protocol("dpc2022", "aric").to_dict()
+    assert protocol_record("dpc2022", "test") == {"protocol": None, "protocol_note": (
+        "split 'test' is not the evaluation split of dpc2022 protocol 'aric' ('val'): this number follows no "
+        "published protocol")}
+    assert protocol_record("pccd", "test", scored=2, total=848) == {"protocol": None, "protocol_note": (
+        "only the first 2 of the 848 images of split 'test' were scored (--limit): this number follows no published "
+        "protocol")}
+
+
 # --- prepare-data -> train (3 steps) -> evaluate, from a clean folder ------------------------------------------------
 
 # A random tiny model, one example a step, and no checkpoints: the flow, not the learning.

@@ -48,18 +48,31 @@ def test_a_constant_critique_has_a_gap_of_exactly_zero(tmp_path):
     assert all(image != reference for image, reference in pairs.items()) and sorted(pairs) == sorted(REFERENCES)
 
 
-def test_a_grounded_predictor_loses_on_other_photos_and_the_table_shows_both_ways():
-    """Critiques that echo their own photo's references score higher than against another photo's: a positive gap.
-    The true numbers are those of `score_predictions` alone."""
+def test_a_grounded_predictor_loses_on_other_photos_and_the_table_shows_both_ways(tmp_path, capsys):
+    """`ase-mllm evaluate --predictions ... --control shuffled`: critiques that echo their own photo's references score
+    higher than against another photo's, a positive gap; the true numbers are those of `score_predictions` alone."""
+    from modeling_ase_mllm.cli import main
+
     grounded = {image_id: refs[0] for image_id, refs in REFERENCES.items()}
-    metrics = score_with_control(grounded, REFERENCES, "shuffled", 0, spice=False)
+    (tmp_path / "predictions.jsonl").write_text(
+        "".join(json.dumps({"image_id": k, "caption": v}) + "\n" for k, v in grounded.items()))
+    (tmp_path / "references.json").write_text(json.dumps(REFERENCES))
+    assert main(["evaluate", "--predictions", str(tmp_path / "predictions.jsonl"), "--references",
+                 str(tmp_path / "references.json"), "--output-dir", str(tmp_path / "out"), "--no-spice",
+                 "--control", "shuffled", "--control-seed", "3"]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     alone = score_predictions(grounded, REFERENCES, spice=False)
     assert {key: metrics[key] for key in METRICS} == {key: alone[key] for key in METRICS}
+    assert metrics["control"]["seed"] == 3
     for key in ("Bleu_1", "METEOR", "ROUGE_L", "CIDEr"):
         assert metrics["control"]["gap"][key] > 0.3, key
-    table = format_table(metrics).splitlines()
-    assert table[0] == "| references | B1 | B2 | B3 | B4 | M | R | C | S | S-L | Pre | Re |"
+    pairs = json.loads((tmp_path / "out" / "control_pairs.json").read_text())
+    assert pairs == shuffled_pairs(list(REFERENCES), 3)
+    table = (tmp_path / "out" / "metrics.md").read_text().splitlines()
+    assert table == format_table(metrics).splitlines() and table[0] == (
+        "| references | B1 | B2 | B3 | B4 | M | R | C | S | S-L | Pre | Re |")
     assert table[2].startswith(f"| own photo's (Table I) | {metrics['Bleu_1']:.3f} |")
-    assert table[3].startswith("| another photo's (shuffled, seed 0) | ")
+    assert table[3].startswith("| another photo's (shuffled, seed 3) | ")
     assert table[4].startswith(f"| gap (own − shuffled) | +{metrics['control']['gap']['Bleu_1']:.3f} |")
     assert table[4].endswith("| n/a | n/a | n/a | n/a |")
+    assert "| gap (own − shuffled) |" in capsys.readouterr().out

@@ -258,8 +258,9 @@ def format_table_row(metrics: dict, signed: bool = False) -> str:
     return "| " + " | ".join(_cell(metrics.get(metric.key), signed) for metric in METRIC_TABLE) + " |"
 
 
-def format_table(metrics: dict) -> str:
-    """A markdown table in the paper's Table I layout; each distinct reason for an `n/a` once, below it.
+def format_table(metrics: dict, protocol: bool = True) -> str:
+    """A markdown table in the paper's Table I layout; each distinct reason for an `n/a` once, below it, and (with
+    `protocol`) the protocol the numbers follow.
 
     With a grounding control (`metrics["control"]`) the table gets a first column and three rows: the critiques
     against their own photos' references (the Table I row), against other photos' (shuffled), and the gap.
@@ -279,7 +280,7 @@ def format_table(metrics: dict) -> str:
     reasons = list(dict.fromkeys([*(metrics.get("unavailable") or {}).values(),
                                   *((control or {}).get("unavailable") or {}).values()]))
     notes = [f"n/a: {reason}" for reason in reasons]
-    if metrics.get("protocol_note"):
+    if protocol and metrics.get("protocol_note"):
         notes.append(f"Protocol: {metrics['protocol_note']}")
     return "\n".join(lines + ([""] + notes if notes else []))
 

@@ -220,7 +220,10 @@ def dataset_protocol(dataset: str, protocol: str | None = None):
 
     if Path(dataset).is_dir():
         recorded = (prepared_info(dataset) or {}).get("protocol")
-        return Protocol(**recorded) if isinstance(recorded, dict) else None
+        try:
+            return Protocol(**recorded) if isinstance(recorded, dict) else None
+        except TypeError:  # a record edited by hand: treated as none
+            return None
     from ..data.registry import canonical_dataset_name
 
     return get_protocol(canonical_dataset_name(dataset), protocol)
@@ -232,10 +235,15 @@ def default_split(dataset: str, protocol: str | None = None) -> str:
     return found.eval_split if found is not None else "test"
 
 
-def protocol_record(dataset: str, split: str, protocol: str | None = None) -> dict:
+def protocol_record(dataset: str, split: str, protocol: str | None = None, scored: int | None = None,
+                    total: int | None = None) -> dict:
     """What `metrics.json` says about the protocol a number follows: `protocol` (the `Protocol` as a dict, or None when
-    the split is not its evaluation split or the folder records none) and `protocol_note` (a sentence)."""
+    the split is not its evaluation split, only `scored` of its `total` images were scored, or the folder records
+    none) and `protocol_note` (a sentence)."""
     found = dataset_protocol(dataset, protocol)
+    if scored is not None and total is not None and scored < total:
+        return {"protocol": None, "protocol_note": f"only the first {scored} of the {total} images of split {split!r} "
+                "were scored (--limit): this number follows no published protocol"}
     if found is None:
         return {"protocol": None, "protocol_note": f"{dataset} does not record its protocol (a folder that "
                 "`ase-mllm prepare-data` did not write); compare its numbers with care"}
@@ -290,8 +298,9 @@ def evaluate_model(
     if not overwrite:  # fail before the model loads when the cheap settings already differ
         check_run(output_dir, {**run_info, "prompt": question, **({"max_tiles": max_tiles} if max_tiles else {})})
     data = load_split(dataset, split, root, protocol)
+    total = len(data)
     if limit is not None:
-        data = data.select(range(min(limit, len(data))))
+        data = data.select(range(min(limit, total)))
     shards = current_shards()
     model, processor = load_model_and_processor(model_path, device=device or shards.device)
     predictions_path = caption_split(
@@ -304,7 +313,8 @@ def evaluate_model(
     write_references(references, output_dir)
     predictions = {k: v for k, v in read_predictions(predictions_path).items() if k in references}
     metrics = score_with_control(predictions, references, control, control_seed, output_dir, **metric_options)
-    metrics.update(dataset=dataset_label(dataset), split=split, **protocol_record(dataset, split, protocol))
+    metrics.update(dataset=dataset_label(dataset), split=split,
+                   **protocol_record(dataset, split, protocol, len(data), total))
     write_metrics(metrics, output_dir)
     if update_model_card:
         from ..hub.model_card import write_model_card

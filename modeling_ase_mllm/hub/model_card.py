@@ -53,7 +53,7 @@ SALIENCY = {
 
 def evaluation_section(metrics: dict) -> list[str]:
     """The card's evaluation: the Table I table (each reason for an `n/a` once) and what was scored how."""
-    lines = ["## Evaluation", "", format_table(metrics), ""]
+    lines = ["## Evaluation", "", format_table(metrics, protocol=False), ""]
     scored = f"{metrics['num_images']} images" if metrics.get("num_images") else "The images"
     if metrics.get("dataset"):
         scored += f" of {metrics['dataset']}" + (f" ({metrics['split']} split)" if metrics.get("split") else "")
