@@ -103,14 +103,16 @@ def showing_warnings(left_out: dict, work):
 
     from ..data.errors import EmptySplitWarning
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = work()
-    for warning in caught:
-        if isinstance(warning.message, EmptySplitWarning):
-            left_out[warning.message.split] = warning.message.cause
-        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    return result
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return work()
+    finally:  # shown also when `work` fails: what it skipped before failing explains the failure
+        for warning in caught:
+            if isinstance(warning.message, EmptySplitWarning):
+                left_out[warning.message.split] = warning.message.cause
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def kept(args) -> str:
