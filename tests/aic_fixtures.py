@@ -137,6 +137,7 @@ def write_rpcd_json_release(root: Path) -> Path:
     return root
 
 
+RPCD_SIZE = (300, 200)
 RPCD_COMMENT_HEADER = ["comment_id", "comment_author", "comment_parent_id", "comment_body", "comment_score"]
 
 
@@ -164,10 +165,11 @@ def write_rpcd_raw_release(root: Path) -> Path:
     write_csv(comments / "bb1-comments.csv", header, [["c8", "u5", "t3_bb1", "Raw validation critique.", 1]])
     write_csv(comments / "cc1-comments.csv", RPCD_COMMENT_HEADER, [["c9", "u6", "t3_cc1", "Raw test critique.", 1]])
     images = sub / "images" / "submissions_0"
-    write_image(images / "aa1-image.jpg", 1)
-    write_image(images / "aa2-image.jpg", 2)
-    write_image(images / "bb1-image.png", 3, fmt="PNG")
-    write_image(images / "cc1-image.jpg", 4)
+    # Longer than 256 px: Aestheval's filter_bad_images drops anything smaller.
+    write_image(images / "aa1-image.jpg", 1, size=RPCD_SIZE)
+    write_image(images / "aa2-image.jpg", 2, size=RPCD_SIZE)
+    write_image(images / "bb1-image.png", 3, size=RPCD_SIZE, fmt="PNG")
+    write_image(images / "cc1-image.jpg", 4, size=RPCD_SIZE)
     return root
 
 
@@ -219,6 +221,7 @@ def write_dpc2022_release(root: Path) -> Path:
     write_csv(annotation / "test_and_val" / "test.csv", ["", "ID", "score"], [[0, 1004, 5.5], [1, 1005, 5.5]])
     for seed, image_id in enumerate(("1001", "1002", "1003", "1005")):
         write_image(root / "img_256x256" / f"{image_id}.jpg", seed)
+    write_dpc2022_aric_pairs(root)
     return root
 
 
@@ -262,3 +265,126 @@ def write_ava_captions_release(root: Path) -> Path:
     for image_id in (11, 12, 13, 14):
         write_image(root / "images" / f"{image_id}.jpg", image_id)
     return root
+
+
+# ------------------------------------------------- the layouts users get today (issue 25), each after its source
+
+# Aestheval's scraper, year naming (e78199b .. 3ab80c6): columns in the order `reddit_scraper.py` writes them.
+RPCD_SUBMISSION_COLUMNS = ["id", "url", "title", "score", "num_comments", "created_utc", "selftext", "author_id",
+                           "upvote_ratio", "ups", "downs", "gilded"]
+RPCD_SCRAPER_COMMENT_COLUMNS = ["comment_id", "comment_parent_id", "comment_body", "comment_link_id", "comment_score",
+                                "comment_ups", "comment_downs", "comment_gilded", "comment_author", "created_utc"]
+# Made-up posts in Reddit's base-36 id style: (id, year, author, title, first-level critiques by others).
+RPCD_YEAR_POSTS = [
+    ("4kq2xa", 2016, "t2_op1", "Portrait in the park [CC]", ["The light on her face is soft; crop a bit tighter.",
+                                                             "Nice bokeh, but the horizon tilts."]),
+    ("5hx0bd", 2016, "t2_op2", "First long exposure", ["Lovely trails; the foreground is too dark."]),
+    ("6ab9qe", 2017, "t2_op3", "Street at dusk", ["Strong leading lines.", "I would lift the shadows a little."]),
+    ("7mm3rt", 2017, "t2_op4", "Macro of a fly", ["Focus falls just behind the eyes."]),
+    ("8zz1kk", 2018, "t2_op5", "Weekly discussion thread: gear", ["Anyone tried the new 50mm?"]),
+    ("8ab2cd", 2018, "t2_op6", "Sunset over the bay", ["The sun is centred; try the thirds.", "Colours are rich."]),
+    ("9qq4rs", 2018, "t2_op7", "Black and white stairs", ["Great geometry, the grain suits it."]),
+]
+RPCD_YEAR_SPLITS = {"train": ["4kq2xa", "5hx0bd", "6ab9qe", "8zz1kk"], "validation": ["7mm3rt"],
+                    "test": ["8ab2cd", "9qq4rs"]}
+
+
+def rpcd_year_name(post_id: str, year: int, what: str) -> str:
+    """``2016-photocritique-submission_4kq2xa-image`` (what: image or comments), the scraper's year naming."""
+    return f"{year}-photocritique-submission_{post_id}-{what}"
+
+
+def write_rpcd_year_release(root: Path, prepared: bool = True, path_split_files: bool = False) -> Path:
+    """RPCD as the paper's authors prepared it: ``<year>/photocritique/...`` (scraper at 3ab80c6), with Aestheval's
+    column-wise JSON whose ``im_paths`` are ``<year>/photocritique/images/<year>-photocritique-submission_<id>-image.jpeg``
+    and whose ``aspect_prediction`` holds one ``{aspect: probability}`` per comment (the record printed in
+    ``experiments/reddit_eva.ipynb`` at f72fd12). ``path_split_files``: split files listing image paths, as Aestheval's
+    did before 69374ac."""
+    for year in sorted({year for _, year, _, _, _ in RPCD_YEAR_POSTS}):
+        sub = root / str(year) / "photocritique"
+        posts = [post for post in RPCD_YEAR_POSTS if post[1] == year]
+        write_csv(sub / f"{year}-photocritique-submissions.csv", RPCD_SUBMISSION_COLUMNS, [
+            [post_id, f"https://i.redd.it/{post_id}.jpg", title, 3, len(critiques) + 1, 1460000000, "", author,
+             0.9, 3, 0, 0]
+            for post_id, _, author, title, critiques in posts])
+        for index, (post_id, _, author, _, critiques) in enumerate(posts):
+            rows = [[f"c{post_id}{i}", f"t3_{post_id}", text, f"t3_{post_id}", 2, 2, 0, 0, f"t2_u{i}", 1460000100]
+                    for i, text in enumerate(critiques)]
+            rows.append([f"c{post_id}op", f"t3_{post_id}", "Thanks all!", f"t3_{post_id}", 1, 1, 0, 0, author, 1460000200])
+            write_csv(sub / "comments" / f"{rpcd_year_name(post_id, year, 'comments')}.csv", RPCD_SCRAPER_COMMENT_COLUMNS, rows)
+            write_image(sub / "images" / f"{rpcd_year_name(post_id, year, 'image')}.jpeg", index, size=RPCD_SIZE)
+    def im_path(post_id, year):
+        return f"{year}/photocritique/images/{rpcd_year_name(post_id, year, 'image')}.jpeg"
+
+    kept = [post for post in RPCD_YEAR_POSTS if "discussion thread" not in post[3].lower()]
+    if prepared:
+        write_json(root / "reddit_photocritique_image_comments.json", {
+            "im_paths": [im_path(post_id, year) for post_id, year, _, _, _ in kept],
+            "aspect_prediction": [[{aspect: 0.4 if aspect == "composition" else 0.1 for aspect in PCCD_ASPECTS}
+                                   for _ in critiques] for _, _, _, _, critiques in kept],
+            "first_level_comments_values": [critiques for _, _, _, _, critiques in kept],
+        })
+    years = {post_id: year for post_id, year, _, _, _ in RPCD_YEAR_POSTS}
+    split_ids = {split: [im_path(i, years[i]) if path_split_files else i for i in ids]
+                 for split, ids in RPCD_YEAR_SPLITS.items()}
+    write_rpcd_split_ids(root, split_ids)
+    return root
+
+
+def write_truncated_jpeg(path: Path, seed: int = 0, size: tuple[int, int] = RPCD_SIZE) -> Path:
+    """A JPEG cut off half-way: its header opens, its pixels do not decode (a download that stopped)."""
+    write_image(path, seed, size=size)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def write_rpcd_bad_scrape(root: Path) -> Path:
+    """The chunk-named raw layout (scraper since 96c91fd) with what a scrape really leaves: an error page saved as
+    ``<id>-image.html; charset=utf-8`` (the scraper takes the extension from the content type), a GIF, an image of
+    256 px or less, a truncated JPEG, and two good posts."""
+    split_ids = {"train": ["ok1", "html1", "gif1", "small1", "cut1"], "validation": ["ok2"], "test": ["ok3"]}
+    write_rpcd_split_ids(root, split_ids)
+    sub = root / "photocritique"
+    ids = [post_id for ids in split_ids.values() for post_id in ids]
+    write_csv(sub / "submissions_0.csv", ["id", "title", "author_id", "score"],
+              [[post_id, f"Post {post_id}", f"op_{post_id}", 1] for post_id in ids])
+    for post_id in ids:
+        write_csv(sub / "comments" / "submissions_0" / f"{post_id}-comments.csv", RPCD_COMMENT_HEADER,
+                  [[f"c_{post_id}", "critic", f"t3_{post_id}", f"Made-up critique of {post_id}.", 1]])
+    images = sub / "images" / "submissions_0"
+    for seed, post_id in enumerate(("ok1", "ok2", "ok3")):
+        write_image(images / f"{post_id}-image.jpeg", seed, size=RPCD_SIZE)
+    (images / "html1-image.html; charset=utf-8").write_text("<html><body>429 Too Many Requests</body></html>")
+    write_image(images / "gif1-image.gif", 7, size=RPCD_SIZE, fmt="GIF")
+    write_image(images / "small1-image.jpeg", 8, size=(256, 180))
+    write_truncated_jpeg(images / "cut1-image.jpeg", 9)
+    return root
+
+
+def write_pccd_authors_release(root: Path, split_dir: Path, records: dict | None = None) -> tuple[Path, Path]:
+    """PCCD as its authors distribute it: ``raw.json`` (every record) and ``images/<title>.jpg``, no split
+    (DeepPhotoCritic-ICCV17's README, pull request #3); the split files apart, in ``split_dir``, as Aestheval
+    publishes them (``aestheval/data/PCCD/guru_{train,validation,test}.json``)."""
+    records = pccd_records() if records is None else records
+    write_json(root / "raw.json", [record for split in records.values() for record in split])
+    for seed, record in enumerate(record for split in records.values() for record in split):
+        if record["title"] != "3_gamma":  # as in the default fixture: one image missing
+            write_image(root / "images" / f"{record['title']}.jpg", seed)
+    for split, split_records in records.items():
+        write_json(split_dir / f"guru_{split}.json", split_records)
+    return root, split_dir
+
+
+# ARIC's training file (`anotation/comments/train_split_by_val_scored_comment_id_pair.csv`): pandas' index, then the
+# columns ARIC's `DPC2022` dataset reads.
+DPC2022_PAIRS = [("1001", "warm tones suit the subject", 4.5, 0.45), ("1001", "the crop is tight", 2.0, 0.2),
+                 ("1006", "nice depth", 3.0, 0.3), ("1002", "great shot", 1.0, 0.1)]
+
+
+def write_dpc2022_aric_pairs(root: Path, pairs=DPC2022_PAIRS) -> Path:
+    path = root / "anotation" / "comments" / "train_split_by_val_scored_comment_id_pair.csv"
+    write_csv(path, ["", "ID", "comment", "sum_score", "norm_sum_score"],
+              [[index, image_id, text, ars, norm] for index, (image_id, text, ars, norm) in enumerate(pairs)])
+    write_image(root / "img_256x256" / "1006.jpg", 6)
+    return path

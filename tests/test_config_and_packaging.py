@@ -145,6 +145,14 @@ def test_demo_runs_at_reduced_size_and_writes_a_report(tmp_path):
 
     row = format_table_row(metrics)
     assert row in report
+    # The grounding control: the same critiques against another test photo's references (a derangement), and the gap.
+    control = metrics["control"]
+    assert control["kind"] == "shuffled" and set(control["gap"]) == set(control["metrics"])
+    pairs = json.loads((tmp_path / "evaluation" / "control_pairs.json").read_text())
+    assert sorted(pairs) == sorted(pairs.values()) == ["camera", "coffee", "moon"]
+    assert all(image != reference for image, reference in pairs.items())
+    assert f"| gap (own − shuffled) {format_table_row(control['gap'], signed=True)}" in report
+    assert f"Gap: BLEU-1 {control['gap']['Bleu_1']:+.3f}, " in report
     if all((SpiceOptions().corenlp_dir / jar.name).is_file() for jar in CORENLP_JARS):  # CI: .ci/system-packages fetched them
         assert metrics["spice_backend"] == "official" and "n/a" not in row  # eleven numbers
     else:
@@ -157,6 +165,8 @@ def test_demo_runs_at_reduced_size_and_writes_a_report(tmp_path):
 
     card = ModelCard.load(tmp_path / "model" / "README.md")
     assert "| B1 | B2 | B3 | B4 | M | R | C | S | S-L | Pre | Re |" in card.text and row in card.text
+    assert "| gap (own − shuffled) |" in card.text and "Grounding control: " in card.text
+    assert "Protocol: trained on `train`, scored on `test`" in card.text
     assert "](saliency.png)" in card.text and (tmp_path / "model" / "saliency.png").is_file()
     assert {(r.task_type, r.dataset_type, r.dataset_split) for r in card.data.eval_results} == {
         ("image-to-text", "mini_aic", "test")}

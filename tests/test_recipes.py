@@ -92,8 +92,13 @@ PAPER_RECIPES = [
 
 @pytest.mark.parametrize(("name", "dataset", "batch", "base_model"), PAPER_RECIPES)
 def test_paper_recipes_hold_the_paper_hyper_parameters(name, dataset, batch, base_model, monkeypatch):
+    from modeling_ase_mllm.data.protocols import get_protocol
+
     for variant, ias in ((name, True), (f"{name}-no-ias", False)):
         script_args, args = parse(monkeypatch, variant)
+        # The paper-comparable protocol: the dataset's default (DPC2022's recipes name ARIC's).
+        assert get_protocol(dataset, script_args.protocol) == get_protocol(dataset)
+        assert script_args.protocol == ("aric" if dataset == "dpc2022" else None)
         assert (script_args.dataset, script_args.effective_batch_size, script_args.ias, script_args.freezing.ias) == (
             dataset, batch, ias, ias)
         assert script_args.base_model == base_model and script_args.prompt == AESTHETIC_PROMPT

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from modeling_ase_mllm.evaluation.metrics import format_table_row, score_predictions, score_predictions_file
+from modeling_ase_mllm.evaluation.metrics import (
+    format_table_row, score_predictions, score_predictions_file, score_with_control,
+)
 from modeling_ase_mllm.evaluation.vocabulary import METRICS
 from modeling_ase_mllm.evaluation.spice import (
     CORENLP_JARS, FST_OPEN_PACKAGES, SpiceOptions, SpiceUnavailable, cache_root, ensure_corenlp, run_spice,
@@ -185,6 +187,20 @@ def test_spice_family_equals_hand_worked_tuples(pr_variant, options, meteor):
     for key, value in HAND_SCORES[pr_variant].items():
         assert ours[key] == pytest.approx(value, abs=1e-12), key
     assert ours["pr_variant"] == pr_variant
+
+
+@pytest.mark.slow
+def test_the_grounding_control_scores_both_pairings_in_one_spice_run(options, meteor):
+    """`--control shuffled` runs SPICE once for the true and the shuffled pairings: the true numbers stay the hand-worked
+    ones, the shuffled ones equal a run of their own."""
+    predictions, references = HAND
+    ours = score_with_control(predictions, references, "shuffled", 0, spice=options, meteor=meteor)
+    assert ours["SPICE"] == pytest.approx(HAND_SCORES["SPICE"], abs=1e-12)
+    assert ours["SPICE-L"] == pytest.approx(HAND_SCORES["SPICE-L"], abs=1e-12)
+    moved = {"x": predictions["y"], "y": predictions["x"]}  # the one derangement of two photos
+    alone = score_predictions(moved, references, "independent", options, meteor)
+    assert ours["control"]["metrics"] == {key: pytest.approx(alone[key], abs=1e-12) for key in METRICS}
+    assert ours["control"]["gap"]["SPICE"] == pytest.approx(ours["SPICE"] - alone["SPICE"], abs=1e-12)
 
 
 # --- the parse cache ------------------------------------------------------------------------------------------

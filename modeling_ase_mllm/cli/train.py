@@ -82,6 +82,12 @@ def main(args) -> int:
         parser.error(f"argument --max-steps: must be a whole number >= 1, got '{training_args.max_steps}'")
     check_dataset(parser, "--dataset", script_args.dataset)
     check_existing(parser, "--data-root", script_args.data_root, "folder")
+    if script_args.protocol is not None and script_args.dataset and not Path(script_args.dataset).is_dir():
+        from ..data.protocols import protocol_names
+        from ..data.registry import canonical_dataset_name
+
+        name = canonical_dataset_name(script_args.dataset)
+        check_choice(parser, "--protocol", script_args.protocol, protocol_names(name), f"{name} protocol")
     if script_args.model is not None:
         check_model(parser, script_args.model, also=(TINY_MODEL,))
     if script_args.resume not in (None, "last"):

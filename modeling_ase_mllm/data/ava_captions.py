@@ -1,4 +1,12 @@
-"""The AVA-Captions reader."""
+"""The AVA-Captions reader.
+
+The authors' files (`V-Sense/Aesthetic-Image-Captioning-ICCVW-2019`, README at a5a6947): the main file's `split`
+comes from `clean_comment_json.py`, which shuffles the comment lines and gives 5,000 to `test`, 5,000 to `val` and
+the rest to `train`. `AVA_FULL_VALIDATION.json` is a COCO caption file of 9,362 images (their README): not that
+5,000-image `val` split, so it is read as a split of its own, `full_validation` (COCO pipelines such as the one the
+authors trained with keep one such file for the val and test images together; we could not confirm which images it
+holds).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +22,8 @@ from .schema import make_example
 
 
 AVA_CAPTIONS_FILE = "CLEAN_AVA_FULL_AFTER_SUBJECTIVE_CLEANING.json"
+# What a COCO caption file without splits (AVA_FULL_VALIDATION.json) is called: not `val` (see above).
+AVA_COCO_SPLIT = "full_validation"
 
 
 def _ava_image_id(image: Any, loc: RecordLocation, id_keys: Sequence[str], name_key: str) -> str:
@@ -63,14 +73,15 @@ def load_ava_captions(
     annotation_file: str | os.PathLike | None = None,
     image_dir: str | os.PathLike | None = None,
     text_field: str = "clean",
-    coco_split: str = "val",
+    coco_split: str = AVA_COCO_SPLIT,
 ) -> DatasetDict:
     """Read AVA-Captions (Ghosal et al., ICCVW 2019) from its JSON release.
 
     The main file (``CLEAN_AVA_FULL_AFTER_SUBJECTIVE_CLEANING.json``) lists images with their own
     ``split`` (``train``/``val``/``test``) and ``sentences``; each sentence's ``text_field`` (``"clean"``
     or ``"raw"``) is a reference. A COCO caption file (``images`` + ``annotations``, e.g.
-    ``AVA_FULL_VALIDATION.json``) has no split field and is returned as the single split ``coco_split``.
+    ``AVA_FULL_VALIDATION.json``, 9,362 images) has no split field and is returned as the single split
+    ``coco_split`` (``full_validation``: it is not the main file's 5,000-image ``val``).
     AVA-Captions has no attribute labels.
 
     Args:
@@ -98,7 +109,7 @@ def load_ava_captions(
     for split, example in pairs:
         by_split.setdefault(split, []).append(example)
     chosen = select_splits(tuple(by_split), splits, "ava_captions")
-    collector = SplitCollector("ava_captions", chosen)
+    collector = SplitCollector("ava_captions", chosen, requested=splits)
     for split in chosen:
         for example in by_split[split]:
             collector.add(split, example)

@@ -19,6 +19,10 @@ class AnnotationFileNotFoundError(AICDataError, FileNotFoundError):
     """An annotation or split file that the reader needs does not exist."""
 
 
+class EmptySplitError(AICDataError):
+    """A split that was asked for ended with no rows; the message names the split and the likely cause."""
+
+
 class AICDataWarning(UserWarning):
     """Base class of the warnings that report skipped records."""
 
@@ -32,7 +36,23 @@ class EmptyReferencesWarning(AICDataWarning):
 
 
 class UnavailableRecordWarning(AICDataWarning):
-    """Ids listed in a split file have no downloaded data (e.g. deleted Reddit posts)."""
+    """Ids listed in a split file have no downloaded data (e.g. deleted Reddit posts, a DPC2022 id without its JSON)."""
+
+
+class FilteredImageWarning(AICDataWarning):
+    """Posts were dropped by the rule their dataset's own preparation applies (RPCD's raw mode: Aestheval's filter)."""
+
+
+class UndecodableImageWarning(AICDataWarning):
+    """Rows were skipped at prepare time because their image file does not decode."""
+
+
+class EmptySplitWarning(AICDataWarning):
+    """A split that nobody asked for by name ended with no rows and was left out (`split`, and `cause`: why)."""
+
+    def __init__(self, message: str, split: str | None = None, cause: str | None = None):
+        super().__init__(message)
+        self.split, self.cause = split, cause
 
 
 @dataclass(frozen=True)

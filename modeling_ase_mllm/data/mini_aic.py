@@ -80,7 +80,7 @@ def load_mini_aic(splits: Sequence[str] | None = None) -> DatasetDict:
     unknown = [name for name in chosen if name not in MINI_AIC_SPLITS]
     if unknown:
         raise ValueError(f"mini_aic: unknown split(s) {unknown}; this dataset has {list(MINI_AIC_SPLITS)}")
-    collector = SplitCollector("mini_aic", chosen)
+    collector = SplitCollector("mini_aic", chosen, requested=splits)
     for photo in load_mini_aic_records():
         if photo["split"] not in chosen:
             continue

@@ -1,4 +1,13 @@
-"""The PCCD reader."""
+"""The PCCD reader.
+
+PCCD's authors distribute `PCCD/raw.json` and `PCCD/images/` (image files named after each record's `title`), without
+a split: `kunghunglu/DeepPhotoCritic-ICCV17`'s README as its pull request #3 has it (458b39c; master, 039bf5d, has no
+dataset section), a Google Drive file that Aestheval's downloader fetches too
+(`aestheval/data/data-tools/data_downloader.py` at f72fd12). The split that public PCCD code uses is
+Aestheval's: `aestheval/data/PCCD/guru_{train,validation,test}.json` in `mediatechnologycenter/Aestheval` (at 3ab80c6
+and since), full records in the authors' fields, read by Aestheval's `aestheval/data/datasets/pccd.py` (at da9e871) with
+the images under `images/full/<title>`. It is not the ICCV 2017 split (`docs/datasets.md`, "Protocols").
+"""
 
 from __future__ import annotations
 
@@ -23,13 +32,23 @@ PCCD_SPLIT_FILES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Where the split files are published, for the error that finds them missing.
+PCCD_SPLITS_PUBLISHED = (
+    "the authors' release (raw.json + images/) has no split; the split files are published in "
+    "github.com/mediatechnologycenter/Aestheval under aestheval/data/PCCD/ (guru_train.json, guru_validation.json, "
+    "guru_test.json): put them in the release folder or point at them with split_dir= / --split-dir"
+)
+# The authors' release keeps the images in `images/`; Aestheval's copy in `images/full/`.
+PCCD_IMAGE_DIRS = ("images/full", "images")
+
+
 def _pccd_split_file(split_dir: Path, split: str) -> Path:
     candidates = [split_dir / name for name in PCCD_SPLIT_FILES[split]]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     names = " or ".join(str(c) for c in candidates)
-    raise AnnotationFileNotFoundError(f"{names}: PCCD split file for split {split!r} not found")
+    raise AnnotationFileNotFoundError(f"{names}: PCCD split file for split {split!r} not found; {PCCD_SPLITS_PUBLISHED}")
 
 
 def _pccd_example(record: Any, loc: RecordLocation, image_dir: Path) -> tuple[dict, str]:
@@ -81,18 +100,18 @@ def load_pccd(
         root: the PCCD folder.
         splits: subset of ``("train", "validation", "test")`` to read; all by default.
         split_dir: folder of the ``guru_*.json`` files (default ``root``; ``guru_val.json`` is accepted
-            for the validation split).
-        image_dir: folder of the images (default ``root/images/full``); an image is ``<title>`` with or
-            without an image extension.
+            for the validation split), e.g. Aestheval's ``aestheval/data/PCCD``.
+        image_dir: folder of the images (default ``root/images/full`` if it exists, else ``root/images``, the
+            authors' release); an image is ``<title>`` with or without an image extension.
 
     Returns:
         DatasetDict: splits ``train``, ``validation``, ``test`` with :data:`AIC_FEATURES`.
     """
     root = Path(root).resolve()
     split_dir = resolve_path(root, split_dir, ".")
-    image_dir = image_folder(root, image_dir, "images/full", "PCCD")
+    image_dir = image_folder(root, image_dir, PCCD_IMAGE_DIRS, "PCCD")
     chosen = select_splits(tuple(PCCD_SPLIT_FILES), splits, "pccd")
-    collector = SplitCollector("pccd", chosen)
+    collector = SplitCollector("pccd", chosen, requested=splits)
     for split in chosen:
         path = _pccd_split_file(split_dir, split)
         records = read_json_file(path, "PCCD split file")

@@ -22,9 +22,12 @@ from .errors import (
     AICDataWarning,
     AnnotationFileNotFoundError,
     EmptyReferencesWarning,
+    EmptySplitError,
+    EmptySplitWarning,
     MissingImageWarning,
     RecordLocation,
     UnavailableRecordWarning,
+    UndecodableImageWarning,
 )
 from .schema import AIC_FEATURES, dataset_from_rows
 
@@ -91,9 +94,10 @@ def resolve_path(root: Path, path: str | os.PathLike | None, default: str | os.P
     return chosen if chosen.is_absolute() else root / chosen
 
 
-def require_file(path: Path, what: str) -> Path:
+def require_file(path: Path, what: str, published: str | None = None) -> Path:
+    """`path`, which must be a file; `published` says where a missing one comes from."""
     if not path.is_file():
-        raise AnnotationFileNotFoundError(f"{path}: {what} not found")
+        raise AnnotationFileNotFoundError(f"{path}: {what} not found" + (f"; {published}" if published else ""))
     return path
 
 
@@ -104,9 +108,13 @@ def require_dir(path: Path, what: str, hint: str) -> Path:
     return path
 
 
-def image_folder(root: Path, image_dir: str | os.PathLike | None, default: str, dataset: str) -> Path:
-    """The dataset's image folder (``image_dir`` or ``root/default``), which must exist."""
-    return require_dir(resolve_path(root, image_dir, default), f"{dataset} image folder", "set image_dir / --image-dir")
+def image_folder(root: Path, image_dir: str | os.PathLike | None, default: str | Sequence[str], dataset: str) -> Path:
+    """The dataset's image folder (``image_dir``, or the first of the ``default`` folders under ``root`` that exists),
+    which must exist."""
+    defaults = [default] if isinstance(default, str) else list(default)
+    if image_dir is None:
+        image_dir = next((name for name in defaults if (root / name).is_dir()), defaults[0])
+    return require_dir(resolve_path(root, image_dir, "."), f"{dataset} image folder", "set image_dir / --image-dir")
 
 
 def read_json_file(path: Path, what: str = "annotation file") -> Any:
@@ -157,6 +165,15 @@ def select_splits(available: Sequence[str], requested: Sequence[str] | None, dat
 
 
 
+# Why a record was skipped, as the warnings and the empty-split errors say it.
+SKIP_REASONS: dict[type[AICDataWarning], str] = {
+    MissingImageWarning: "their image file is missing",
+    EmptyReferencesWarning: "they have no non-empty critique",
+    UnavailableRecordWarning: "the split lists them but the release has no data for them",
+    UndecodableImageWarning: "their image file does not decode",
+}
+
+
 @dataclass
 class _SkipTally:
     count: int = 0
@@ -167,49 +184,96 @@ class _SkipTally:
         if len(self.examples) < MAX_WARNING_EXAMPLES:
             self.examples.append(example)
 
+    def describe(self, why: str, total: int | None = None) -> str:
+        """``"2 of 7 records because <why> (e.g. a, b)"`` (without ``of ... records`` when `total` is None)."""
+        more = ", ..." if self.count > len(self.examples) else ""
+        of = f" of {total} records" if total is not None else ""
+        return f"{self.count}{of} because {why} (e.g. {', '.join(self.examples)}{more})"
+
 
 class SplitCollector:
-    """Collect examples per split, skip unusable ones, and report each skip reason in one warning."""
+    """Collect examples per split, skip unusable ones, report each skip reason in one warning, and refuse to end
+    with an empty split (see :func:`keep_nonempty_splits`).
 
-    def __init__(self, dataset: str, splits: Sequence[str]):
+    Args:
+        dataset: the reader's name, for messages.
+        splits: the splits to read.
+        requested: the splits the caller asked for by name (None: none by name, all by default); an empty one is
+            an error, while an empty split read by default is left out with a warning.
+    """
+
+    def __init__(self, dataset: str, splits: Sequence[str], requested: Sequence[str] | str | None = None):
         self.dataset = dataset
         self.rows: dict[str, list[dict]] = {name: [] for name in splits}
+        self.requested = [requested] if isinstance(requested, str) else list(requested or [])
         self.records_seen = 0
-        self._skips: dict[type[AICDataWarning], _SkipTally] = {}
+        self.seen_per_split: dict[str, int] = {name: 0 for name in splits}
+        # (split, reason, why) -> tally; `why` refines a reason (FilteredImageWarning: which rule).
+        self._skips: dict[tuple[str | None, type[AICDataWarning], str], _SkipTally] = {}
+        # Set by a reader to say why split ids matched nothing (e.g. "the first id was ..., the first image ...").
+        self.unmatched_hint: dict[str, str] = {}
 
-    def skip(self, reason: type[AICDataWarning], example: str) -> None:
+    def skip(self, reason: type[AICDataWarning], example: str, split: str | None = None, why: str | None = None) -> None:
         """Count a record that is skipped before it becomes an example."""
         self.records_seen += 1
-        self._tally(reason, example)
+        if split is not None:
+            self.seen_per_split[split] += 1
+        self._tally(split, reason, example, why)
 
     def add(self, split: str, example: dict[str, Any], missing_image_hint: str | None = None) -> None:
         """Add ``example`` unless its image is missing (checked first) or it has no critique."""
         self.records_seen += 1
+        self.seen_per_split[split] += 1
         image = example["image"]
         if image is None or (isinstance(image, str) and not os.path.isfile(image)):
-            self._tally(MissingImageWarning, missing_image_hint or str(image))
+            self._tally(split, MissingImageWarning, missing_image_hint or str(image))
         elif not example["references"]:
-            self._tally(EmptyReferencesWarning, f"{split}/{example['image_id']}")
+            self._tally(split, EmptyReferencesWarning, f"{split}/{example['image_id']}")
         else:
             self.rows[split].append(example)
 
-    def _tally(self, reason: type[AICDataWarning], example: str) -> None:
-        self._skips.setdefault(reason, _SkipTally()).add(example)
+    def _tally(self, split, reason, example: str, why: str | None = None) -> None:
+        self._skips.setdefault((split, reason, why or SKIP_REASONS.get(reason, reason.__name__)), _SkipTally()).add(example)
+
+    def skipped(self) -> dict[tuple[type[AICDataWarning], str], _SkipTally]:
+        """The skips of every split, by (reason, why)."""
+        merged: dict[tuple[type[AICDataWarning], str], _SkipTally] = {}
+        for (_, reason, why), tally in self._skips.items():
+            total = merged.setdefault((reason, why), _SkipTally())
+            for example in tally.examples:
+                total.add(example)
+            total.count += tally.count - len(tally.examples)
+        return merged
+
+    def empty_cause(self, split: str) -> str:
+        """Why `split` ended with no rows: what its records were skipped for, with examples."""
+        seen = self.seen_per_split.get(split, 0)
+        if not seen:
+            return "its split file lists no records"
+        causes = [tally.describe(why) for (name, _, why), tally in self._skips.items() if name == split]
+        hint = self.unmatched_hint.get(split)
+        return f"all {seen} of its records were skipped: " + "; ".join(causes) + (f". {hint}" if hint else "")
 
     def finish(self) -> DatasetDict:
-        """Emit one warning per skip reason and return the splits as a :class:`DatasetDict`."""
-        for reason, tally in self._skips.items():
-            warnings.warn(self._skip_message(reason, tally), reason, stacklevel=3)
-        return DatasetDict({name: dataset_from_rows(rows, AIC_FEATURES) for name, rows in self.rows.items()})
+        """Emit one warning per skip reason and return the splits that have rows as a :class:`DatasetDict`."""
+        for (reason, why), tally in self.skipped().items():
+            warnings.warn(f"{self.dataset}: skipped {tally.describe(why, self.records_seen)}", reason, stacklevel=3)
+        splits = DatasetDict({name: dataset_from_rows(rows, AIC_FEATURES) for name, rows in self.rows.items()})
+        return keep_nonempty_splits(splits, self.dataset, self.requested, self.empty_cause)
 
-    def _skip_message(self, reason: type[AICDataWarning], tally: _SkipTally) -> str:
-        what = {
-            MissingImageWarning: "their image file is missing",
-            EmptyReferencesWarning: "they have no non-empty critique",
-            UnavailableRecordWarning: "the split lists them but the release has no data for them",
-        }.get(reason, reason.__name__)
-        total = self.records_seen
-        shown = ", ".join(tally.examples)
-        more = ", ..." if tally.count > len(tally.examples) else ""
-        return f"{self.dataset}: skipped {tally.count} of {total} records because {what} (e.g. {shown}{more})"
 
+def keep_nonempty_splits(splits: DatasetDict, dataset: str, requested: Sequence[str], cause) -> DatasetDict:
+    """`splits` without its empty ones: an empty split in `requested` raises :class:`EmptySplitError`, any other
+    is left out with an :class:`EmptySplitWarning`; no split left at all is an error too. `cause(split)` says why a
+    split is empty. (A `save_to_disk` folder with an empty split cannot be loaded back by `datasets` 5.)"""
+    empty = [name for name, split in splits.items() if len(split) == 0]
+    asked = [name for name in empty if name in requested]
+    if asked:
+        raise EmptySplitError("; ".join(f"{dataset}: split {name!r} has no rows: {cause(name)}" for name in asked))
+    if empty and len(empty) == len(splits):
+        raise EmptySplitError("; ".join(f"{dataset}: split {name!r} has no rows: {cause(name)}" for name in empty))
+    for name in empty:
+        why = cause(name)
+        warnings.warn(EmptySplitWarning(f"{dataset}: split {name!r} has no rows and is left out: {why}", name, why),
+                      stacklevel=3)
+    return DatasetDict({name: split for name, split in splits.items() if name not in empty})

@@ -29,19 +29,26 @@ def dataset_reader(name: str):
     return getattr(importlib.import_module(f".{key}", __package__), f"load_{key}")
 
 
-def load_aic_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any):
+def load_aic_dataset(name: str, root: str | os.PathLike | None = None, protocol: str | None = None, **kwargs: Any):
     """Load the AIC dataset ``name`` from ``root``.
 
     Args:
         name: ``pccd``, ``rpcd``, ``dpc2022``, ``ava_captions`` or ``mini_aic`` (case and ``-``/``_``
             insensitive).
         root: the dataset folder (``None`` for ``mini_aic``, which is bundled with the package).
+        protocol: one of the dataset's protocols (`data.protocols`; its default if None); it reaches the reader
+            where the protocols differ in what a split holds (DPC2022).
         **kwargs: passed to the dataset's reader.
 
     Returns:
         DatasetDict: the dataset's splits with :data:`~modeling_ase_mllm.data.schema.AIC_FEATURES`.
     """
+    from .protocols import get_protocol, protocol_names
+
     key = canonical_dataset_name(name)
+    chosen = get_protocol(key, protocol)
+    if len(protocol_names(key)) > 1:
+        kwargs["protocol"] = chosen.name
     if key == "mini_aic":
         if root is not None:
             raise ValueError("mini_aic is bundled with the package and takes no root")

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
-from .spice import SpiceOptions, require_java, spice_scores
+from .spice import SpiceOptions, require_java, spice_scores_grouped
 from .vocabulary import COCO_METRICS, METRIC_TABLE, SPICE_METRICS
 
 
@@ -68,7 +68,7 @@ def _kind(value) -> str:
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name} ({shown})"
 
 
-def ptb_tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
+def ptb_tokenize(captions: dict) -> dict:
     """pycocoevalcap's PTB tokenizer (lower-cases, splits clitics, drops punctuation tokens)."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
@@ -109,24 +109,57 @@ def score_predictions(
     Returns `{metric: value or None, ..., "unavailable": {metric: reason}, "num_images": n, "pr_variant": ...,
     "spice_backend": "official" | None}`.
     """
+    gts, res = tokenize_pairs(predictions, references)
+    return score_tokenized(gts, res, pr_variant, spice, meteor)
+
+
+def tokenize_pairs(predictions: dict, references: dict) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Validate, then PTB-tokenize: `(gts, res)`, the references and the one-caption lists, by image id (the
+    references' order)."""
     predictions = {str(k): v for k, v in predictions.items()}
     references = {str(k): list(v) for k, v in references.items()}
     validate(predictions, references)
-    gts = ptb_tokenize(references)
-    res = ptb_tokenize({key: [caption] for key, caption in predictions.items()})
-    result: dict = dict(coco_scores(gts, res, meteor))
+    # One tokenizer run (one JVM) for both: it tokenizes line by line, so the result is that of two runs.
+    tokens = ptb_tokenize({**{("ref", key): refs for key, refs in references.items()},
+                           **{("res", key): [predictions[key]] for key in references}})
+    return {key: tokens[("ref", key)] for key in references}, {key: tokens[("res", key)] for key in references}
+
+
+def score_tokenized(gts: dict[str, list[str]], res: dict[str, list[str]], pr_variant: str = "independent",
+                    spice: SpiceOptions | bool = True, meteor=None) -> dict:
+    """`score_predictions` on PTB-tokenized references and captions (`tokenize_pairs`)."""
+    return score_tokenized_runs(gts, {"": res}, pr_variant, spice, meteor)[""]
+
+
+def score_tokenized_runs(gts: dict[str, list[str]], runs: dict[str, dict[str, list[str]]],
+                         pr_variant: str = "independent", spice: SpiceOptions | bool = True, meteor=None) -> dict:
+    """Several sets of captions (`runs`: label -> tokenized captions by image id) against the same references, each
+    scored as `score_tokenized` scores it, with one METEOR process and one SPICE run for all; label -> result."""
+    if meteor is None and len(runs) > 1:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        meteor = Meteor()
+    results = {label: dict(coco_scores(gts, res, meteor)) for label, res in runs.items()}
     if spice is False:
         scores, reason = None, "not computed (--no-spice)"
     else:
+        # SPICE is keyed by image; another run's pairings are told apart by their label ("p7 (shuffled)").
+        def key(label, image_id):
+            return f"{image_id} ({label})" if label else image_id
+
         options = spice if isinstance(spice, SpiceOptions) else SpiceOptions()
-        scores, reason = spice_scores({key: res[key][0] for key in predictions}, gts, options, pr_variant)
-    for name in SPICE_METRICS:
-        result[name] = None if scores is None else scores[name]
-    result.update(
-        unavailable={} if scores is not None else {name: reason for name in SPICE_METRICS},
-        num_images=len(predictions), pr_variant=pr_variant, spice_backend=None if scores is None else "official",
-    )
-    return result
+        candidates = {key(label, image_id): res[image_id][0] for label, res in runs.items() for image_id in res}
+        references = {key(label, image_id): gts[image_id] for label, res in runs.items() for image_id in res}
+        groups = [[key(label, image_id) for image_id in res] for label, res in runs.items()]
+        scores, reason = spice_scores_grouped(candidates, references, groups, options, pr_variant)
+    for index, (label, result) in enumerate(results.items()):
+        for name in SPICE_METRICS:
+            result[name] = None if scores is None else scores[index][name]
+        result.update(
+            unavailable={} if scores is not None else {name: reason for name in SPICE_METRICS},
+            num_images=len(runs[label]), pr_variant=pr_variant, spice_backend=None if scores is None else "official",
+        )
+    return results
 
 
 def _json_lines(path) -> Iterator[tuple[int, object]]:
@@ -181,28 +214,75 @@ def read_references(path_or_mapping) -> dict[str, list[str]]:
     return {str(k): list(v) for k, v in mapping.items()}
 
 
-def score_predictions_file(predictions_path, references, output_dir=None, **options) -> dict:
-    """Score a `predictions.jsonl`; write `metrics.json` and `metrics.md` (Table I) next to it or in `output_dir`."""
-    metrics = score_predictions(read_predictions(predictions_path), read_references(references), **options)
-    write_metrics(metrics, output_dir or Path(predictions_path).parent)
+def score_with_control(predictions: dict, references: dict, control: str | None = None, control_seed: int = 0,
+                       output_dir=None, **options) -> dict:
+    """`score_predictions`, plus, with `control="shuffled"`, the grounding control (`control.py`) under the key
+    `control`: the captions are tokenized once, and one METEOR process and one SPICE run score both pairings;
+    `output_dir` receives `control_pairs.json`."""
+    if control is None:
+        return score_predictions(predictions, references, **options)
+    from .control import CONTROLS, control_record, shuffled_captions, write_control_pairs
+
+    if control not in CONTROLS:
+        raise ValueError(f"unknown control {control!r}; the controls are {', '.join(CONTROLS)}")
+    gts, res = tokenize_pairs(predictions, references)
+    moved, pairs = shuffled_captions(res, control_seed)
+    scored = score_tokenized_runs(gts, {"": res, "shuffled": moved}, **options)
+    metrics = scored[""]
+    metrics["control"] = control_record(control_seed, metrics, scored["shuffled"])
+    if output_dir is not None:
+        write_control_pairs(pairs, output_dir)
     return metrics
 
 
-def format_table_row(metrics: dict) -> str:
-    """One Table I row from `metrics.json`'s keys: `| 0.682 | 0.454 | ... | n/a |` (3 decimals)."""
-    cells = []
-    for metric in METRIC_TABLE:
-        value = metrics.get(metric.key)
-        cells.append(f"{value:.3f}" if isinstance(value, (int, float)) and not math.isnan(value) else "n/a")
-    return "| " + " | ".join(cells) + " |"
+def score_predictions_file(predictions_path, references, output_dir=None, control: str | None = None,
+                           control_seed: int = 0, **options) -> dict:
+    """Score a `predictions.jsonl`; write `metrics.json` and `metrics.md` (Table I) next to it or in `output_dir`."""
+    output_dir = Path(output_dir or Path(predictions_path).parent)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics = score_with_control(read_predictions(predictions_path), read_references(references), control,
+                                 control_seed, output_dir, **options)
+    write_metrics(metrics, output_dir)
+    return metrics
 
 
-def format_table(metrics: dict) -> str:
-    """A markdown table in the paper's Table I layout; each distinct reason for an `n/a` once, below it."""
-    header = "| " + " | ".join(metric.column for metric in METRIC_TABLE) + " |"
-    lines = [header, "|" + "---:|" * len(METRIC_TABLE), format_table_row(metrics)]
-    reasons = list(dict.fromkeys((metrics.get("unavailable") or {}).values()))
-    return "\n".join(lines + ([""] + [f"n/a: {reason}" for reason in reasons] if reasons else []))
+def _cell(value, signed: bool = False) -> str:
+    if not isinstance(value, (int, float)) or math.isnan(value):
+        return "n/a"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def format_table_row(metrics: dict, signed: bool = False) -> str:
+    """One Table I row from `metrics.json`'s keys: `| 0.682 | 0.454 | ... | n/a |` (3 decimals; `signed`: with a sign,
+    for gaps)."""
+    return "| " + " | ".join(_cell(metrics.get(metric.key), signed) for metric in METRIC_TABLE) + " |"
+
+
+def format_table(metrics: dict, protocol: bool = True) -> str:
+    """A markdown table in the paper's Table I layout; each distinct reason for an `n/a` once, below it, and (with
+    `protocol`) the protocol the numbers follow.
+
+    With a grounding control (`metrics["control"]`) the table gets a first column and three rows: the critiques
+    against their own photos' references (the Table I row), against other photos' (shuffled), and the gap.
+    """
+    columns = [metric.column for metric in METRIC_TABLE]
+    control = metrics.get("control")
+    if control:
+        header = "| references | " + " | ".join(columns) + " |"
+        rows = [
+            "| own photo's (Table I) " + format_table_row(metrics),
+            f"| another photo's (shuffled, seed {control['seed']}) " + format_table_row(control["metrics"]),
+            "| gap (own − shuffled) " + format_table_row(control["gap"], signed=True),
+        ]
+        lines = [header, "|---|" + "---:|" * len(columns), *rows]
+    else:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---:|" * len(columns), format_table_row(metrics)]
+    reasons = list(dict.fromkeys([*(metrics.get("unavailable") or {}).values(),
+                                  *((control or {}).get("unavailable") or {}).values()]))
+    notes = [f"n/a: {reason}" for reason in reasons]
+    if protocol and metrics.get("protocol_note"):
+        notes.append(f"Protocol: {metrics['protocol_note']}")
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def write_metrics(metrics: dict, output_dir) -> None:

@@ -29,7 +29,7 @@ PREDICTIONS_FILE = "predictions.jsonl"
 REFERENCES_FILE = "references.json"
 RUN_FILE = "run.json"
 # Everything a run writes into its folder; `overwrite` removes exactly these.
-RUN_OUTPUTS = (PREDICTIONS_FILE, REFERENCES_FILE, RUN_FILE, "metrics.json", "metrics.md")
+RUN_OUTPUTS = (PREDICTIONS_FILE, REFERENCES_FILE, RUN_FILE, "metrics.json", "metrics.md", "control_pairs.json")
 # Recorded for the reader but free to differ on resume: the path may move, and a limit selects rows to score.
 INFORMATIONAL_SETTINGS = ("model", "limit")
 
@@ -200,22 +200,64 @@ def write_references(dataset, output_dir) -> Path:
     return path
 
 
-def load_split(dataset: str, split: str, root: str | None = None):
-    """A split from a reader name (`pccd`, `rpcd`, `dpc2022`, `ava_captions`, `mini_aic`), a saved DatasetDict, or
-    a saved Dataset (which is the split itself)."""
+def load_split(dataset: str, split: str, root: str | None = None, protocol: str | None = None):
+    """A split from a reader name (`pccd`, `rpcd`, `dpc2022`, `ava_captions`, `mini_aic`; only that split is read), a
+    saved DatasetDict, or a saved Dataset (which is the split itself). A missing split is a `ValueError` naming it,
+    what there is, and, for a folder that prepare-data wrote, why prepare-data left it out."""
     from datasets import Dataset, load_from_disk
 
+    from ..data.prepared import missing_split_message
     from ..data.registry import load_aic_dataset
 
-    if Path(dataset).is_dir():
-        splits = load_from_disk(dataset)
-        if isinstance(splits, Dataset):  # a folder holding one saved split is that split
-            return splits
-    else:
-        splits = load_aic_dataset(dataset, root) if root is not None else load_aic_dataset(dataset)
+    if not Path(dataset).is_dir():
+        return load_aic_dataset(dataset, root, splits=[split], protocol=protocol)[split]
+    splits = load_from_disk(dataset)
+    if isinstance(splits, Dataset):  # a folder holding one saved split is that split
+        return splits
     if split not in splits:
-        raise ValueError(f"split {split!r} not in {dataset!r}; it has {sorted(splits)}")
+        raise ValueError(missing_split_message(dataset, split, list(splits)))
     return splits[split]
+
+
+def dataset_protocol(dataset: str, protocol: str | None = None):
+    """The `data.protocols.Protocol` that `dataset` (a reader name, or a folder prepare-data wrote) was read under, or
+    None for a folder that does not record one."""
+    from ..data.prepared import prepared_info
+    from ..data.protocols import Protocol, get_protocol
+
+    if Path(dataset).is_dir():
+        recorded = (prepared_info(dataset) or {}).get("protocol")
+        try:
+            return Protocol(**recorded) if isinstance(recorded, dict) else None
+        except TypeError:  # a record edited by hand: treated as none
+            return None
+    from ..data.registry import canonical_dataset_name
+
+    return get_protocol(canonical_dataset_name(dataset), protocol)
+
+
+def default_split(dataset: str, protocol: str | None = None) -> str:
+    """The split `evaluate` scores when none is named: the protocol's evaluation split (`test` when unknown)."""
+    found = dataset_protocol(dataset, protocol)
+    return found.eval_split if found is not None else "test"
+
+
+def protocol_record(dataset: str, split: str, protocol: str | None = None, scored: int | None = None,
+                    total: int | None = None) -> dict:
+    """What `metrics.json` says about the protocol a number follows: `protocol` (the `Protocol` as a dict, or None when
+    the split is not its evaluation split, only `scored` of its `total` images were scored, or the folder records
+    none) and `protocol_note` (a sentence)."""
+    found = dataset_protocol(dataset, protocol)
+    if scored is not None and total is not None and scored < total:
+        return {"protocol": None, "protocol_note": f"only the first {scored} of the {total} images of split {split!r} "
+                "were scored (--limit): this number follows no published protocol"}
+    if found is None:
+        return {"protocol": None, "protocol_note": f"{dataset} does not record its protocol (a folder that "
+                "`ase-mllm prepare-data` did not write); compare its numbers with care"}
+    if found.eval_split != split:
+        return {"protocol": None, "protocol_note": f"split {split!r} is not the evaluation split of {found.dataset} "
+                f"protocol {found.name!r} ({found.eval_split!r}): this number follows no published protocol"}
+    return {"protocol": found.to_dict(), "protocol_note": found.describe()}
 
 
 def evaluate_model(
@@ -233,17 +275,22 @@ def evaluate_model(
     overwrite: bool = False,
     update_model_card: bool = False,
     quantization: str | None = None,
+    protocol: str | None = None,
+    control: str | None = None,
+    control_seed: int = 0,
     **metric_options,
 ) -> dict:
     """Caption `dataset[split]` with the model (resuming if interrupted), then score it; returns the metrics.
 
     Exactly the first `limit` rows are scored, also when the folder holds captions of more rows. `metrics.json` names
-    the dataset and split it scored; with `update_model_card`, the results also go into the model folder's card
-    (the Table I table and the Hub's `model-index`). Under `accelerate launch` the processes share the captioning
-    and the main one scores; the others return None. `quantization` loads the language model quantised
-    (`utils.quantization`), and the run records it: a resumed run must use the same.
+    the dataset and split it scored and the protocol the number follows (`protocol_record`; `protocol`: a dataset
+    name's protocol, its default if None); `control="shuffled"` adds the grounding control (`control.py`). With
+    `update_model_card`, the results also go into the model folder's card (the Table I table and the Hub's
+    `model-index`). Under `accelerate launch` the processes share the captioning and the main one scores; the
+    others return None. `quantization` loads the language model quantised (`utils.quantization`), and the run
+    records it: a resumed run must use the same.
     """
-    from .metrics import read_predictions, score_predictions, write_metrics
+    from .metrics import read_predictions, score_with_control, write_metrics
 
     if update_model_card and not Path(model_path).is_dir():
         raise ValueError(f"update_model_card needs a model folder to write README.md into; {model_path!r} is not one")
@@ -256,11 +303,14 @@ def evaluate_model(
         "limit": limit,
         "quantization": quantization,
     }
+    found = dataset_protocol(dataset, protocol)
+    run_info["protocol"] = found.name if found is not None else None
     if not overwrite:  # fail before the model loads when the cheap settings already differ
         check_run(output_dir, {**run_info, "prompt": question, **({"max_tiles": max_tiles} if max_tiles else {})})
-    data = load_split(dataset, split, root)
+    data = load_split(dataset, split, root, protocol)
+    total = len(data)
     if limit is not None:
-        data = data.select(range(min(limit, len(data))))
+        data = data.select(range(min(limit, total)))
     shards = current_shards()
     model, processor = load_model_and_processor(model_path, device=device or shards.device, quantization=quantization)
     if quantization is not None and shards.is_main:
@@ -274,8 +324,9 @@ def evaluate_model(
     references = {str(row["image_id"]): list(row["references"]) for row in data.select_columns(["image_id", "references"])}
     write_references(references, output_dir)
     predictions = {k: v for k, v in read_predictions(predictions_path).items() if k in references}
-    metrics = score_predictions(predictions, references, **metric_options)
-    metrics.update(dataset=dataset_label(dataset), split=split)
+    metrics = score_with_control(predictions, references, control, control_seed, output_dir, **metric_options)
+    metrics.update(dataset=dataset_label(dataset), split=split,
+                   **protocol_record(dataset, split, protocol, len(data), total))
     write_metrics(metrics, output_dir)
     if update_model_card:
         from ..hub.model_card import write_model_card

@@ -416,6 +416,19 @@ def spice_scores(
     The captions are scored as given: `score_predictions` passes them PTB-tokenized, as pycocoevalcap's
     `COCOEvalCap` feeds its `Spice`. A caption that SPICE cannot parse is named in the reason.
     """
+    scores, reason = spice_scores_grouped(predictions, references, [list(predictions)], options, pr_variant)
+    return (None, reason) if scores is None else (scores[0], None)
+
+
+def spice_scores_grouped(
+    predictions: dict[str, str],
+    references: dict[str, list[str]],
+    groups: list[list[str]],
+    options: SpiceOptions | None = None,
+    pr_variant: str = "independent",
+) -> tuple[list[dict] | None, str | None]:
+    """`spice_scores` of several corpora in one SPICE run (one JVM; each distinct caption parsed once): the
+    corpus scores of each group of keys of `predictions`, in `groups`' order."""
     options = options or SpiceOptions()
     image_ids = list(predictions)
     try:
@@ -438,4 +451,4 @@ def spice_scores(
     for key, score in run.scores.items():
         kind, index = key.split("|", 1)
         keyed[f"{kind}|{image_ids[int(index)]}"] = score
-    return aggregate_spice(keyed, image_ids, pr_variant), None
+    return [aggregate_spice(keyed, group, pr_variant) for group in groups], None

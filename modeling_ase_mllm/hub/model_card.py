@@ -53,7 +53,7 @@ SALIENCY = {
 
 def evaluation_section(metrics: dict) -> list[str]:
     """The card's evaluation: the Table I table (each reason for an `n/a` once) and what was scored how."""
-    lines = ["## Evaluation", "", format_table(metrics), ""]
+    lines = ["## Evaluation", "", format_table(metrics, protocol=False), ""]
     scored = f"{metrics['num_images']} images" if metrics.get("num_images") else "The images"
     if metrics.get("dataset"):
         scored += f" of {metrics['dataset']}" + (f" ({metrics['split']} split)" if metrics.get("split") else "")
@@ -62,6 +62,17 @@ def evaluation_section(metrics: dict) -> list[str]:
               "(pycocoevalcap); SPICE-L: SPICE against each reference alone, best per image; SPICE precision and "
               f"recall: its tuple precision and recall over the same pairs (rule: {metrics.get('pr_variant', 'independent')}).",
               ""]
+    protocol = metrics.get("protocol")
+    if protocol:
+        lines += [f"Protocol: trained on `{protocol['train_split']}`, scored on `{protocol['eval_split']}`, the split of "
+                  f"{protocol['whose']} (split files: {protocol['source']}). Compare these numbers only with numbers of "
+                  "the same protocol.", ""]
+    elif metrics.get("protocol_note"):
+        lines += [f"Protocol: {metrics['protocol_note']}.", ""]
+    if metrics.get("control"):
+        lines += ["Grounding control: the same critiques scored against the references of other photos of the split "
+                  f"(a derangement, seed {metrics['control']['seed']}); the gap is what the critiques owe to their "
+                  "photos, near zero for a model that ignores the image.", ""]
     return lines
 
 

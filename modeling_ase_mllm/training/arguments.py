@@ -40,6 +40,10 @@ class AseMllmScriptArguments:
         "help": "dataset name (pccd, rpcd, dpc2022, ava_captions or mini_aic) or a save_to_disk folder"})
     data_root: str | None = field(default=None, metadata={
         "aliases": ["--root"], "help": "the dataset's folder, for a dataset name"})
+    protocol: str | None = field(default=None, metadata={
+        "help": "which splits train and which score (docs/datasets.md, Protocols; none: the dataset's default, the "
+                "paper-comparable one): dpc2022: aric (ARIC's comment-pair file) or release (train.csv); a folder "
+                "from prepare-data must have been prepared under it"})
     train_split: str = field(default="train", metadata={"help": "the split to train on"})
     conversations: Literal["all", "sample"] = field(default="all", metadata={
         "help": "all: one example per (image, critique); sample: one critique per image, drawn with "

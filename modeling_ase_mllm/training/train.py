@@ -28,21 +28,34 @@ def load_training_conversations(script_args):
     from datasets import DatasetDict, load_from_disk
 
     from ..data.conversations import to_conversations
+    from ..data.prepared import missing_split_message
     from ..data.registry import load_aic_dataset
 
     data, split = script_args.dataset, script_args.train_split
     if Path(data).is_dir():
+        check_prepared_protocol(data, script_args.protocol)
         dataset = load_from_disk(data)
     else:
-        dataset = load_aic_dataset(data, script_args.data_root, splits=[split])
+        dataset = load_aic_dataset(data, script_args.data_root, script_args.protocol, splits=[split])
     if isinstance(dataset, DatasetDict):
         if split not in dataset:
-            raise ValueError(f"{data}: no split {split!r} (has {list(dataset)})")
+            raise ValueError(missing_split_message(data, split, list(dataset)))
         dataset = dataset[split]
     if "messages" in dataset.column_names:
         return dataset
     return to_conversations(dataset, script_args.conversations, script_args.aspect_conditioned,
                             seed=script_args.conversation_seed, prompt=script_args.prompt)
+
+
+def check_prepared_protocol(folder: str, protocol: str | None) -> None:
+    """A recipe that names a protocol trains only on a folder prepared under it (DPC2022's protocols differ in what
+    `train` holds); a folder that records no protocol is taken as it is."""
+    from ..data.prepared import prepared_info
+
+    recorded = ((prepared_info(folder) or {}).get("protocol") or {}).get("name")
+    if protocol is not None and recorded is not None and recorded != protocol:
+        raise ValueError(f"{folder} was prepared under protocol {recorded!r}, the recipe names {protocol!r}: prepare it "
+                         f"again with --protocol {protocol}, or pass --protocol {recorded}")
 
 
 def assistant_texts(conversations) -> list[str]:
