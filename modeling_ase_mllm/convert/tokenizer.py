@@ -127,8 +127,10 @@ def sentencepiece_llama(model_file: str, added_tokens: dict, special: list[str],
     `special`. In `tokenizers` that is one normalizer over the whole text: every added token is matched after
     normalization (`normalized=True`), and the `▁` goes in at the start (`\\A`) unless the text starts with a token of
     `special`, is empty, or is one added token whose own normalization must leave it unchanged (so a text that is
-    exactly one such token alone gets no `▁`, where the slow class gives it one). Blanks become `▁` in the
-    pre-tokenizer, after the added tokens' `lstrip`/`rstrip` have seen them as blanks.
+    exactly one such token alone gets no `▁`, where the slow class gives it one; a text is never one token alone in
+    a prompt or a critique). Without the prefix, the slow class still drops a single leading blank before a token of
+    `special`, and so does the normalizer. Blanks become `▁` in the pre-tokenizer, after the added tokens'
+    `lstrip`/`rstrip` have seen them as blanks.
     """
     from tokenizers import AddedToken, Regex, decoders, normalizers, pre_tokenizers
 
@@ -143,6 +145,8 @@ def sentencepiece_llama(model_file: str, added_tokens: dict, special: list[str],
             unprefixed += [rf"(?:{_alternatives(others)})\z"] if others else []
             unprefixed.append(r"\z")
             steps.append(normalizers.Replace(Regex(rf"\A(?!{'|'.join(unprefixed)})"), "▁"))
+        elif special:  # the slow class drops a leading lone `▁` before a special token with or without its prefix
+            steps.append(normalizers.Replace(Regex(rf"\A (?=(?:{_alternatives(special)}))"), ""))
         if extractor.proto.normalizer_spec.precompiled_charsmap:
             steps.append(normalizers.Precompiled(extractor.proto.normalizer_spec.precompiled_charsmap))
         tokenizer.normalizer = normalizers.Sequence(steps)
