@@ -94,6 +94,58 @@ def test_releases_below_the_minimum_get_one_clear_error(release, reference, tmp_
     assert "configuration_ase_mllm.py" in result["traceback"] and "During handling" not in result["traceback"]
 
 
+# transformers 4's slow `LlamaTokenizer` (sentencepiece), the class OpenGVLab's code loads (`use_fast=False`); 5.0 removed it.
+SLOW_LLAMA_RELEASE = next(release for release in UNSUPPORTED if release.startswith("4."))
+SLOW_LLAMA_CHILD = """
+import json, sys
+from transformers import AutoTokenizer
+result = {}
+for folder in sys.argv[1:]:
+    texts = json.load(open(folder + "/texts.json"))
+    tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=False)
+    result[folder] = {"class": type(tokenizer).__name__, "ids": [tokenizer(text)["input_ids"] for text in texts]}
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.slow
+def test_converted_llama_tokenizers_encode_as_transformers_4_slow_llama_tokenizer(tmp_path):
+    """"What it must show" 4 against the real thing: three Llama `tokenizer.model` folders (Phi-3's `legacy: false`,
+    its appended tokens with `rstrip`, and no `legacy` field, transformers 4's `True`) encoded by transformers 4.57's
+    slow `LlamaTokenizer` in its own environment, by the converted tokenizer and by `SlowLlamaEncoding`: the same ids
+    on every text of the corpus."""
+    from transformers import AutoTokenizer
+
+    from modeling_ase_mllm.convert.tokenizer import load_source_tokenizer, native_tokenizer
+    from opengvlab_fixtures import parity_corpus, write_llama_tokenizer
+
+    folders, ours = [], {}
+    for name, legacy, rstrip in (("phi3", False, False), ("phi3-rstrip", False, True), ("legacy-default", None, False)):
+        folder = tmp_path / name
+        added = write_llama_tokenizer(folder, legacy=legacy, rstrip=rstrip)
+        texts = parity_corpus(list(added))
+        (folder / "texts.json").write_text(json.dumps(texts))
+        tokenizer, reference = native_tokenizer(load_source_tokenizer(folder), folder)
+        tokenizer.save_pretrained(tmp_path / f"{name}-converted")
+        converted = AutoTokenizer.from_pretrained(tmp_path / f"{name}-converted")
+        ours[str(folder)] = (texts, [converted(text)["input_ids"] for text in texts],
+                             [reference(text)["input_ids"] for text in texts])
+        folders.append(str(folder))
+    python = transformers_env(SLOW_LLAMA_RELEASE, build=False).python
+    run = subprocess.run([str(python), "-c", SLOW_LLAMA_CHILD, *folders], capture_output=True, text=True, timeout=600,
+                         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    slow = json.loads(run.stdout.strip().splitlines()[-1])
+    for folder in folders:
+        texts, converted, reference = ours[folder]
+        assert slow[folder]["class"] == "LlamaTokenizer"
+        differing = [text for text, a, b in zip(texts, slow[folder]["ids"], converted) if a != b]
+        print(f"\n{Path(folder).name}: {len(texts)} texts; converted ≠ transformers {SLOW_LLAMA_RELEASE} slow "
+              f"LlamaTokenizer on {len(differing)}")
+        assert not differing, differing[:5]
+        assert slow[folder]["ids"] == reference
+
+
 @pytest.mark.parametrize(("installed", "supported"), [
     ("5.4.0", True), ("5.25.0", True), ("5.30.0.dev0", True), ("5.3.0", False), ("5.0.0", False), ("4.57.6", False),
 ])

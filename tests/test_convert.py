@@ -30,7 +30,6 @@ from opengvlab_fixtures import (
     parity_corpus,
     sentencepiece_ids,
     tokenizer_corpus,
-    train_sentencepiece,
     write_internlm2_checkpoint,
     write_internlm2_tokenizer,
     write_llama_tokenizer,
@@ -302,6 +301,40 @@ def test_a_rebuilt_tokenizer_that_encodes_differently_stops_the_conversion(tmp_p
     message = str(error.value)
     assert str(tmp_path / "src") in message and "encodes" in message and "nothing was converted" in message
     assert not (tmp_path / "ase").exists()
+
+
+@pytest.mark.parametrize("legacy,rstrip", [(False, False), (False, True), (None, False)],
+                         ids=["phi3-legacy-false", "phi3-rstrip-tokens", "legacy-default"])
+def test_a_llama_tokenizer_model_alone_encodes_as_the_slow_llama_tokenizer(tmp_path, legacy, rstrip):
+    """Row 4 and "what it must show" 4: a Llama/Phi-3 folder with only `tokenizer.model` (InternVL2-4B's kind),
+    converted, encodes ~2,500 texts (runs of spaces, tabs, newlines, code, non-ASCII, every added token at the start,
+    inside and at the end) as transformers 4's slow `LlamaTokenizer` does, the class OpenGVLab's code loads
+    (`SlowLlamaEncoding`, itself checked against transformers 4.57's own class in `test_compat.py`); transformers 5's
+    `LlamaTokenizer` of the same folder does not (leading blanks, a leading added token)."""
+    from modeling_ase_mllm.convert.tokenizer import load_source_tokenizer, native_tokenizer
+
+    source = tmp_path / "src"
+    added = write_llama_tokenizer(source, legacy=legacy, rstrip=rstrip)
+    tokenizer, reference = native_tokenizer(load_source_tokenizer(source), source)
+    tokenizer.save_pretrained(tmp_path / "converted")
+    converted = AutoTokenizer.from_pretrained(tmp_path / "converted")
+    assert type(converted).__module__.startswith("transformers.") and not (tmp_path / "converted" / "tokenizer.model").exists()
+    assert {token: converted.convert_tokens_to_ids(token) for token in added} == added
+
+    texts = parity_corpus(list(added))
+    expected = [reference(text)["input_ids"] for text in texts]
+    mismatches = [text for text, ids in zip(texts, expected) if converted(text)["input_ids"] != ids]
+    transformers5 = AutoTokenizer.from_pretrained(source)
+    theirs = [text for text, ids in zip(texts, expected) if transformers5(text)["input_ids"] != ids]
+    tokens = sum(map(len, expected))
+    print(f"\n{len(texts)} texts, {tokens} tokens: the converted tokenizer differs from the slow Llama tokenizer on "
+          f"{len(mismatches)}; transformers 5's LlamaTokenizer of the same folder on {len(theirs)}")
+    assert len(texts) > 2000 and not mismatches, mismatches[:5]
+    assert theirs if legacy is False else True
+    for text in texts[:200]:  # decoding gives the text back, as the slow tokenizer's decoding does
+        ids = converted(text)["input_ids"]
+        if not any(token in text for token in added) and "▁" not in text:
+            assert converted.decode(ids, skip_special_tokens=True) == text, text
 
 
 MISSING_SENTENCEPIECE_CHILD = """

@@ -196,8 +196,8 @@ def load_model(args, **options):
 
 def one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
-    if isinstance(error, OSError) and error.filename and error.strerror:
-        text = f"{error.strerror}: {error.filename}"
+    if isinstance(error, OSError) and error.strerror:  # without "[Errno 28]"
+        text = f"{error.strerror}: {error.filename}" if error.filename else " ".join(error.strerror.split())
     return text or type(error).__name__
 
 

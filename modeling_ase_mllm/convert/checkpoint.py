@@ -20,6 +20,7 @@ change the numbers: it is reported once and both are recorded in `conversion.jso
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import warnings
@@ -104,8 +105,11 @@ def write_checkpoint(
         (folder / "conversion.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         check_output(output, source, overwrite)  # nothing else wrote there meanwhile
         replace_folder(folder, output)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"No space left on device for the conversion into {output}: nothing was "
+                                        "written there") from error
         raise
     return summary
 

@@ -152,9 +152,7 @@ def disk_full_error(writing: Path, output_dir: Path, optimizer: bool = True) -> 
     complete, _ = checkpoints(output_dir, optimizer)
     last = (f"the last complete checkpoint is {complete[-1]}: free some space, then the same command with --resume "
             "continues from it") if complete else "no checkpoint is complete yet"
-    error = OSError(f"No space left on device while writing {writing}; {last}")
-    error.errno = errno.ENOSPC
-    return error
+    return OSError(errno.ENOSPC, f"No space left on device while writing {writing}; {last}")
 
 
 class DiskFullReporter(TrainerCallback):
