@@ -75,13 +75,16 @@ class ForkServer:
         return self
 
     def run(self, job: dict) -> dict:
+        """`{"killed": bool, "exit": code or None, "printed": [the child's stdout lines]}`."""
         self.process.stdin.write(json.dumps(job) + "\n")
         self.process.stdin.flush()
+        printed = []
         while True:
             line = self.process.stdout.readline()
             assert line, f"the fork server ended:\n{self.log.read_text()[-3000:]}"
             if line.startswith('{"killed"'):
-                return json.loads(line)
+                return {**json.loads(line), "printed": printed}
+            printed.append(line.rstrip("\n"))
 
     def __exit__(self, *exc):
         self.process.stdin.close()

@@ -45,7 +45,7 @@ def checkpoint_problem(folder: Path, optimizer: bool = True) -> str | None:
 
     state_file = folder / TRAINER_STATE
     if not state_file.is_file():
-        return f"no {TRAINER_STATE} (the save stopped before its end)"
+        return f"{TRAINER_STATE} missing, the save did not finish"
     try:
         step = json.loads(state_file.read_text(encoding="utf-8")).get("global_step")
     except (ValueError, UnicodeDecodeError):
@@ -102,7 +102,8 @@ def resume_checkpoint(output_dir: Path, requested: str, optimizer: bool = True) 
     complete, incomplete = checkpoints(output_dir, optimizer)
     if not complete:
         found = "; ".join(f"{folder.name}: {problem}" for folder, problem in incomplete.items())
-        raise FileNotFoundError(f"--resume: no complete checkpoint in {output_dir}" + (f" ({found})" if found else ""))
+        raise FileNotFoundError(f"--resume: no complete checkpoint in {output_dir}" + (f" ({found})" if found else "")
+                                + "; pass --overwrite instead to start again")
     newest = complete[-1]
     return newest, {folder: problem for folder, problem in incomplete.items()
                     if checkpoint_step(folder) > checkpoint_step(newest)}

@@ -18,6 +18,7 @@ same examples, so a resumed or distributed run sees the same dataset.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from io import BytesIO
 
 from ..image_processing_ase_mllm import SWAPPED_ORIENTATIONS, decode_image, exif_orientation, open_image
 from ..processing_ase_mllm import IMAGE_PLACEHOLDER
@@ -48,15 +49,34 @@ class Screening:
         return "; ".join(parts)
 
 
-def image_sources(dataset):
-    """The `images` column undecoded where it is a `datasets.Image` list (paths or bytes, no pixels yet)."""
+def image_rows(dataset, batch_size: int = 64):
+    """Each example's images as stored: `{"bytes", "path"}` dicts of a `datasets.Image` column, read from Arrow
+    without decoding (or, for another column type, the values as they come)."""
     from datasets import Image, List
 
     feature = dataset.features.get("images")
-    if isinstance(feature, List) and isinstance(feature.feature, Image):
-        return dataset.select_columns(["images"]).cast_column("images", List(Image(mode=feature.feature.mode,
-                                                                                 decode=False)))
-    return dataset.select_columns(["images"])
+    if not (isinstance(feature, List) and isinstance(feature.feature, Image)):
+        yield from dataset["images"]
+        return
+    for batch in dataset.select_columns(["images"]).with_format("arrow").iter(batch_size=batch_size):
+        yield from batch.column("images").to_pylist()
+
+
+def open_stored(image, number: int):
+    """`(name, opened PIL image)` of one stored image (a dict of `bytes`/`path`, a path, or a PIL image)."""
+    import PIL.Image
+
+    if isinstance(image, PIL.Image.Image):
+        return getattr(image, "filename", "") or f"image {number}", open_image(image)
+    if isinstance(image, dict):
+        name = image.get("path") or f"image {number}"
+        source = BytesIO(image["bytes"]) if image.get("bytes") is not None else image.get("path")
+    else:
+        name, source = str(image), image
+    try:
+        return name, PIL.Image.open(source)
+    except (OSError, ValueError, PIL.UnidentifiedImageError) as error:
+        raise ValueError(f"image {name!r} could not be read: {error}") from error
 
 
 def check_images(dataset, bad_images: str, screening: Screening):
@@ -64,16 +84,14 @@ def check_images(dataset, bad_images: str, screening: Screening):
     `(height, width)`, as displayed (EXIF rotation applied). `bad_images`: "stop" (raise, naming the example and the
     file) or "skip"."""
     kept, sizes = [], []
-    for index, row in enumerate(image_sources(dataset)):
+    for index, images in enumerate(image_rows(dataset)):
         row_sizes, problem = [], None
-        for number, image in enumerate(row["images"] or []):
-            source = image if not isinstance(image, dict) else image["bytes"] or image["path"]
-            name = image.get("path") if isinstance(image, dict) and image.get("path") else f"image {number}"
+        for number, image in enumerate(images or []):
             try:
-                opened = open_image(source, decode=False)
+                name, opened = open_stored(image, number)
                 width, height = opened.size
                 swapped = exif_orientation(opened) in SWAPPED_ORIENTATIONS
-                decode_image(opened, name, draft_size=(1, 1))
+                decode_image(opened, repr(name), draft_size=(1, 1))
             except ValueError as error:
                 problem = str(error)
                 break
