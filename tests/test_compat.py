@@ -19,6 +19,7 @@ from packaging.version import Version
 
 from compat_fixtures import (
     FAMILY_CLASSES,
+    SENTENCEPIECE_EXTRAS,
     FLOOR_PACKAGES,
     MIDDLE,
     NEWEST,
@@ -30,8 +31,10 @@ from compat_fixtures import (
     declared_requirements,
     floor_env,
     linked_venv,
+    resolved_extra,
     run_child,
     save_checkpoint,
+    sentencepiece_env,
     setup_arguments,
     transformers_env,
 )
@@ -144,6 +147,61 @@ def test_converted_llama_tokenizers_encode_as_transformers_4_slow_llama_tokenize
               f"LlamaTokenizer on {len(differing)}")
         assert not differing, differing[:5]
         assert slow[folder]["ids"] == reference
+
+
+SENTENCEPIECE_CHILD = """
+import json, sys, warnings
+warnings.simplefilter("ignore")
+from pathlib import Path
+import google.protobuf, sentencepiece
+from modeling_ase_mllm.convert.tokenizer import load_source_tokenizer, native_tokenizer
+texts = json.loads(sys.argv[1])
+result = {"versions": [sentencepiece.__version__, google.protobuf.__version__]}
+for folder in sys.argv[2:]:
+    tokenizer, _ = native_tokenizer(load_source_tokenizer(Path(folder)), Path(folder))
+    result[folder] = [tokenizer(text)["input_ids"] for text in texts]
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", SENTENCEPIECE_EXTRAS)
+def test_the_declared_ranges_install_a_sentencepiece_that_reads_tokenizers(extra, tmp_path):
+    """setup.py's ranges alone (`pip install ".[extra]"` without constraints.txt, resolved by `compat_fixtures`)
+    pick a sentencepiece and protobuf under which a Llama `tokenizer.model` and InternLM2's remote tokenizer are
+    read and rebuilt, encoding as with the pinned stack."""
+    from modeling_ase_mllm.convert.tokenizer import load_source_tokenizer, native_tokenizer
+    from opengvlab_fixtures import tokenizer_corpus, write_internlm2_tokenizer, write_llama_tokenizer
+
+    picked = resolved_extra(extra, build=False)
+    env = sentencepiece_env(extra, build=False)
+    write_llama_tokenizer(tmp_path / "llama")
+    write_internlm2_tokenizer(tmp_path / "internlm2")
+    folders = [str(tmp_path / "llama"), str(tmp_path / "internlm2")]
+    texts = ["  Warm light <|user|> x", *tokenizer_corpus()[:20]]
+    run = subprocess.run([str(env.python), "-c", SENTENCEPIECE_CHILD, json.dumps(texts), *folders],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["versions"] == [picked["sentencepiece"], picked["protobuf"]]
+    print(f"\nase-mllm[{extra}] without constraints: sentencepiece {picked['sentencepiece']}, protobuf "
+          f"{picked['protobuf']}: both tokenizers read")
+    for folder in folders:
+        tokenizer, _ = native_tokenizer(load_source_tokenizer(Path(folder)), Path(folder))
+        assert result[folder] == [tokenizer(text)["input_ids"] for text in texts], folder
+
+
+def test_the_declared_ranges_exclude_the_sentencepiece_protobuf_pair_that_reads_nothing():
+    """sentencepiece 0.2.3 with a protobuf below 7.36.1 (what lmms-eval's wandb holds) fails on every
+    `tokenizer.model` (`Detected incompatible Protobuf Gencode/Runtime versions`): no extra may admit it."""
+    arguments = setup_arguments()
+    for extra, requirements in arguments["extras_require"].items():
+        ranges = {Requirement(text).name: Requirement(text).specifier
+                  for text in arguments["install_requires"] + requirements}
+        if "sentencepiece" in ranges:
+            assert not (ranges["sentencepiece"].contains("0.2.3") and ranges.get("protobuf", "").__contains__("6.33.6")
+                        if "protobuf" in ranges else ranges["sentencepiece"].contains("0.2.3")), extra
 
 
 @pytest.mark.parametrize(("installed", "supported"), [
