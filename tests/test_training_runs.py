@@ -7,6 +7,8 @@ Each test is one row of issue 24's table. The tiny model, one 448 px tile per ph
 
 import json
 import random
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from datasets import Dataset, Features, Image, List, Value
 from safetensors.torch import load_file
 
 from conftest import random_image
-from interruption import ForkServer, on_small_disk, small_disk_available
+from interruption import ForkServer, child_environment, on_small_disk, small_disk_available
 from modeling_ase_mllm.cli import main
 from modeling_ase_mllm.data.conversations import conversation, to_conversations
 from modeling_ase_mllm.data.mini_aic import load_mini_aic, load_mini_aic_records
@@ -242,7 +244,19 @@ def test_a_corrupt_image_is_found_before_step_0(data, tmp_path, capsys):
                                 f"example 2, image '{paths[2].name}' could not be read"), data_line
 
 
-def test_an_over_long_critique_is_cut_or_skipped_before_step_0(data, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def long_critique_data(tmp_path_factory):
+    """Four photos, the first with a 100,000-character critique of mini-set words: `(dataset, long, critiques)`."""
+    root = tmp_path_factory.mktemp("long-critique")
+    paths = photo_files(root / "photos", 4)
+    rng = random.Random(0)
+    words = " ".join(critique["text"] for photo in load_mini_aic_records() for critique in photo["critiques"]).split()
+    long = " ".join(rng.choice(words) for _ in range(20_000))[:100_000]
+    critiques = [long] + [f"The light is warm and the frame is balanced, photo {index}." for index in range(1, 4)]
+    return conversations_dataset(paths, critiques, root / "data"), long, critiques
+
+
+def test_an_over_long_critique_is_cut_or_skipped_before_step_0(data, long_critique_data, tmp_path, capsys):
     """Row 11: a 100,000-character critique among four (21,000 tokens of the tiny tokenizer). Over the limit (the
     model's 16,384 positions by default, or the recipe's `max_length`) it is cut to fit, or skipped with
     `long_critiques: skip`, and counted; the run trains. A cut example is as long as the limit allows and no
@@ -250,12 +264,7 @@ def test_an_over_long_critique_is_cut_or_skipped_before_step_0(data, tmp_path, c
     from transformers import AutoProcessor
 
     _, recipe = data
-    paths = photo_files(tmp_path / "photos", 4)
-    rng = random.Random(0)
-    words = " ".join(critique["text"] for photo in load_mini_aic_records() for critique in photo["critiques"]).split()
-    long = " ".join(rng.choice(words) for _ in range(20_000))[:100_000]
-    critiques = [long] + [f"The light is warm and the frame is balanced, photo {index}." for index in range(1, 4)]
-    dataset = conversations_dataset(paths, critiques, tmp_path / "data")
+    dataset, long, critiques = long_critique_data
     command = ("train", "--recipe", recipe, "--data", dataset, "--model", "tiny", "--max-steps", 1)
 
     status, out, err = cli(capsys, *command, "--output-dir", tmp_path / "run")
@@ -282,3 +291,39 @@ def test_an_over_long_critique_is_cut_or_skipped_before_step_0(data, tmp_path, c
     batch = AseMllmDataCollator(processor)([dict(cut[0])])
     assert 2000 < batch["input_ids"].shape[1] <= 2048 and (batch["labels"] != -100).sum() > 1000
     assert long.startswith(cut[0]["messages"][1]["content"][0]["text"])
+
+
+OUT_OF_MEMORY_CHILD = """
+import resource, sys
+from modeling_ase_mllm.cli import main
+import modeling_ase_mllm.training.train, trl  # imported before the limit: it is the run's memory that is bounded
+
+def virtual_memory():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+
+limit = virtual_memory() + 3 * 2**30
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_running_out_of_memory_is_one_line(data, long_critique_data, tmp_path):
+    """Row 11, "no OOM without a message": two examples per step, one of them the critique cut to the model's
+    16,384 positions, padded beside a short one (so attention is computed with a mask, in full), in a process whose
+    address space has 3 GiB left: the run stops at that step with one line naming the longest example and what to
+    lower, exit 1, not a kill without a word."""
+    _, recipe = data
+    dataset = long_critique_data[0]
+    command = [sys.executable, "-c", OUT_OF_MEMORY_CHILD, "train", "--recipe", str(recipe), "--data", str(dataset),
+               "--model", "tiny", "--max-steps", "2", "--per_device_train_batch_size", "2", "--effective_batch_size",
+               "2", "--output-dir", str(tmp_path / "run")]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=900, env=child_environment())
+    errors = [line for line in run.stderr.replace("\r", "\n").splitlines() if line.startswith("ase-mllm")]
+    assert run.returncode == 1 and len(errors) == 1, run.stderr[-3000:]
+    said = re.fullmatch(r"ase-mllm train: error: out of memory at step [12] \(the longest example has ([\d,]+) tokens, "
+                        r"2 per device\): lower per_device_train_batch_size, max_patches or max_length", errors[0])
+    assert said and 16_000 < int(said[1].replace(",", "")) <= 16_384, errors  # the cut critique, not its 21,248
+    print(f"\n{errors[0]}")

@@ -61,4 +61,4 @@ def main(args) -> int:
 
 
 def kept(args) -> str:
-    return f"nothing was written to {args.output} (the conversion is put there only once it is complete)"
+    return f"{args.output} is as it was (a conversion goes there only once it is complete)"

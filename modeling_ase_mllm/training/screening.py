@@ -33,6 +33,7 @@ class Screening:
     truncated: int = 0
     skipped_long: int = 0
     longest: int = 0  # tokens, before cutting
+    longest_kept: int = 0  # tokens, after
     limit: int | None = None
 
     def summary(self) -> str:
@@ -126,14 +127,16 @@ def fit_lengths(dataset, processor, sizes, limit: int, long_critiques: str, scre
     for index, (conversation, length) in enumerate(zip(messages, lengths)):
         if length <= limit:
             kept.append(index)
+            screening.longest_kept = max(screening.longest_kept, length)
             continue
         cut = truncated(processor, conversation, length, limit, image_tokens[index]) if long_critiques == "truncate" else None
         if cut is None:
             screening.skipped_long += 1
             continue
-        changed[index] = cut
+        changed[index], length = cut
         kept.append(index)
         screening.truncated += 1
+        screening.longest_kept = max(screening.longest_kept, length)
     if changed:
         column = [changed.get(index, conversation) for index, conversation in enumerate(messages)]
         feature = dataset.features["messages"]
@@ -142,8 +145,8 @@ def fit_lengths(dataset, processor, sizes, limit: int, long_critiques: str, scre
 
 
 def truncated(processor, conversation, length: int, limit: int, image_tokens: int):
-    """The conversation with its last answer cut at a token boundary so that it takes at most `limit` tokens, or
-    None when the rest of it alone is longer."""
+    """`(conversation, its length)`: the conversation with its last answer cut at a token boundary so that it takes
+    at most `limit` tokens; None when the rest of it alone is longer."""
     tokenizer = processor.tokenizer
     turn = next((message for message in reversed(conversation) if message["role"] == "assistant"), None)
     if turn is None:
@@ -161,7 +164,7 @@ def truncated(processor, conversation, length: int, limit: int, image_tokens: in
         item["text"] = text[:offsets[keep - 1][1]]
         length = len(tokenizer(rendered(processor, conversation))["input_ids"]) + image_tokens
         if length <= limit:
-            return conversation
+            return conversation, length
     return None
 
 

@@ -163,13 +163,11 @@ def resume_request(script_args, training_args) -> str | None:
 def run_error(error: BaseException, trainer, reporter: DiskFullReporter, writing: Path | None, longest: int):
     """The one-line error for a run that stopped: a full disk (what was being written, the last complete
     checkpoint) or no memory left (the longest example, what to lower); None for any other error."""
-    import torch
-
     output_dir = Path(trainer.args.output_dir)
     writing = reporter.writing or writing
     if writing is not None and is_disk_full(error, writing):
         return disk_full_error(writing, output_dir, optimizer=not trainer.args.save_only_model)
-    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(error):  # CPU
         return MemoryError(
             f"out of memory at step {trainer.state.global_step + 1} (the longest example has {longest:,} tokens, "
             f"{trainer.args.per_device_train_batch_size} per device): lower per_device_train_batch_size, "
@@ -225,7 +223,7 @@ def main(script_args, training_args):
         trainer.save_model(output_dir)
         trainer.save_state()  # trainer_state.json: the loss curve (log_history) next to the model
     except Exception as error:
-        if (reported := run_error(error, trainer, reporter, writing, screening.longest)) is not None:
+        if (reported := run_error(error, trainer, reporter, writing, screening.longest_kept)) is not None:
             raise reported from error
         raise
     if trainer.is_world_process_zero():
