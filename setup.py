@@ -45,15 +45,18 @@ TRAIN = ["trl>=1.16", "peft>=0.18"]
 EVAL = ["pycocoevalcap>=1.2", "evaluate>=0.4.6"]
 # `ase-mllm convert` reads SentencePiece `tokenizer.model` files: InternLM2's tokenizer (InternVL2-2B/8B/26B) and
 # Llama/Phi-3 folders that ship no tokenizer.json; and Qwen-VL-Chat's tiktoken BPE (`qwen.tiktoken`). The converted
-# folder needs none of them (it holds a tokenizer.json).
-CONVERT = ["sentencepiece>=0.2", "protobuf>=4", "tiktoken>=0.7"]
+# folder needs none of them (it holds a tokenizer.json). sentencepiece below 0.2.3: 0.2.3's generated protobuf code
+# needs protobuf >= 7.36.1 at run time and fails to load under any older protobuf (which the lmms extra's wandb
+# requires), so a resolver could pick a pair that reads no tokenizer.model; 0.2.2 reads them under protobuf 6 and 7
+# (tests/test_compat.py resolves each extra from these ranges alone and loads tokenizers with the pair it picks).
+CONVERT = ["sentencepiece>=0.2,<0.2.3", "protobuf>=4", "tiktoken>=0.7"]
 # `ase-mllm serve` runs on transformers' own OpenAI-compatible server: its `serving` extra (FastAPI, uvicorn, openai).
 # httpcore (already there through openai's httpx) fetches remote images through our own network backend, which
 # checks every address it connects to (`inference/image_urls.py`): `network_backend` and `AnyIOBackend` since 1.0.
 SERVE = [f"transformers[serving]{TRANSFORMERS_RANGE}", "httpcore>=1.0,<2"]
 # The lmms-eval plugin (model `ase_mllm`, AIC caption tasks). lmms-eval needs torchvision (the release that pairs
 # with torch 2.13, kept out of every other extra but dev) and a filelock before 4 (it imports `filelock._api`). Its
-# wandb pin holds protobuf below 7, under which sentencepiece 0.2.3 does not import (constraints.txt: 0.2.2).
+# wandb pin holds protobuf below 7, under which sentencepiece 0.2.3 does not import (hence CONVERT's < 0.2.3).
 LMMS = ["lmms-eval>=0.7.3,<0.8", "torchvision>=0.28,<0.29", "filelock>=3.12,<4"]
 # The vLLM plugin (integrations/vllm, entry point `vllm.general_plugins`) runs in vLLM's own environment, into which
 # this package goes with `--no-deps` (README: "Serving on vLLM"): every vLLM release pins its own exact torch (the CPU

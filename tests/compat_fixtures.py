@@ -9,6 +9,10 @@ package is a `.pth` *hook* there, which such a line does not run: our package is
 `${XDG_CACHE_HOME:-~/.cache}/ase_mllm/compat-envs/` and reused; building one asks PyPI, so the tests only reuse
 them: `python tests/compat_fixtures.py` builds what `tests/test_compat.py` loads (the README's test command runs
 it before pytest), and `bench/compat_matrix.py` builds every row of `TRANSFORMERS_ROWS`.
+
+It also resolves the extras that bring sentencepiece and protobuf from setup.py's ranges alone (`resolved_extra`,
+`pip install --dry-run --report` without constraints.txt, as a user installs) and builds an environment with the
+pair each one picks (`sentencepiece_env`), which `test_compat.py` reads a `tokenizer.model` with.
 """
 
 import hashlib
@@ -239,6 +243,61 @@ def declared_lower_bounds(names: tuple[str, ...]) -> dict[str, str]:
     }
 
 
+# ---------------------------------------------------------------------------------------------- what the ranges install
+
+
+# The extras whose requirements bring sentencepiece and protobuf; each is resolved from setup.py's ranges alone, as
+# `pip install ".[extra]"` without constraints.txt does, and the pair it picks must read a `tokenizer.model`.
+SENTENCEPIECE_EXTRAS = ("convert", "dev")
+SENTENCEPIECE_PACKAGES = ("sentencepiece", "protobuf")
+# A resolution is asked again when older than this: new releases on PyPI change what the ranges pick.
+RESOLUTION_MAX_AGE = 7 * 24 * 3600
+# Held at constraints.txt's versions in a resolution: torch is never resolved without its pin, and the CUDA wheels'
+# extras that an older torch names do not resolve from every index. None of them decides sentencepiece or protobuf.
+TORCH_STACK = re.compile(r"(torch|torchvision|triton|cuda-[\w-]+|nvidia-[\w-]+)==.+")
+
+
+def torch_stack_constraints() -> Path:
+    """A constraints file of `TORCH_STACK`'s pins in constraints.txt."""
+    lines = [line for line in (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines()
+             if TORCH_STACK.fullmatch(line.strip())]
+    path = cache_root() / f"torch-stack-{hashlib.sha256(chr(10).join(lines).encode()).hexdigest()[:12]}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def resolved_extra(extra: str, build: bool = True) -> dict[str, str]:
+    """`{package: version}` that pip resolves for `ase-mllm[extra]` from setup.py's ranges, without constraints.txt
+    but the torch stack's (`pip install --dry-run --report`, every package as if none were installed). Cached per
+    setup.py in the cache folder; `build=False` only reads the cache (the tests never reach the network)."""
+    ranges = hashlib.sha256((REPO / "setup.py").read_bytes()).hexdigest()[:12]
+    report = cache_root() / f"resolved-{extra}-{ranges}.json"
+    fresh = report.is_file() and time.time() - report.stat().st_mtime < RESOLUTION_MAX_AGE
+    if not fresh and build:
+        partial = report.with_suffix(f".{os.getpid()}.tmp")
+        report.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                   "--disable-pip-version-check", "-c", str(torch_stack_constraints()), "--report", str(partial),
+                   f"{REPO}[{extra}]"]
+        run = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+        if run.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({run.returncode}):\n{run.stderr[-3000:]}")
+        partial.replace(report)
+    if not report.is_file():
+        raise EnvironmentNotBuilt(f"no resolution of ase-mllm[{extra}] in {cache_root()}: run "
+                                  "`python tests/compat_fixtures.py` first (the README's test command does)")
+    installs = json.loads(report.read_text(encoding="utf-8"))["install"]
+    return {re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower(): item["metadata"]["version"] for item in installs}
+
+
+def sentencepiece_env(extra: str, build: bool = True) -> CompatEnv:
+    """The dev environment with the sentencepiece and protobuf that `ase-mllm[extra]` resolves to, and our package."""
+    picked = resolved_extra(extra, build)
+    pins = [f"{name}=={picked[name]}" for name in SENTENCEPIECE_PACKAGES]
+    return build_env("-".join(pin.replace("==", "-") for pin in pins), pins, with_package=True, build=build)
+
+
 # ---------------------------------------------------------------------------------------------- the checkpoint and runs
 
 
@@ -307,5 +366,8 @@ if __name__ == "__main__":  # what the README's test command runs before pytest:
     for release in (OLDEST, MIDDLE, NEWEST, *UNSUPPORTED):
         print(f"transformers {release}: {transformers_env(release).python}", flush=True)
     print(f"dependency lower bounds: {floor_env().python}", flush=True)
+    for extra in SENTENCEPIECE_EXTRAS:
+        env = sentencepiece_env(extra)
+        print(f"ase-mllm[{extra}] without constraints: {', '.join(sorted(env.installed))}: {env.python}", flush=True)
     started = time.perf_counter()
     print(f"{VLLM_PIN}: {vllm_env().python} ({time.perf_counter() - started:.0f} s)")

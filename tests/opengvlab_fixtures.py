@@ -11,6 +11,10 @@
   encoding of each piece of text between the added tokens, `<s>` first, and so is this one.
 - `sentencepiece_ids`: that encoding computed straight from sentencepiece, the reference the tests compare with.
 - `write_internlm2_checkpoint`: all of it, for a tiny random model sized to that tokenizer (InternVL2-2B/8B's layout).
+- `write_llama_tokenizer`: a Llama tokenizer that ships only `tokenizer.model` (Llama's SentencePiece options), with
+  Phi-3's chat tokens and InternVL's image tokens appended, as in InternVL2-4B.
+- `parity_corpus`: texts two tokenizers must encode alike: the critiques and prompts under runs of spaces, tabs and
+  newlines, code, non-ASCII text, and every added token at the start, inside and at the end of them.
 """
 
 from __future__ import annotations
@@ -269,6 +273,62 @@ def sentencepiece_ids(model, added: dict[str, int], text: str, bos_id: int = 1) 
     for piece in re.split(f"({pattern})", text):
         ids += [added[piece]] if piece in added else model.encode(piece) if piece else []
     return ids
+
+
+PHI3_TOKENS = ["<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "<img>", "</img>", "<IMG_CONTEXT>"]
+
+
+def write_llama_tokenizer(folder: Path, legacy: bool | None = False, rstrip: bool = False) -> dict[str, int]:
+    """A Llama tokenizer that ships only `tokenizer.model` (no tokenizer.json), with Phi-3's chat tokens and
+    InternVL's image tokens appended, as in InternVL2-4B; returns every added token's id.
+
+    The model is trained with Llama's SentencePiece options (dummy prefix, byte fallback, digits split, whitespace
+    kept). `legacy` is the `tokenizer_config.json` field (None: absent, transformers 4's `True`); `rstrip`: the
+    appended tokens swallow the blanks after them, as Phi-3's own do.
+    """
+    import sentencepiece
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.model").write_bytes(train_sentencepiece(add_dummy_prefix=True))
+    size = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer.model")).get_piece_size()
+    added = {"<unk>": 0, "<s>": 1, "</s>": 2, **{token: size + i for i, token in enumerate(PHI3_TOKENS)}}
+    decoder = {str(i): {**added_token(token), "rstrip": rstrip and i >= size} for token, i in added.items()}
+    config = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "<|end|>", "unk_token": "<unk>",
+              "pad_token": "<unk>", "add_bos_token": True, "added_tokens_decoder": decoder}
+    if legacy is not None:
+        config["legacy"] = legacy
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return added
+
+
+CODE_TEXTS = (
+    'def crop(image, margin=10):\n    """Cut the borders."""\n    return image[margin:-margin, margin:-margin]\n',
+    "for (int i = 0; i < n; ++i) {\n\tsum += a[i];\t// tab\n}\n",
+    '<div class="caption">  Warm light  </div>\r\n',
+    "SELECT *\n  FROM photos\n WHERE score >= 4.5;  -- two spaces\n",
+)
+NON_ASCII_TEXTS = ("全角ＡＢＣ与中文标点：构图、光线。", "Ça, c'est très beau — naïve café", "Фото: тёплый свет",
+                   "emoji 📷🙂 mixed", "Cafe\u0301 with a combining accent", "日本語の写真、 光と影")
+# Blanks where tokenizers part: before, after and instead of the spaces of a text, and sentencepiece's own `▁`.
+WHITESPACE_VARIANTS = (
+    lambda text: text, lambda text: " " + text, lambda text: "   " + text, lambda text: "\t" + text,
+    lambda text: "\n" + text, lambda text: " \n " + text, lambda text: text + "   ", lambda text: text + "\n\n",
+    lambda text: text.replace(" ", "  "), lambda text: text.replace(" ", "\t"), lambda text: text.replace(" ", "\n"),
+    lambda text: "▁" + text.replace(" ", "▁ "),
+)
+
+
+def parity_corpus(added_tokens: list[str]) -> list[str]:
+    """About 2,500 texts: our critiques, prompts, code and non-ASCII text, each under `WHITESPACE_VARIANTS`, and
+    each with every one of `added_tokens` in front (with and without a blank after it), at the end and inside."""
+    base = [*tokenizer_corpus(), *CODE_TEXTS, *NON_ASCII_TEXTS]
+    texts = [variant(text) for text in base for variant in WHITESPACE_VARIANTS]
+    for token in added_tokens:
+        for text in base:
+            middle = len(text) // 2
+            texts += [token + text, f"{token} {text}", f"{text}{token}", f"{text[:middle]}{token}{text[middle:]}"]
+    texts += ["".join(added_tokens), " ".join(added_tokens), " ", "  ", "\t", "\n", " \n ", ""]
+    return texts
 
 
 def internlm2_sized_config(added: dict[str, int]):

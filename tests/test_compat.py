@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from compat_fixtures import (
     FAMILY_CLASSES,
+    SENTENCEPIECE_EXTRAS,
     FLOOR_PACKAGES,
     MIDDLE,
     NEWEST,
@@ -30,8 +32,10 @@ from compat_fixtures import (
     declared_requirements,
     floor_env,
     linked_venv,
+    resolved_extra,
     run_child,
     save_checkpoint,
+    sentencepiece_env,
     setup_arguments,
     transformers_env,
 )
@@ -92,6 +96,113 @@ def test_releases_below_the_minimum_get_one_clear_error(release, reference, tmp_
     # Raised by the first module AutoConfig imports, before any import of a newer transformers symbol fails.
     assert result["traceback"].strip().splitlines()[-1] == unsupported_message(release)
     assert "configuration_ase_mllm.py" in result["traceback"] and "During handling" not in result["traceback"]
+
+
+# transformers 4's slow `LlamaTokenizer` (sentencepiece), the class OpenGVLab's code loads (`use_fast=False`); 5.0 removed it.
+SLOW_LLAMA_RELEASE = next(release for release in UNSUPPORTED if release.startswith("4."))
+SLOW_LLAMA_CHILD = """
+import json, sys
+from transformers import AutoTokenizer
+result = {}
+for folder in sys.argv[1:]:
+    texts = json.load(open(folder + "/texts.json"))
+    tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=False)
+    result[folder] = {"class": type(tokenizer).__name__, "ids": [tokenizer(text)["input_ids"] for text in texts]}
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.slow
+def test_converted_llama_tokenizers_encode_as_transformers_4_slow_llama_tokenizer(tmp_path):
+    """"What it must show" 4 against the real thing: three Llama `tokenizer.model` folders (Phi-3's `legacy: false`,
+    its appended tokens with `rstrip`, and no `legacy` field, transformers 4's `True`) encoded by transformers 4.57's
+    slow `LlamaTokenizer` in its own environment, by the converted tokenizer and by `SlowLlamaEncoding`: the same ids
+    on every text of the corpus."""
+    from transformers import AutoTokenizer
+
+    from modeling_ase_mllm.convert.tokenizer import load_source_tokenizer, native_tokenizer
+    from opengvlab_fixtures import parity_corpus, write_llama_tokenizer
+
+    folders, ours = [], {}
+    for name, legacy, rstrip in (("phi3", False, False), ("phi3-rstrip", False, True), ("legacy-default", None, False)):
+        folder = tmp_path / name
+        added = write_llama_tokenizer(folder, legacy=legacy, rstrip=rstrip)
+        texts = parity_corpus(list(added))
+        (folder / "texts.json").write_text(json.dumps(texts))
+        tokenizer, reference = native_tokenizer(load_source_tokenizer(folder), folder)
+        tokenizer.save_pretrained(tmp_path / f"{name}-converted")
+        converted = AutoTokenizer.from_pretrained(tmp_path / f"{name}-converted")
+        ours[str(folder)] = (texts, [converted(text)["input_ids"] for text in texts],
+                             [reference(text)["input_ids"] for text in texts])
+        folders.append(str(folder))
+    python = transformers_env(SLOW_LLAMA_RELEASE, build=False).python
+    run = subprocess.run([str(python), "-c", SLOW_LLAMA_CHILD, *folders], capture_output=True, text=True, timeout=600,
+                         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    slow = json.loads(run.stdout.strip().splitlines()[-1])
+    for folder in folders:
+        texts, converted, reference = ours[folder]
+        assert slow[folder]["class"] == "LlamaTokenizer"
+        differing = [text for text, a, b in zip(texts, slow[folder]["ids"], converted) if a != b]
+        print(f"\n{Path(folder).name}: {len(texts)} texts; converted ≠ transformers {SLOW_LLAMA_RELEASE} slow "
+              f"LlamaTokenizer on {len(differing)}")
+        assert not differing, differing[:5]
+        assert slow[folder]["ids"] == reference
+
+
+SENTENCEPIECE_CHILD = """
+import json, sys, warnings
+warnings.simplefilter("ignore")
+from pathlib import Path
+import google.protobuf, sentencepiece
+from modeling_ase_mllm.convert.tokenizer import load_source_tokenizer, native_tokenizer
+texts = json.loads(sys.argv[1])
+result = {"versions": [sentencepiece.__version__, google.protobuf.__version__]}
+for folder in sys.argv[2:]:
+    tokenizer, _ = native_tokenizer(load_source_tokenizer(Path(folder)), Path(folder))
+    result[folder] = [tokenizer(text)["input_ids"] for text in texts]
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", SENTENCEPIECE_EXTRAS)
+def test_the_declared_ranges_install_a_sentencepiece_that_reads_tokenizers(extra, tmp_path):
+    """setup.py's ranges alone (`pip install ".[extra]"` without constraints.txt, resolved by `compat_fixtures`)
+    pick a sentencepiece and protobuf under which a Llama `tokenizer.model` and InternLM2's remote tokenizer are
+    read and rebuilt, encoding as with the pinned stack."""
+    from modeling_ase_mllm.convert.tokenizer import load_source_tokenizer, native_tokenizer
+    from opengvlab_fixtures import tokenizer_corpus, write_internlm2_tokenizer, write_llama_tokenizer
+
+    picked = resolved_extra(extra, build=False)
+    env = sentencepiece_env(extra, build=False)
+    write_llama_tokenizer(tmp_path / "llama")
+    write_internlm2_tokenizer(tmp_path / "internlm2")
+    folders = [str(tmp_path / "llama"), str(tmp_path / "internlm2")]
+    texts = ["  Warm light <|user|> x", *tokenizer_corpus()[:20]]
+    run = subprocess.run([str(env.python), "-c", SENTENCEPIECE_CHILD, json.dumps(texts), *folders],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["versions"] == [picked["sentencepiece"], picked["protobuf"]]
+    print(f"\nase-mllm[{extra}] without constraints: sentencepiece {picked['sentencepiece']}, protobuf "
+          f"{picked['protobuf']}: both tokenizers read")
+    for folder in folders:
+        tokenizer, _ = native_tokenizer(load_source_tokenizer(Path(folder)), Path(folder))
+        assert result[folder] == [tokenizer(text)["input_ids"] for text in texts], folder
+
+
+def test_the_declared_ranges_exclude_the_sentencepiece_protobuf_pair_that_reads_nothing():
+    """sentencepiece 0.2.3 with a protobuf below 7.36.1 (what lmms-eval's wandb holds) fails on every
+    `tokenizer.model` (`Detected incompatible Protobuf Gencode/Runtime versions`): no extra may admit it."""
+    arguments = setup_arguments()
+    for extra, requirements in arguments["extras_require"].items():
+        ranges = {Requirement(text).name: Requirement(text).specifier
+                  for text in arguments["install_requires"] + requirements}
+        if "sentencepiece" in ranges:  # an undeclared protobuf is any protobuf
+            assert not (ranges["sentencepiece"].contains("0.2.3")
+                        and ranges.get("protobuf", SpecifierSet()).contains("6.33.6")), extra
 
 
 @pytest.mark.parametrize(("installed", "supported"), [

@@ -26,13 +26,13 @@ from modeling_ase_mllm.modeling_ase_mllm import AseMllmVisionModel
 from modeling_ase_mllm.processing_ase_mllm import INTERNVL2_5_SYSTEM_PROMPT, INTERNVL2_SYSTEM_PROMPT, build_chat_template
 from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model, tiny_config
 from opengvlab_fixtures import (
-    added_token,
     opengvlab_state_dict,
+    parity_corpus,
     sentencepiece_ids,
     tokenizer_corpus,
-    train_sentencepiece,
     write_internlm2_checkpoint,
     write_internlm2_tokenizer,
+    write_llama_tokenizer,
     write_opengvlab_checkpoint,
 )
 
@@ -303,6 +303,40 @@ def test_a_rebuilt_tokenizer_that_encodes_differently_stops_the_conversion(tmp_p
     assert not (tmp_path / "ase").exists()
 
 
+@pytest.mark.parametrize("legacy,rstrip", [(False, False), (False, True), (None, False)],
+                         ids=["phi3-legacy-false", "phi3-rstrip-tokens", "legacy-default"])
+def test_a_llama_tokenizer_model_alone_encodes_as_the_slow_llama_tokenizer(tmp_path, legacy, rstrip):
+    """Row 4 and "what it must show" 4: a Llama/Phi-3 folder with only `tokenizer.model` (InternVL2-4B's kind),
+    converted, encodes ~2,500 texts (runs of spaces, tabs, newlines, code, non-ASCII, every added token at the start,
+    inside and at the end) as transformers 4's slow `LlamaTokenizer` does, the class OpenGVLab's code loads
+    (`SlowLlamaEncoding`, itself checked against transformers 4.57's own class in `test_compat.py`); transformers 5's
+    `LlamaTokenizer` of the same folder does not (leading blanks, a leading added token)."""
+    from modeling_ase_mllm.convert.tokenizer import load_source_tokenizer, native_tokenizer
+
+    source = tmp_path / "src"
+    added = write_llama_tokenizer(source, legacy=legacy, rstrip=rstrip)
+    tokenizer, reference = native_tokenizer(load_source_tokenizer(source), source)
+    tokenizer.save_pretrained(tmp_path / "converted")
+    converted = AutoTokenizer.from_pretrained(tmp_path / "converted")
+    assert type(converted).__module__.startswith("transformers.") and not (tmp_path / "converted" / "tokenizer.model").exists()
+    assert {token: converted.convert_tokens_to_ids(token) for token in added} == added
+
+    texts = parity_corpus(list(added))
+    expected = [reference(text)["input_ids"] for text in texts]
+    mismatches = [text for text, ids in zip(texts, expected) if converted(text)["input_ids"] != ids]
+    transformers5 = AutoTokenizer.from_pretrained(source)
+    theirs = [text for text, ids in zip(texts, expected) if transformers5(text)["input_ids"] != ids]
+    tokens = sum(map(len, expected))
+    print(f"\n{len(texts)} texts, {tokens} tokens: the converted tokenizer differs from the slow Llama tokenizer on "
+          f"{len(mismatches)}; transformers 5's LlamaTokenizer of the same folder on {len(theirs)}")
+    assert len(texts) > 2000 and not mismatches, mismatches[:5]
+    assert theirs if legacy is False else True
+    for text in texts[:200]:  # decoding gives the text back, as the slow tokenizer's decoding does
+        ids = converted(text)["input_ids"]
+        if not any(token in text for token in added) and "▁" not in text:
+            assert converted.decode(ids, skip_special_tokens=True) == text, text
+
+
 MISSING_SENTENCEPIECE_CHILD = """
 import json, sys
 sys.modules["sentencepiece"] = sys.modules["google.protobuf"] = None
@@ -322,7 +356,7 @@ def test_missing_sentencepiece_is_named_with_the_extra_that_installs_it(tmp_path
     (InternLM2's remote tokenizer, or a Llama tokenizer with no tokenizer.json) says which packages are missing and
     how to install them; for the Llama one transformers would blame a missing tiktoken."""
     sources = [tmp_path / "internlm2", tmp_path / "llama"]
-    for source, write_tokenizer in zip(sources, (write_internlm2_tokenizer, write_phi3_tokenizer)):
+    for source, write_tokenizer in zip(sources, (write_internlm2_tokenizer, write_llama_tokenizer)):
         source.mkdir()
         write_tokenizer(source)
         (source / "config.json").write_text(json.dumps({"architectures": ["InternVLChatModel"], "ps_version": "v2",
@@ -364,24 +398,6 @@ def test_pixel_shuffle_v1_is_refused(tmp_path, version):
     assert not (tmp_path / "ase").exists()
 
 
-PHI3_TOKENS = ["<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "<img>", "</img>", "<IMG_CONTEXT>"]
-
-
-def write_phi3_tokenizer(folder: Path) -> dict[str, int]:
-    """A Llama tokenizer that ships only `tokenizer.model` (no tokenizer.json), with Phi-3's chat tokens and InternVL's
-    image tokens appended, as in InternVL2-4B."""
-    import sentencepiece
-
-    (folder / "tokenizer.model").write_bytes(train_sentencepiece())
-    size = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer.model")).get_piece_size()
-    added = {"<unk>": 0, "<s>": 1, "</s>": 2, **{token: size + i for i, token in enumerate(PHI3_TOKENS)}}
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "<|end|>", "unk_token": "<unk>",
-        "pad_token": "<unk>", "add_bos_token": True, "legacy": False,
-        "added_tokens_decoder": {str(i): added_token(token) for token, i in added.items()}}))
-    return added
-
-
 def phi3_su_cos_sin(positions, factors, dim, base, max_positions, original):
     """OpenGVLab's Phi-3 `Phi3SuScaledRotaryEmbedding`, transcribed: inverse frequencies divided by the short or long
     factors (long once the sequence passes `original` positions), cos/sin scaled by sqrt(1 + ln(max/orig)/ln(orig))."""
@@ -399,7 +415,7 @@ def test_internvl2_4b_phi3_with_su_rope_converts(tmp_path):
     "su" formula below and beyond the original 4096 positions, and the logits equal InternVL's."""
     source = tmp_path / "InternVL2-4B-tiny"
     source.mkdir()
-    added = write_phi3_tokenizer(source)
+    added = write_llama_tokenizer(source)
     head_dim, theta, original, longest = 16, 10000.0, 4096, 131072
     short = [1.0 + 0.05 * i for i in range(head_dim // 2)]
     long = [1.0 + 1.5 * i for i in range(head_dim // 2)]

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     except Exception as error:  # noqa: BLE001  (one line for the user; --debug for the traceback)
         if debug:
             raise
-        expected = isinstance(error, (ValueError, OSError, LookupError))
+        expected = isinstance(error, (ValueError, OSError, LookupError, MemoryError))
         kind = "error" if expected else f"internal error ({type(error).__name__}, please report it with --debug)"
         message, status = f"{name}: {kind}: {one_line(error)}", 1
     # Printed once the exception (and the frames it holds) is gone, so that a progress bar closed by their

@@ -42,6 +42,11 @@ def positive_int(text: str) -> int:
     return _number(text, int, lambda value: value >= 1, "a whole number >= 1")
 
 
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (seeds)."""
+    return _number(text, int, lambda value: value >= 0, "a whole number >= 0")
+
+
 def positive_float(text: str) -> float:
     return _number(text, float, lambda value: 0 < value < math.inf, "a number > 0")
 
@@ -214,8 +219,8 @@ def report_precision(model, scheme: str | None) -> None:
 
 def one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
-    if isinstance(error, OSError) and error.filename and error.strerror:
-        text = f"{error.strerror}: {error.filename}"
+    if isinstance(error, OSError) and error.strerror:  # without "[Errno 28]"
+        text = f"{error.strerror}: {error.filename}" if error.filename else " ".join(error.strerror.split())
     return text or type(error).__name__
 
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from .arguments import check_existing, positive_int
+from .arguments import check_existing, non_negative_int, positive_int
 
 
 def add_parser(subparsers):
@@ -20,7 +20,13 @@ def add_parser(subparsers):
     command.add_argument("--max-shard-size", type=positive_int, metavar="BYTES",
                          help="bytes per output shard (default: convert.internvl.DEFAULT_MAX_SHARD_SIZE, 5 GiB)")
     command.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
-                         help="dtype of every floating tensor written (default: the source's)")
+                         help="dtype of every floating tensor written (default: the one the source's weights are "
+                              "stored in, whatever its config's torch_dtype says)")
+    command.add_argument("--seed", type=non_negative_int, default=0,
+                         help="seed of the new IAS weights' initialisation (default 0): the same source, EAT file, "
+                              "dtype and seed give the same bytes; recorded in conversion.json")
+    command.add_argument("--overwrite", action="store_true",
+                         help="replace an output folder that is not empty (whole, once the new one is complete)")
     command.set_defaults(handler=main, kept=kept)
     return command
 
@@ -33,8 +39,12 @@ def main(args) -> int:
     if not (Path(args.source) / "config.json").is_file():
         parser.error(f"argument source: folder {args.source!r} has no config.json, so it holds no checkpoint")
     check_existing(parser, "--eat", args.eat)
-    if Path(args.output).exists() and not Path(args.output).is_dir():
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
         parser.error(f"argument output: {args.output!r} is an existing file; give a folder")
+    if output.is_dir() and any(output.iterdir()) and not args.overwrite:
+        parser.error(f"argument output: folder {args.output!r} is not empty; pass --overwrite to replace it (whole, "
+                     "once the new checkpoint is complete), or give another folder")
     import torch
 
     from ..convert.internvl import DEFAULT_MAX_SHARD_SIZE, convert_internvl_checkpoint
@@ -42,7 +52,8 @@ def main(args) -> int:
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
     convert = convert_qwen_vl_checkpoint if is_qwen_vl_folder(args.source) else convert_internvl_checkpoint
-    summary = convert(args.source, args.output, args.eat, args.max_shard_size or DEFAULT_MAX_SHARD_SIZE, dtype)
+    summary = convert(args.source, args.output, args.eat, args.max_shard_size or DEFAULT_MAX_SHARD_SIZE, dtype,
+                      seed=args.seed, overwrite=args.overwrite)
     print(f"{summary['format']} checkpoint -> {args.output}: {summary['converted_tensors']} tensors converted, "
           f"{len(summary['new_weights'])} new (IAS, zero gate{', EAT' if args.eat else ''}); saliency source "
           f"{summary['saliency_source']!r}. New weights listed in {Path(args.output) / 'conversion.json'}.")
@@ -50,4 +61,4 @@ def main(args) -> int:
 
 
 def kept(args) -> str:
-    return f"{args.output} is incomplete: delete it and convert again"
+    return f"{args.output} is as it was (a conversion goes there only once it is complete)"

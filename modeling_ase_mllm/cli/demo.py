@@ -76,7 +76,8 @@ def run_demo(
     out = Path(output_dir)
     model_dir = out / MODEL_FOLDER
     print(f"[demo] 1-2/6 fine-tuning a tiny ASE-MLLM on the mini AIC set ({steps} steps)", flush=True)
-    trainer = train("mini", data="mini_aic", model="tiny", output_dir=str(model_dir), max_steps=steps)
+    # Each demo builds its model anew: an earlier demo's checkpoints in the same folder go first.
+    trainer = train("mini", data="mini_aic", model="tiny", output_dir=str(model_dir), max_steps=steps, overwrite=True)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
     print(f"[demo] 3-4/6 reloading {model_dir} through AutoModelForImageTextToText (trust_remote_code), captioning "

@@ -101,4 +101,5 @@ def main(args) -> int:
 
 def kept(args) -> str:
     output_dir = getattr(args, "output_dir", None) or "the run's output_dir"
-    return f"checkpoints saved so far are in {output_dir}; the same command with --resume continues from the last"
+    return (f"checkpoints saved so far are in {output_dir}; the same command with --resume continues from the newest "
+            "complete one")

@@ -12,9 +12,10 @@ Two source formats are recognised from the folder's `config.json`:
 
 The conversion streams (`shards.py`): each source shard is opened lazily (`safe_open`), every tensor is renamed or
 split and appended to an output buffer that is written as a safetensors shard when it reaches `max_shard_size`, so at
-most one source tensor and one output shard are in memory. The new IAS weights (zero gate) and the EAT weights are
-added last; their names are returned and written to `conversion.json`. Every floating tensor is written in one dtype:
-the source's (its config's `torch_dtype`, else its first floating tensor's) unless `dtype` is given.
+most one source tensor and one output shard are in memory. The new IAS weights (zero gate, initialised with `seed`)
+and the EAT weights are added last; their names are returned and written to `conversion.json`. Every floating tensor
+is written in one dtype: the one the source's weights are stored in, unless `dtype` is given. The folder is written
+by `checkpoint.write_checkpoint`: whole or not at all, an existing one replaced only with `overwrite`.
 
 The tokenizer (with its special tokens) is carried over as a `tokenizers` tokenizer (`tokenizer.json`) of
 transformers' own class (`tokenizer.py`), so the converted folder runs no tokenizer remote code. The prompt format
@@ -31,7 +32,6 @@ residual, with a warning.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import warnings
 from collections.abc import Iterator
@@ -52,7 +52,8 @@ from ..processing_ase_mllm import (
     build_chat_template,
 )
 from .eat import load_eat_weights
-from .shards import ShardWriter, read_tensors, source_dtype, source_shards
+from .checkpoint import check_output, weights_dtype, write_checkpoint
+from .shards import read_json, read_tensors, source_shards
 from .tokenizer import check_same_encoding, check_sentencepiece_backends, load_source_tokenizer, native_tokenizer, probe_texts
 from .twin import ase_config_from_internvl
 
@@ -298,26 +299,33 @@ def convert_internvl_checkpoint(
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
     dtype: torch.dtype | None = None,
     eat_config: dict | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
 ) -> dict:
     """Convert an InternVL checkpoint folder (OpenGVLab or transformers format) into an ASE-MLLM folder.
 
-    Every floating tensor (converted, new IAS, EAT) is written in `dtype`, by default the source's. `eat_config`
-    overrides the EAT architecture (default: the released AVA DAT-Base); the EAT file is checked strictly against it,
-    and the tokenizer against the source's, before anything is written.
+    Every floating tensor (converted, new IAS, EAT) is written in `dtype`, by default the one the source's weights
+    are stored in (`checkpoint.weights_dtype`). `eat_config` overrides the EAT architecture (default: the released
+    AVA DAT-Base); the EAT file is checked strictly against it, and the tokenizer against the source's, before
+    anything is written. The new IAS weights are initialised with `seed`. `output` is written whole or not at all
+    (`checkpoint.write_checkpoint`); a folder with something in it is replaced only with `overwrite`.
 
-    Returns a summary: the source format, the number of converted tensors, the new IAS and EAT weights.
+    Returns a summary (also `conversion.json`): the source format, the number of converted tensors, the new IAS and
+    EAT weights, the dtype written and the source's, the seed.
     """
     from transformers import GenerationConfig, InternVLConfig
 
     source, output = Path(source), Path(output)
-    raw = json.loads((source / "config.json").read_text())
+    check_output(output, source, overwrite)
+    config_file = source / "config.json"
+    raw = read_json(config_file)
     if "llm_config" in raw:
-        check_pixel_shuffle(raw, source / "config.json")
+        check_pixel_shuffle(raw, config_file)
     elif raw.get("model_type") != "internvl":
-        raise ValueError(f"{source / 'config.json'}: neither an OpenGVLab InternVL (llm_config) nor a transformers InternVL config.")
+        raise ValueError(f"{config_file}: neither an OpenGVLab InternVL (llm_config) nor a transformers InternVL config.")
     check_sentencepiece_backends(source)
     source_tokenizer = load_source_tokenizer(source)
-    tokenizer = native_tokenizer(source_tokenizer, source)
+    tokenizer, reference = native_tokenizer(source_tokenizer, source)
     ids = {
         "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT_TOKEN),
         "start_image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_START_TOKEN),
@@ -341,40 +349,28 @@ def convert_internvl_checkpoint(
         image_processor=AseMllmImageProcessor(saliency_source=config.saliency_config.source), tokenizer=tokenizer,
         chat_template=build_chat_template(style), system_prompt=CONVERSATION_STYLES[style][3],
     )
-    if tokenizer is not source_tokenizer:
-        check_same_encoding(source_tokenizer, tokenizer, probe_texts(processor, tokenizer), source)
+    if reference is not None:
+        check_same_encoding(reference, tokenizer, probe_texts(processor, tokenizer), source)
     shards = source_shards(source)
-    dtype = source_dtype(raw, shards) if dtype is None else dtype
+    dtype, source_dtype = weights_dtype(raw, shards, config_file, dtype)
     eat_weights = {}
     if eat is not None:
         checked = load_eat_weights(EatModel(config.saliency_config.eat_config), eat)
         eat_weights = {f"model.saliency_model.{k}": v for k, v in checked.state_dict().items()}
-
-    output.mkdir(parents=True, exist_ok=True)
-    writer = ShardWriter(output, max_shard_size)
-    converted = 0
-    for shard in shards:
-        for name, source_tensor in read_tensors(shard):
-            for target, tensor in convert_tensor(name, source_tensor, config.text_config):
-                writer.add(target, tensor.to(dtype) if tensor.is_floating_point() else tensor)
-                converted += 1
-    added = []
-    for name, tensor in itertools.chain(new_ias_weights(config, dtype), eat_weights.items()):
-        writer.add(name, tensor.to(dtype) if tensor.is_floating_point() else tensor)
-        added.append(name)
-    writer.finish()
-
-    config.architectures = ["AseMllmForConditionalGeneration"]
-    config.dtype = dtype
-    config.save_pretrained(output)
-    copy_remote_code(output)
     stop_tokens = stop_token_ids(tokenizer, style, config.text_config.eos_token_id)
-    GenerationConfig(eos_token_id=stop_tokens, pad_token_id=tokenizer.pad_token_id).save_pretrained(output)
-    processor.save_pretrained(output)
-    summary = {"format": fmt, "converted_tensors": converted, "new_weights": sorted(added),
-               "saliency_source": config.saliency_config.source, "conversation_template": style,
-               "eos_token_id": stop_tokens, "dtype": str(dtype).removeprefix("torch."),
-               "tokenizer": type(tokenizer).__name__}
-    (output / "conversion.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
 
+    def save(folder: Path) -> None:
+        config.architectures = ["AseMllmForConditionalGeneration"]
+        config.dtype = dtype
+        config.save_pretrained(folder)
+        copy_remote_code(folder)
+        GenerationConfig(eos_token_id=stop_tokens, pad_token_id=tokenizer.pad_token_id).save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    converted = (pair for shard in shards for name, tensor in read_tensors(shard)
+                 for pair in convert_tensor(name, tensor, config.text_config))
+    new = itertools.chain(new_ias_weights(config, dtype), eat_weights.items())
+    summary = {"format": fmt, "saliency_source": config.saliency_config.source, "conversation_template": style,
+               "eos_token_id": stop_tokens, "tokenizer": type(tokenizer).__name__, "source_dtype": source_dtype}
+    return write_checkpoint(output, converted, new, source=source, dtype=dtype, seed=seed,
+                            max_shard_size=max_shard_size, overwrite=overwrite, save=save, summary=summary)

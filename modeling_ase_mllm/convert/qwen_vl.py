@@ -6,7 +6,7 @@ The source is Qwen-VL-Chat's remote-code format (`config.json` with `model_type:
 `qwen.tiktoken`, sharded safetensors or `.bin`). The conversion streams: each weight file is opened lazily
 (safetensors: one memory map per tensor; `.bin`: `torch.load(weights_only=True, mmap=True)`), each tensor is
 renamed or split and appended to an output shard (`shards.ShardWriter`), so about one source tensor and one output
-shard are in memory. Names (Qwen-VL → ours):
+shard are in memory; the folder is written whole or not at all (`checkpoint.write_checkpoint`). Names (Qwen-VL → ours):
 
 - `transformer.visual.conv1` / `positional_embedding` / `ln_pre` → `model.vision_tower.embeddings.patch_embedding` /
   `.embeddings.position_embedding` / `.pre_layernorm`; per block `ln_1`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`,
@@ -32,7 +32,6 @@ tiktoken with every special token allowed); reading `qwen.tiktoken` needs `tikto
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import unicodedata
 import warnings
@@ -54,7 +53,8 @@ from ..processing_ase_mllm_qwen_vl import (
 )
 from .eat import load_eat_weights
 from .internvl import DEFAULT_MAX_SHARD_SIZE, new_ias_weights
-from .shards import ShardWriter, read_tensors, source_dtype, weight_files
+from .checkpoint import check_output, weights_dtype, write_checkpoint
+from .shards import read_json, read_tensors, weight_files
 from .tokenizer import check_same_encoding, probe_texts
 
 
@@ -173,7 +173,7 @@ def is_qwen_vl_folder(folder: str | Path) -> bool:
     config = Path(folder) / "config.json"
     if not config.is_file():
         return False
-    raw = json.loads(config.read_text(encoding="utf-8"))
+    raw = read_json(config)
     return raw.get("model_type") == "qwen" and isinstance(raw.get("visual"), dict)
 
 
@@ -332,18 +332,23 @@ def convert_qwen_vl_checkpoint(
     max_shard_size: int = DEFAULT_MAX_SHARD_SIZE,
     dtype: torch.dtype | None = None,
     eat_config: dict | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
 ) -> dict:
     """Convert a Qwen-VL-Chat folder (remote-code format) into an ASE-MLLM folder of the Qwen-VL family.
 
-    Every floating tensor (converted, new IAS, EAT) is written in `dtype`, by default the source's (`torch_dtype` in
-    its config, else its first floating tensor's). The config, the tokenizer (against Qwen's encoding) and the EAT
-    file are checked before anything is written. Returns a summary, also written to `conversion.json`.
+    Every floating tensor (converted, new IAS, EAT) is written in `dtype`, by default the one the source's weights
+    are stored in (`checkpoint.weights_dtype`). The config, the tokenizer (against Qwen's encoding) and the EAT file
+    are checked before anything is written; the new IAS weights are initialised with `seed`; `output` is written
+    whole or not at all, an existing folder replaced only with `overwrite` (`checkpoint.write_checkpoint`). Returns a
+    summary, also written to `conversion.json`.
     """
     from transformers import GenerationConfig
 
     source, output = Path(source), Path(output)
+    check_output(output, source, overwrite)
     config_file = source / "config.json"
-    raw = json.loads(config_file.read_text(encoding="utf-8"))
+    raw = read_json(config_file)
     if not is_qwen_vl_folder(source):
         raise ValueError(f"{config_file}: not a Qwen-VL checkpoint (model_type 'qwen' with a 'visual' section)")
     check_qwen_vl_config(raw, config_file)
@@ -351,7 +356,7 @@ def convert_qwen_vl_checkpoint(
     if not tiktoken_file.is_file():
         raise FileNotFoundError(f"{source} has no {TIKTOKEN_FILE}: Qwen-VL's tokenizer is needed to convert it")
     generation_file = source / "generation_config.json"
-    generation = json.loads(generation_file.read_text(encoding="utf-8")) if generation_file.is_file() else {}
+    generation = read_json(generation_file) if generation_file.is_file() else {}
     if eat is None:
         warnings.warn("no EAT checkpoint given: the saliency source falls back to 'spectral_residual' (no weights).",
                       stacklevel=2)
@@ -370,39 +375,28 @@ def convert_qwen_vl_checkpoint(
     if eat_config is not None:
         config.saliency_config.eat_config = type(config.saliency_config.eat_config)(**eat_config)
     files = weight_files(source)
-    dtype = source_dtype(raw, files) if dtype is None else dtype
+    dtype, source_dtype = weights_dtype(raw, files, config_file, dtype)
     eat_weights = {}
     if eat is not None:
         checked = load_eat_weights(EatModel(config.saliency_config.eat_config), eat)
         eat_weights = {f"model.saliency_model.{k}": v for k, v in checked.state_dict().items()}
-
-    output.mkdir(parents=True, exist_ok=True)
-    writer = ShardWriter(output, max_shard_size)
-    converted = 0
-    for path in files:
-        for name, source_tensor in read_tensors(path):
-            for target, tensor in convert_qwen_vl_tensor(name, source_tensor, config):
-                writer.add(target, tensor.to(dtype) if tensor.is_floating_point() else tensor)
-                converted += 1
-    added = []
-    ias = new_ias_weights(config, dtype, vision_class=AseMllmQwenVLVisionModel)
-    for name, tensor in itertools.chain(ias, eat_weights.items()):
-        writer.add(name, tensor.to(dtype) if tensor.is_floating_point() else tensor)
-        added.append(name)
-    writer.finish()
-
-    config.architectures = ["AseMllmQwenVLForConditionalGeneration"]
-    config.dtype = dtype
-    config.save_pretrained(output)
-    copy_remote_code(output)
     stops = generation_stop_ids(tokenizer, generation)
-    GenerationConfig(eos_token_id=stops, pad_token_id=config.text_config.pad_token_id).save_pretrained(output)
-    processor.save_pretrained(output)
-    summary = {"format": "qwen-vl", "converted_tensors": converted, "new_weights": sorted(added),
-               "saliency_source": source_name, "eos_token_id": stops, "dtype": str(dtype).removeprefix("torch."),
-               "tokenizer": type(tokenizer).__name__}
-    (output / "conversion.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
+
+    def save(folder: Path) -> None:
+        config.architectures = ["AseMllmQwenVLForConditionalGeneration"]
+        config.dtype = dtype
+        config.save_pretrained(folder)
+        copy_remote_code(folder)
+        GenerationConfig(eos_token_id=stops, pad_token_id=config.text_config.pad_token_id).save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    converted = (pair for path in files for name, tensor in read_tensors(path)
+                 for pair in convert_qwen_vl_tensor(name, tensor, config))
+    new = itertools.chain(new_ias_weights(config, dtype, vision_class=AseMllmQwenVLVisionModel), eat_weights.items())
+    summary = {"format": "qwen-vl", "saliency_source": source_name, "eos_token_id": stops,
+               "tokenizer": type(tokenizer).__name__, "source_dtype": source_dtype}
+    return write_checkpoint(output, converted, new, source=source, dtype=dtype, seed=seed,
+                            max_shard_size=max_shard_size, overwrite=overwrite, save=save, summary=summary)
 
 
 __all__ = [

@@ -76,7 +76,17 @@ class AseMllmScriptArguments:
                 "processes at launch (none: leave it as given)"})
     resume: str | None = field(default=None, metadata={
         "nargs": "?", "const": "last",
-        "help": "continue from the last checkpoint in output_dir, or from the checkpoint given"})
+        "help": "continue from the newest complete checkpoint in output_dir (an interrupted save is skipped, and "
+                "named), or from the checkpoint given"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "start again in an output_dir that holds an earlier run: its checkpoints and trainer_state.json are "
+                "deleted first (without it, or --resume, such a run stops before anything is written)"})
+    bad_images: Literal["stop", "skip"] = field(default="stop", metadata={
+        "help": "an image that does not decode, found before step 0 (every image is decoded once): stop, naming "
+                "the example and the file, or skip its examples and count them"})
+    long_critiques: Literal["truncate", "skip"] = field(default="truncate", metadata={
+        "help": "an example longer than max_length tokens (default: the model's positions), found before step 0: "
+                "cut its critique to fit, or skip it; either is counted"})
 
     def __post_init__(self):
         check_choices(self)

@@ -3,6 +3,11 @@
 TRL's `SFTTrainer` in vision mode (its own collator; `assistant_only_loss`) or `transformers.Trainer` with
 `AseMllmDataCollator` (`trainer: hf`), fully or with PEFT LoRA, the freezing preset applied to the model the trainer
 trains. Heavy optional dependencies (trl, peft, datasets) are imported where they are used.
+
+Before step 0 the run checks its output folder (an earlier run's checkpoints are continued with `--resume`, from
+the newest complete one, or deleted with `--overwrite`; `checkpoints`) and its data (images that do not decode,
+examples over the length limit; `screening`). A full disk or an out-of-memory error ends it with one line that says
+what to do (`run_error`).
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from pathlib import Path
 import torch
 
 from .arguments import TINY_MODEL
+from .checkpoints import DiskFullReporter, check_fresh_output, disk_full_error, is_disk_full, resume_checkpoint
 from .freezing import apply_freezing, count_trainable, lora_config_for
 from .recipes import parse_recipe, recipe_name
+from .screening import screen_dataset
 
 
 def load_training_conversations(script_args):
@@ -206,6 +213,27 @@ def check_sharding_engine(trainer) -> None:
             )
 
 
+def resume_request(script_args, training_args) -> str | None:
+    """What the run resumes from: "last" (`--resume` alone), a checkpoint folder, or None (a new run)."""
+    return script_args.resume or training_args.resume_from_checkpoint or None
+
+
+def run_error(error: BaseException, trainer, reporter: DiskFullReporter, writing: Path | None, longest: int):
+    """The one-line error for a run that stopped: a full disk (what was being written, the last complete
+    checkpoint) or no memory left (the longest example, what to lower); None for any other error."""
+    output_dir = Path(trainer.args.output_dir)
+    writing = reporter.writing or writing
+    if writing is not None and is_disk_full(error, writing):
+        return disk_full_error(writing, output_dir, optimizer=not trainer.args.save_only_model)
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(error):  # CPU
+        return MemoryError(
+            f"out of memory at step {trainer.state.global_step + 1} (the longest example has {longest:,} tokens, "
+            f"{trainer.args.per_device_train_batch_size} per device): lower per_device_train_batch_size, "
+            "max_patches or max_length"
+        )
+    return None
+
+
 def main(script_args, training_args):
     """Fine-tune as the parsed recipe says and save the result (model or adapter, and processor) in `output_dir`.
 
@@ -216,22 +244,46 @@ def main(script_args, training_args):
     for value, what, flag in ((script_args.dataset, "dataset", "--dataset"), (script_args.model, "model", "--model")):
         if value is None:
             raise ValueError(f"recipe {name!r} names no {what}: pass {flag}")
-    output_dir = training_args.output_dir
+    output_dir = Path(training_args.output_dir)
+    main_process = training_args.process_index == 0
+    requested = resume_request(script_args, training_args)
+    checkpoint, skipped, removed = None, {}, []
+    if requested is None:
+        removed = check_fresh_output(output_dir, script_args.overwrite, main_process)
+    else:
+        checkpoint, skipped = resume_checkpoint(output_dir, requested, optimizer=not training_args.save_only_model)
     conversations = load_training_conversations(script_args)
     with whole_random_model(script_args):
         model, processor = load_model_for_training(script_args, conversations)
+    limit = training_args.max_length or model.config.get_text_config().max_position_embeddings
+    conversations, screening = screen_dataset(conversations, processor, limit, script_args.bad_images,
+                                              script_args.long_critiques)
     trainer = build_trainer(script_args, training_args, model, processor, conversations)
     check_sharding_engine(trainer)
+    reporter = DiskFullReporter(output_dir)
+    trainer.add_callback(reporter)
     if trainer.is_world_process_zero():
         counts = ", ".join(f"{part} {count:,}" for part, count in sorted(count_trainable(trainer.model).items()))
         print(
             f"[train] recipe {name}: {len(conversations)} conversations, {training_args.world_size} process(es), "
             f"gradient accumulation {training_args.gradient_accumulation_steps}; trainable parameters: {counts}"
         )
-    resume = True if script_args.resume == "last" else script_args.resume or training_args.resume_from_checkpoint
-    trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(output_dir)
-    trainer.save_state()  # trainer_state.json: the loss curve (log_history) next to the model
+        print(f"[train] data: {screening.summary()}")
+        if removed:
+            print(f"[train] --overwrite: deleted {', '.join(removed)} of the earlier run in {output_dir}")
+        if checkpoint is not None:
+            passed = "; ".join(f"{folder.name}: {problem}" for folder, problem in skipped.items())
+            print(f"[train] resuming from {checkpoint}" + (f"; skipped the incomplete {passed}" if passed else ""))
+    writing = None
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+        writing = output_dir
+        trainer.save_model(output_dir)
+        trainer.save_state()  # trainer_state.json: the loss curve (log_history) next to the model
+    except Exception as error:
+        if (reported := run_error(error, trainer, reporter, writing, screening.longest_kept)) is not None:
+            raise reported from error
+        raise
     if trainer.is_world_process_zero():
         print(f"[train] saved to {output_dir}")
     return trainer
@@ -256,7 +308,7 @@ def train(
         data_root: the dataset's folder, for a dataset name.
         output_dir: default `outputs/train/<recipe name>`.
         max_steps: stop after this many optimizer steps (overrides the recipe's epochs).
-        resume: `True` continues from the last checkpoint in `output_dir`, a path from that checkpoint.
+        resume: `True` continues from the newest complete checkpoint in `output_dir`, a path from that checkpoint.
         fields: any other recipe field (`AseMllmScriptArguments` or `SFTConfig`), e.g. `learning_rate=1e-4`.
 
     Returns:
