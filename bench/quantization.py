@@ -43,20 +43,10 @@ SCHEMES = (FLOAT, *QUANTIZATION_SCHEMES)
 MIB = 2**20
 
 
-def bench_config(preset: str):
-    """The preset, its vocabulary grown to hold its image tokens where they lie past it (`internvl2-1b.json`: ids up to
-    151667 in a vocabulary of 151655, which an embedding lookup of the prompt would index out of range)."""
-    config = load_config(preset)
-    highest = max(config.image_special_token_ids)
-    if highest >= config.text_config.vocab_size:
-        config.text_config.vocab_size = highest + 1
-    return config
-
-
 def save_random_model(preset: str, folder: Path) -> None:
     """The preset's model with random weights (gates open, as after training), saved in bfloat16."""
     torch.manual_seed(0)
-    model = AseMllmForConditionalGeneration._from_config(bench_config(preset), dtype=torch.bfloat16)
+    model = AseMllmForConditionalGeneration._from_config(load_config(preset), dtype=torch.bfloat16)
     set_saliency_gates(model, 0.5)
     model.save_pretrained(folder)
 
@@ -68,7 +58,7 @@ def measure_scheme(folder: str, preset: str, scheme: str, new_tokens: int, repea
     from transformers import AutoModelForImageTextToText
 
     torch.manual_seed(0)
-    inputs = synthetic_inputs(bench_config(preset), max_tiles=1)
+    inputs = synthetic_inputs(load_config(preset), max_tiles=1)
     quantized = {} if scheme == FLOAT else {"quantization_config": quantization_config(scheme, torch.float32),
                                              "device_map": "cpu"}
     baseline = rss_kib("VmRSS") * 1024

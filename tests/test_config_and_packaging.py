@@ -34,6 +34,14 @@ def test_config_validation_names_the_field():
         AseMllmConfig(image_seq_length=100)
 
 
+@pytest.mark.parametrize("preset", list_model_presets())
+def test_every_preset_embeds_its_image_tokens(preset):
+    """An image token past the vocabulary fails the first embedding lookup of a prompt (the InternVL2-1B preset once
+    had InternVL2.5-1B's ids, 151665-151667, in InternVL2-1B's vocabulary of 151655)."""
+    config = load_model_preset(preset)
+    assert max(config.image_special_token_ids) < config.text_config.vocab_size
+
+
 def test_presets_and_tiny_token_ids(tokenizer):
     assert {"tiny", "internvl2-1b", "internvl2-2b", "internvl2-4b", "internvl2-8b"} <= set(list_model_presets())
     tiny = load_model_preset("tiny")
