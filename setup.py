@@ -40,8 +40,10 @@ CORE = [
 ]
 # trl: SFTTrainer's assistant-only loss on vision datasets (our SFT recipes) arrived in 1.15, whose loss kernel
 # then fails on a CPU wherever triton is installed (torch's Linux wheels bring it); 1.16 runs it on CPU.
-# peft 0.18: the first that imports under transformers 5 (0.17 imports `HybridCache`, which 5.0 removed).
-TRAIN = ["trl>=1.16", "peft>=0.18"]
+# peft 0.19: 0.18 is the first that imports under transformers 5 (0.17 imports `HybridCache`, which 5.0 removed), but
+# its LoRA fails on every model wherever torchao 0.18 (the quant extra's) is installed: it imports torchao's
+# `LinearActivationQuantizedTensor`, which 0.18 removed; 0.19 no longer does.
+TRAIN = ["trl>=1.16", "peft>=0.19"]
 EVAL = ["pycocoevalcap>=1.2", "evaluate>=0.4.6"]
 # `ase-mllm convert` reads SentencePiece `tokenizer.model` files: InternLM2's tokenizer (InternVL2-2B/8B/26B) and
 # Llama/Phi-3 folders that ship no tokenizer.json; and Qwen-VL-Chat's tiktoken BPE (`qwen.tiktoken`). The converted
