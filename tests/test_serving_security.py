@@ -243,7 +243,7 @@ def test_malformed_fields_are_400s_naming_them_and_a_retrying_client_sends_each_
             assert error["type"] == "invalid_request_error", (what, error)
             assert message in error["message"], (what, error["message"])
             assert error["param"] == param, (what, error)
-        lines = access_lines(caplog)
+    lines = access_lines(caplog)  # after the server stopped: a request's line is logged once its answer is sent
     assert [line[0] for line in lines] == ["200"] + ["400"] * len(bodies)  # each once: nothing was retried
     assert all(line[2] == "-" for line in lines[1:])  # no prompt was built for any
 
