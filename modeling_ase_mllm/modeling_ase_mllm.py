@@ -48,7 +48,7 @@ from .eat_ase_mllm import (
     EatDeformableAttention, EatModel, EatWindowAttention, compute_dtype, relative_position_index, shifted_window_mask,
 )
 from .image_processing_ase_mllm import has_thumbnail, tile_count
-from .saliency_ase_mllm import map_saliency_to_tiles
+from .saliency_ase_mllm import check_saliency_source, map_saliency_to_tiles, uniform_saliency_maps
 
 
 # --- transformers compatibility ------------------------------------------------------------------------------------
@@ -502,15 +502,18 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
         saliency_maps: torch.Tensor | None = None,
         saliency_pixel_values: torch.Tensor | None = None,
         tile_grids: torch.Tensor | None = None,
+        saliency_source: str | None = None,
     ) -> torch.Tensor:
         """The per-tile maps to use, `(num_tiles, G, G)`: the given (precomputed) ones; else EAT + LayerCAM mapped
-        onto each image's tiles; all ones for the `uniform` source; otherwise a clear error."""
+        onto each image's tiles; all ones for the `uniform` source; otherwise a clear error. `saliency_source`, the
+        processor's, must be the model's (`check_saliency_source`)."""
+        check_saliency_source(saliency_source, self.config.saliency_config)
         if saliency_maps is not None:
             return saliency_maps
         source = self.config.saliency_config.source
         grid = self.config.saliency_config.grid_size
         if source == "uniform":
-            return pixel_values.new_ones((pixel_values.shape[0], grid, grid))
+            return uniform_saliency_maps(pixel_values.shape[0], grid, like=pixel_values)
         if source == "eat_layercam" and saliency_pixel_values is not None and tile_grids is not None:
             check_tile_grids(tile_grids, saliency_pixel_values, pixel_values)
             image_maps = self.get_image_saliency(saliency_pixel_values)
@@ -529,11 +532,12 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
         saliency_maps: torch.FloatTensor | None = None,
         saliency_pixel_values: torch.FloatTensor | None = None,
         tile_grids: torch.LongTensor | None = None,
+        saliency_source: str | None = None,
         **kwargs,
     ) -> torch.Tensor:
         """The `(num_tiles, G, G)` maps the IAS-ViT receives for these processor outputs."""
         check_pixel_values(pixel_values, tuple(self.config.vision_config.image_size))
-        return self.resolve_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids)
+        return self.resolve_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids, saliency_source)
 
     def get_image_features(
         self,
@@ -543,6 +547,7 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
         tile_grids: torch.LongTensor | None = None,
         vision_feature_layer: int | list[int] | None = None,
         vision_feature_select_strategy: str | None = None,
+        saliency_source: str | None = None,
         **kwargs,
     ):
         r"""
@@ -554,10 +559,13 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
             Whole images for EAT (the `eat_layercam` source).
         tile_grids (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
             `(cols, rows)` of each image's tiling, to map its saliency onto its tiles and thumbnail.
+        saliency_source (`str`, *optional*):
+            The source the processor made its saliency inputs for; must be the model's.
 
         Returns a `BaseModelOutputWithPooling` whose `pooler_output` is `(num_tiles, 256, text_hidden_size)`.
         """
-        saliency_maps = self.get_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids)
+        saliency_maps = self.get_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids,
+                                               saliency_source)
         return super().get_image_features(
             pixel_values=pixel_values,
             saliency_maps=saliency_maps,
@@ -580,6 +588,7 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
         vision_feature_layer: int | list[int] | None = None,
         vision_feature_select_strategy: str | None = None,
         mm_encoder_outputs: dict | None = None,
+        saliency_source: str | None = None,
         **kwargs,
     ):
         if pixel_values is not None and (mm_encoder_outputs or {}).get("image") is None:
@@ -588,6 +597,7 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
                 saliency_maps=saliency_maps,
                 saliency_pixel_values=saliency_pixel_values,
                 tile_grids=tile_grids,
+                saliency_source=saliency_source,
                 vision_feature_layer=vision_feature_layer,
                 vision_feature_select_strategy=vision_feature_select_strategy,
                 return_dict=True,
@@ -680,8 +690,9 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
     def get_image_saliency(self, saliency_pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.get_image_saliency(saliency_pixel_values)
 
-    def get_saliency_maps(self, pixel_values, saliency_maps=None, saliency_pixel_values=None, tile_grids=None, **kwargs):
-        return self.model.get_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids)
+    def get_saliency_maps(self, pixel_values, saliency_maps=None, saliency_pixel_values=None, tile_grids=None,
+                          saliency_source=None, **kwargs):
+        return self.model.get_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids, saliency_source)
 
     def get_image_features(
         self,
@@ -691,6 +702,7 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
         tile_grids: torch.LongTensor | None = None,
         vision_feature_layer: int | list[int] | None = None,
         vision_feature_select_strategy: str | None = None,
+        saliency_source: str | None = None,
         **kwargs,
     ):
         return self.model.get_image_features(
@@ -698,6 +710,7 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
             saliency_maps=saliency_maps,
             saliency_pixel_values=saliency_pixel_values,
             tile_grids=tile_grids,
+            saliency_source=saliency_source,
             vision_feature_layer=vision_feature_layer,
             vision_feature_select_strategy=vision_feature_select_strategy,
             **kwargs,
@@ -792,6 +805,7 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         mm_encoder_outputs: dict | None = None,
+        saliency_source: str | None = None,
         **kwargs,
     ):
         r"""
@@ -801,6 +815,8 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
             Whole images for EAT + LayerCAM (the default `eat_layercam` source), from [`AseMllmProcessor`].
         tile_grids (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
             Each image's `(cols, rows)` tiling, from [`AseMllmProcessor`].
+        saliency_source (`str`, *optional*):
+            The source [`AseMllmProcessor`] made the saliency inputs for; a source other than the model's is an error.
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Next-token targets; image tokens and padding are set to -100 here.
         """
@@ -821,6 +837,7 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
             labels=labels,
             logits_to_keep=logits_to_keep,
             mm_encoder_outputs=mm_encoder_outputs,
+            saliency_source=saliency_source,
             **kwargs,
         )
 

@@ -283,10 +283,11 @@ class AseMllmQwenVLModel(AseMllmQwenVLPreTrainedModel, AseMllmModel):
             self.saliency_model.requires_grad_(False)
         self.post_init()
 
-    def get_saliency_maps(self, pixel_values, saliency_maps=None, saliency_pixel_values=None, tile_grids=None, **kwargs):
+    def get_saliency_maps(self, pixel_values, saliency_maps=None, saliency_pixel_values=None, tile_grids=None,
+                          saliency_source=None, **kwargs):
         """The `(num_images, G, G)` maps the IAS-ViT receives for these processor outputs."""
         check_pixel_values(pixel_values, (self.config.vision_config.image_size,) * 2)
-        return self.resolve_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids)
+        return self.resolve_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids, saliency_source)
 
     def get_image_features(
         self,
@@ -294,6 +295,7 @@ class AseMllmQwenVLModel(AseMllmQwenVLPreTrainedModel, AseMllmModel):
         saliency_maps: torch.FloatTensor | None = None,
         saliency_pixel_values: torch.FloatTensor | None = None,
         tile_grids: torch.LongTensor | None = None,
+        saliency_source: str | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling:
         r"""
@@ -309,7 +311,8 @@ class AseMllmQwenVLModel(AseMllmQwenVLPreTrainedModel, AseMllmModel):
         Returns a `BaseModelOutputWithPooling`: `last_hidden_state` `(num_images, num_patches, vision_hidden)` (the
         IAS-ViT's output) and `pooler_output` `(num_images, 256, text_hidden)` (the Resampler's).
         """
-        saliency_maps = self.get_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids)
+        saliency_maps = self.get_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids,
+                                               saliency_source)
         vision = self.vision_tower(pixel_values=pixel_values.to(self.dtype), saliency_maps=saliency_maps)
         return BaseModelOutputWithPooling(
             last_hidden_state=vision.last_hidden_state,

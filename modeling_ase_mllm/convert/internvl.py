@@ -346,7 +346,7 @@ def convert_internvl_checkpoint(
         config.saliency_config.source = "spectral_residual"
     style = conversation_style(raw.get("template"), source)
     processor = AseMllmProcessor(
-        image_processor=AseMllmImageProcessor(saliency_source=config.saliency_config.source), tokenizer=tokenizer,
+        image_processor=AseMllmImageProcessor.from_saliency_config(config.saliency_config), tokenizer=tokenizer,
         chat_template=build_chat_template(style), system_prompt=CONVERSATION_STYLES[style][3],
     )
     if reference is not None:

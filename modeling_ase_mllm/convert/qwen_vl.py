@@ -361,9 +361,7 @@ def convert_qwen_vl_checkpoint(
         warnings.warn("no EAT checkpoint given: the saliency source falls back to 'spectral_residual' (no weights).",
                       stacklevel=2)
     source_name = "eat_layercam" if eat is not None else "spectral_residual"
-    processor = convert_qwen_tokenizer(
-        tiktoken_file, {"image_processor": AseMllmQwenVLImageProcessor(saliency_source=source_name)}
-    )
+    processor = convert_qwen_tokenizer(tiktoken_file, {"image_processor": AseMllmQwenVLImageProcessor()})
     tokenizer = processor.tokenizer
     token_ids = {"image_token_id": processor.image_token_id, "start_image_token_id": processor.start_image_token_id,
                  "end_image_token_id": processor.end_image_token_id}
@@ -374,6 +372,7 @@ def convert_qwen_vl_checkpoint(
     config.saliency_config.source = source_name
     if eat_config is not None:
         config.saliency_config.eat_config = type(config.saliency_config.eat_config)(**eat_config)
+    processor.image_processor = AseMllmQwenVLImageProcessor.from_saliency_config(config.saliency_config)
     files = weight_files(source)
     dtype, source_dtype = weights_dtype(raw, files, config_file, dtype)
     eat_weights = {}

@@ -49,7 +49,8 @@ def model_run_settings(model, processor, prompt: str, generation_config: dict | 
         "model_fingerprint": weights_fingerprint(model),
         "revision": getattr(model.config, "_commit_hash", None),
         "dtype": str(model.dtype).removeprefix("torch."),
-        "saliency_source": model.config.saliency_config.source,
+        # The processor's: the source that made the maps the model received (the model refuses any other).
+        "saliency_source": image_processor.saliency_source,
         "processor_fingerprint": settings_fingerprint([
             image_processor.to_dict(), getattr(processor, "chat_template", None),
             getattr(processor, "system_prompt", None),
@@ -331,7 +332,8 @@ def evaluate_model(
     if update_model_card:
         from ..hub.model_card import write_model_card
 
-        write_model_card(model_path, config=model.config, metrics=metrics)
+        write_model_card(model_path, config=model.config, metrics=metrics,
+                         saliency_source=processor.image_processor.saliency_source)
     return metrics
 
 

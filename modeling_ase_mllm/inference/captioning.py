@@ -50,6 +50,8 @@ def load_model_and_processor(model_path: str, device: str | None = None, dtype: 
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from ..saliency_ase_mllm import check_processor_saliency
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32, "float32": torch.float32,
                    "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
@@ -62,6 +64,7 @@ def load_model_and_processor(model_path: str, device: str | None = None, dtype: 
     model = AutoModelForImageTextToText.from_pretrained(model_path, trust_remote_code=True, dtype=torch_dtype,
                                                         **quantized)
     processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
+    check_processor_saliency(processor.image_processor, model.config.saliency_config, model_path)
     return (model if quantized else model.to(device)).eval(), processor
 
 

@@ -125,7 +125,7 @@ def tile_saliency_maps(image: Image.Image, processor, model=None, max_patches: i
     batch = processor.image_processor([image], return_tensors="pt", **options)
     if model is not None and hasattr(model, "get_saliency_maps"):
         with torch.no_grad():
-            return model.get_saliency_maps(**{k: v.to(model.device) for k, v in batch.items() if k != "num_patches"})
+            return model.get_saliency_maps(**batch.to(model.device).data)
     if "saliency_maps" not in batch:
         raise ValueError(
             f"the processor's {processor.image_processor.saliency_source!r} saliency is computed by the model "

@@ -85,6 +85,8 @@ def load_model_for_training(script_args, conversations=None):
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from ..saliency_ase_mllm import check_processor_saliency
+
     if script_args.model == TINY_MODEL:
         if script_args.quantization is not None:
             raise ValueError(f"`quantization` quantises a checkpoint as it loads; the random `model: {TINY_MODEL}` is "
@@ -92,8 +94,8 @@ def load_model_for_training(script_args, conversations=None):
         from ..testing.tiny import build_processor, build_tiny_model, build_tokenizer
 
         corpus = assistant_texts(conversations) if conversations is not None else []
-        processor = build_processor(build_tokenizer(corpus))
         model = build_tiny_model(seed=0)
+        processor = build_processor(build_tokenizer(corpus), saliency_config=model.config.saliency_config)
     else:
         from ..convert.tokenizer import check_tokenizer_is_ours
 
@@ -104,6 +106,7 @@ def load_model_for_training(script_args, conversations=None):
         model = AutoModelForImageTextToText.from_pretrained(script_args.model, dtype=dtype,
                                                             **quantized_loading(script_args.quantization, dtype))
     processor.image_processor.max_patches = script_args.max_patches
+    check_processor_saliency(processor.image_processor, model.config.saliency_config, script_args.model)
     return model.train(), processor
 
 
