@@ -13,7 +13,6 @@ process merges into `predictions.jsonl` (the same bytes as one process writes) b
 """
 
 import json
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -22,14 +21,17 @@ from tqdm.auto import tqdm
 
 from ..inference.captioning import critique_prompt, load_model_and_processor
 from ..utils.quantization import describe_precision
+from .predictions import (
+    METRICS_FILE, METRICS_TABLE_FILE, PREDICTIONS_FILE, append_predictions, read_finished,
+    read_predictions,
+)
 from .sharding import Shards, current_shards, merge_parts, part_files, part_path
 
 
-PREDICTIONS_FILE = "predictions.jsonl"
 REFERENCES_FILE = "references.json"
 RUN_FILE = "run.json"
 # Everything a run writes into its folder; `overwrite` removes exactly these.
-RUN_OUTPUTS = (PREDICTIONS_FILE, REFERENCES_FILE, RUN_FILE, "metrics.json", "metrics.md", "control_pairs.json")
+RUN_OUTPUTS = (PREDICTIONS_FILE, REFERENCES_FILE, RUN_FILE, METRICS_FILE, METRICS_TABLE_FILE, "control_pairs.json")
 # Recorded for the reader but free to differ on resume: the path may move, and a limit selects rows to score.
 INFORMATIONAL_SETTINGS = ("model", "limit")
 
@@ -94,37 +96,6 @@ def clear_run(output_dir) -> None:
     """Remove what a previous run wrote into `output_dir` (and nothing else)."""
     for path in [*(Path(output_dir) / name for name in RUN_OUTPUTS), *part_files(Path(output_dir) / PREDICTIONS_FILE)]:
         path.unlink(missing_ok=True)
-
-
-def complete_lines(path: Path) -> list[str]:
-    """The whole lines of an append-only file; a torn last line (the run died mid-write) is cut off the file."""
-    if not path.is_file():
-        return []
-    data = path.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(len(complete))
-    return complete.decode("utf-8").splitlines()
-
-
-def read_finished(predictions_path: Path) -> dict[str, str]:
-    """`image_id → caption` already in the file. A torn last line (the run died mid-write) is cut off."""
-    finished = {}
-    for number, line in enumerate(complete_lines(predictions_path), start=1):
-        record = json.loads(line)
-        if "image_id" not in record or "caption" not in record:
-            raise ValueError(f"{predictions_path}:{number}: expected keys 'image_id' and 'caption', got {sorted(record)}")
-        finished[str(record["image_id"])] = record["caption"]
-    return finished
-
-
-def append_predictions(predictions_path: Path, records: list[dict]) -> None:
-    """Append whole lines and flush them to disk before the next batch starts."""
-    with open(predictions_path, "a", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def caption_split(
@@ -201,25 +172,6 @@ def write_references(dataset, output_dir) -> Path:
     return path
 
 
-def load_split(dataset: str, split: str, root: str | None = None, protocol: str | None = None):
-    """A split from a reader name (`pccd`, `rpcd`, `dpc2022`, `ava_captions`, `mini_aic`; only that split is read), a
-    saved DatasetDict, or a saved Dataset (which is the split itself). A missing split is a `ValueError` naming it,
-    what there is, and, for a folder that prepare-data wrote, why prepare-data left it out."""
-    from datasets import Dataset, load_from_disk
-
-    from ..data.prepared import missing_split_message
-    from ..data.registry import load_aic_dataset
-
-    if not Path(dataset).is_dir():
-        return load_aic_dataset(dataset, root, splits=[split], protocol=protocol)[split]
-    splits = load_from_disk(dataset)
-    if isinstance(splits, Dataset):  # a folder holding one saved split is that split
-        return splits
-    if split not in splits:
-        raise ValueError(missing_split_message(dataset, split, list(splits)))
-    return splits[split]
-
-
 def dataset_protocol(dataset: str, protocol: str | None = None):
     """The `data.protocols.Protocol` that `dataset` (a reader name, or a folder prepare-data wrote) was read under, or
     None for a folder that does not record one."""
@@ -274,7 +226,6 @@ def evaluate_model(
     limit: int | None = None,
     device: str | None = None,
     overwrite: bool = False,
-    update_model_card: bool = False,
     quantization: str | None = None,
     protocol: str | None = None,
     control: str | None = None,
@@ -285,16 +236,12 @@ def evaluate_model(
 
     Exactly the first `limit` rows are scored, also when the folder holds captions of more rows. `metrics.json` names
     the dataset and split it scored and the protocol the number follows (`protocol_record`; `protocol`: a dataset
-    name's protocol, its default if None); `control="shuffled"` adds the grounding control (`control.py`). With
-    `update_model_card`, the results also go into the model folder's card (the Table I table and the Hub's
-    `model-index`). Under `accelerate launch` the processes share the captioning and the main one scores; the
+    name's protocol, its default if None); `control="shuffled"` adds the grounding control (`control.py`).
+    Under `accelerate launch` the processes share the captioning and the main one scores; the
     others return None. `quantization` loads the language model quantised (`utils.quantization`), and the run
     records it: a resumed run must use the same.
     """
-    from .metrics import read_predictions, score_with_control, write_metrics
-
-    if update_model_card and not Path(model_path).is_dir():
-        raise ValueError(f"update_model_card needs a model folder to write README.md into; {model_path!r} is not one")
+    from .metrics import score_with_control, write_metrics
 
     question = prompt or critique_prompt()
     run_info = {
@@ -308,6 +255,8 @@ def evaluate_model(
     run_info["protocol"] = found.name if found is not None else None
     if not overwrite:  # fail before the model loads when the cheap settings already differ
         check_run(output_dir, {**run_info, "prompt": question, **({"max_tiles": max_tiles} if max_tiles else {})})
+    from ..data.prepared import load_split
+
     data = load_split(dataset, split, root, protocol)
     total = len(data)
     if limit is not None:
@@ -329,11 +278,6 @@ def evaluate_model(
     metrics.update(dataset=dataset_label(dataset), split=split,
                    **protocol_record(dataset, split, protocol, len(data), total))
     write_metrics(metrics, output_dir)
-    if update_model_card:
-        from ..hub.model_card import write_model_card
-
-        write_model_card(model_path, config=model.config, metrics=metrics,
-                         saliency_source=processor.image_processor.saliency_source)
     return metrics
 
 

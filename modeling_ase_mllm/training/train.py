@@ -32,22 +32,13 @@ def load_training_conversations(script_args):
     AIC schema (turned into conversations as the script arguments say) or already as conversations (`images` +
     `messages`).
     """
-    from datasets import DatasetDict, load_from_disk
-
     from ..data.conversations import to_conversations
-    from ..data.prepared import missing_split_message
-    from ..data.registry import load_aic_dataset
+    from ..data.prepared import load_split
 
-    data, split = script_args.dataset, script_args.train_split
+    data = script_args.dataset
     if Path(data).is_dir():
         check_prepared_protocol(data, script_args.protocol)
-        dataset = load_from_disk(data)
-    else:
-        dataset = load_aic_dataset(data, script_args.data_root, script_args.protocol, splits=[split])
-    if isinstance(dataset, DatasetDict):
-        if split not in dataset:
-            raise ValueError(missing_split_message(data, split, list(dataset)))
-        dataset = dataset[split]
+    dataset = load_split(data, script_args.train_split, script_args.data_root, script_args.protocol)
     if "messages" in dataset.column_names:
         return dataset
     return to_conversations(dataset, script_args.conversations, script_args.aspect_conditioned,
