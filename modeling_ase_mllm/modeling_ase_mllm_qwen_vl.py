@@ -44,10 +44,10 @@ from .modeling_ase_mllm import (
     AseMllmSaliencyBlockMixin,
     AseMllmSaliencyCrossAttention,
     AseMllmSaliencyEmbeddings,
-    check_pixel_values,
-    check_saliency_maps,
     init_saliency_module,
 )
+from .inputs_ase_mllm import check_saliency_maps
+from .packaging_ase_mllm import PARAMETER_GROUPS  # noqa: F401  (imported here too: transformers copies only direct siblings)
 from .saliency_ase_mllm import map_saliency_to_tiles  # noqa: F401
 
 
@@ -283,12 +283,6 @@ class AseMllmQwenVLModel(AseMllmQwenVLPreTrainedModel, AseMllmModel):
             self.saliency_model.requires_grad_(False)
         self.post_init()
 
-    def get_saliency_maps(self, pixel_values, saliency_maps=None, saliency_pixel_values=None, tile_grids=None,
-                          saliency_source=None, **kwargs):
-        """The `(num_images, G, G)` maps the IAS-ViT receives for these processor outputs."""
-        check_pixel_values(pixel_values, (self.config.vision_config.image_size,) * 2)
-        return self.resolve_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids, saliency_source)
-
     def get_image_features(
         self,
         pixel_values: torch.FloatTensor,
@@ -338,7 +332,7 @@ class AseMllmQwenVLModel(AseMllmQwenVLPreTrainedModel, AseMllmModel):
 
 
 class AseMllmQwenVLForConditionalGeneration(AseMllmQwenVLPreTrainedModel, AseMllmForConditionalGeneration):
-    """ASE-MLLM on Qwen-VL-Chat with a language-modelling head; `generate()`, `chat()` and `batch_chat()` as for the
+    """ASE-MLLM on Qwen-VL-Chat with a language-modelling head; `generate()` (and `inference.chat`) as for the
     InternVL family (images are encoded once, at prefill)."""
 
     def __init__(self, config: AseMllmQwenVLConfig):

@@ -20,6 +20,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..inference.captioning import critique_prompt, load_model_and_processor
+from ..inference.chat import batch_chat
 from ..utils.quantization import describe_precision
 from .predictions import (
     METRICS_FILE, METRICS_TABLE_FILE, PREDICTIONS_FILE, append_predictions, read_finished,
@@ -153,7 +154,7 @@ def caption_split(
     for batch in mine:
         pending = [i for i in batch if ids[i] not in finished]
         images = [dataset[i]["image"].convert("RGB") for i in pending]
-        answers = model.batch_chat(processor, images, [question] * len(pending), generation_config, images_kwargs)
+        answers = batch_chat(model, processor, images, [question] * len(pending), generation_config, images_kwargs)
         append_predictions(target, [{"image_id": ids[i], "caption": a.strip()} for i, a in zip(pending, answers)])
         bar.update(len(batch))
     bar.close()

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .chat import batch_chat
 from .photos import PhotoLimits, read_photo
 
 
@@ -138,8 +139,8 @@ def _caption_batch(model, processor, photos: dict, prompt, generation_config, im
     if not photos:
         return []
     try:
-        answers = model.batch_chat(processor, list(photos.values()), [prompt] * len(photos), generation_config,
-                                   images_kwargs)
+        answers = batch_chat(model, processor, list(photos.values()), [prompt] * len(photos), generation_config,
+                             images_kwargs)
         return list(zip(photos, answers))
     except PER_FILE_ERRORS as error:
         if len(photos) == 1:
