@@ -156,3 +156,49 @@ def test_model_card_names_the_source_the_evaluation_used(tmp_path):
     assert SALIENCY["spectral_residual"] in card and SALIENCY["eat_layercam"] not in card
     card = write_model_card(tmp_path, config=config).read_text(encoding="utf-8")
     assert SALIENCY["eat_layercam"] in card
+
+
+# --- caption --saliency-out: each photo tiled once, EAT once per photo, the picture of the maps the caption used ---
+def test_caption_with_saliency_pictures_tiles_each_photo_once_and_runs_eat_once_per_photo(tmp_path, monkeypatch,
+                                                                                         capsys, one_thread):
+    import hashlib
+
+    import PIL.Image
+
+    from modeling_ase_mllm.cli import main
+    from modeling_ase_mllm.eat_ase_mllm import EatModel
+    from modeling_ase_mllm.image_processing_ase_mllm import AseMllmImageProcessor
+
+    eat_images, tiled = [], []
+    eat_forward, preprocess = EatModel.forward, AseMllmImageProcessor._preprocess
+
+    def counted_eat(self, pixel_values, *args, **kwargs):
+        eat_images.append(pixel_values.shape[0])
+        return eat_forward(self, pixel_values, *args, **kwargs)
+
+    def counted_tiling(self, images, *args, **kwargs):
+        tiled.extend((image.width, image.height) for image in images)
+        return preprocess(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(EatModel, "forward", counted_eat)
+    monkeypatch.setattr(AseMllmImageProcessor, "_preprocess", counted_tiling)
+    expected = json.loads((BEFORE / "caption.json").read_text(encoding="utf-8"))
+    photos = [BEFORE / "photos" / line["image"] for line in expected["lines"]]
+    assert main(["caption", *map(str, photos), "--model", str(BEFORE / "internvl"), "--saliency-out",
+                 str(tmp_path / "pictures"), *expected["arguments"]]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    sizes = []
+    for path in photos:
+        with PIL.Image.open(path) as image:
+            sizes.append(image.size)
+    # Before issue 26: 5 EAT forwards over 6 images (2 batches for the captions, then 1 per picture), each photo
+    # tiled twice.
+    assert eat_images == [1, 1, 1]
+    assert sorted(tiled) == sorted(sizes)
+    for line, want in zip(lines, expected["lines"], strict=True):
+        assert (Path(line["image"]).name, line["caption"]) == (want["image"], want["caption"])
+        with PIL.Image.open(line["saliency_picture"]) as picture:
+            rgb = picture.convert("RGB")
+            got = {"size": list(rgb.size), "sha256": hashlib.sha256(rgb.tobytes()).hexdigest()}
+        assert got == want["saliency_picture"]  # pixel-identical to the picture the release before drew

@@ -42,6 +42,13 @@ def batch_chat(model, processor, images, questions, generation_config: dict | No
         questions: per sample, a question string (the images precede it) or a full message list.
         images_kwargs: image-processor options, e.g. `{"max_patches": 6}`.
     """
+    inputs = chat_inputs(model, processor, images, questions, images_kwargs)
+    return generate_answers(model, processor, inputs, generation_config)
+
+
+def chat_inputs(model, processor, images, questions, images_kwargs: dict | None = None):
+    """The processor's outputs for `batch_chat`'s arguments (each image tiled once, here), on the model's device with
+    the pixels in its dtype."""
     per_sample = [[] if item is None else list(item) if isinstance(item, (list, tuple)) else [item] for item in images]
     prompts = []
     for sample_images, question in zip(per_sample, questions, strict=True):
@@ -57,10 +64,15 @@ def batch_chat(model, processor, images, questions, generation_config: dict | No
     inputs = inputs.to(model.device)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    return inputs
+
+
+def generate_answers(model, processor, inputs, generation_config: dict | None = None) -> list[str]:
+    """Greedy answers (by default) to `chat_inputs`' batch, stripped as InternVL strips them."""
     output = model.generate(**inputs, **{"max_new_tokens": 256, "do_sample": False, **(generation_config or {})})
     # Stripped as InternVL strips them: an answer whose first piece is a `▁word` decodes with a leading space.
     answers = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     return [answer.strip() for answer in answers]
 
 
-__all__ = ["chat", "batch_chat"]
+__all__ = ["chat", "batch_chat", "chat_inputs", "generate_answers"]
