@@ -56,8 +56,8 @@ def tile_count(cols: int, rows: int) -> int:
     return cols * rows + int(has_thumbnail(cols, rows))
 
 @lru_cache(maxsize=64)
-def candidate_grids(min_tiles: int, max_tiles: int) -> tuple[tuple[int, int], ...]:
-    """Every `(cols, rows)` with `min_tiles <= cols*rows <= max_tiles`, ordered as InternVL orders them.
+def candidate_grids(min_patches: int, max_patches: int) -> tuple[tuple[int, int], ...]:
+    """Every `(cols, rows)` with `min_patches <= cols*rows <= max_patches`, ordered as InternVL orders them.
 
     InternVL collects the grids in a Python `set` and stable-sorts them by tile count, so grids with the same
     count keep the set's iteration order. That order decides exact ties, so we reproduce it rather than
@@ -65,16 +65,17 @@ def candidate_grids(min_tiles: int, max_tiles: int) -> tuple[tuple[int, int], ..
     """
     grids = {
         (cols, rows)
-        for count in range(min_tiles, max_tiles + 1)
+        for count in range(min_patches, max_patches + 1)
         for cols in range(1, count + 1)
         for rows in range(1, count + 1)
-        if min_tiles <= cols * rows <= max_tiles
+        if min_patches <= cols * rows <= max_patches
     }
     return tuple(sorted(grids, key=lambda grid: grid[0] * grid[1]))
 
 
 @lru_cache(maxsize=1024)
-def select_tile_grid(width: int, height: int, min_tiles: int, max_tiles: int, tile_size: int = 448) -> tuple[int, int]:
+def select_tile_grid(width: int, height: int, min_patches: int, max_patches: int,
+                     tile_size: int = 448) -> tuple[int, int]:
     """InternVL's aspect-ratio search: the grid whose cols/rows is closest to width/height.
 
     On an exact tie the later (larger) grid wins only while the image has more than half the pixels of that
@@ -85,7 +86,7 @@ def select_tile_grid(width: int, height: int, min_tiles: int, max_tiles: int, ti
     """
     aspect_ratio = width / height
     best, best_diff = (1, 1), float("inf")
-    for cols, rows in candidate_grids(min_tiles, max_tiles):
+    for cols, rows in candidate_grids(min_patches, max_patches):
         diff = abs(aspect_ratio - cols / rows)
         if diff < best_diff:
             best, best_diff = (cols, rows), diff

@@ -85,7 +85,7 @@ def test_a_batch_that_fails_in_the_model_is_redone_photo_by_photo(processor):
 
     model = build_tiny_model(gate=0.5, seed=2)
     good = [random_image(100, 120, seed=1), random_image(90, 150, seed=3)]
-    options = {"generation_config": {"max_new_tokens": 4}, "max_tiles": 1}
+    options = {"generation_config": {"max_new_tokens": 4}, "max_patches": 1}
     results = critique_images(model, processor, [good[0], PIL.Image.new("RGB", (0, 5)), good[1]], batch_size=3, **options)
     alone = [critique_images(model, processor, [image], **options)[0].caption for image in good]
     assert [r.image for r in results] == ["image[0]", "image[1]", "image[2]"]

@@ -147,7 +147,7 @@ def main(args) -> int:
             root=args.data_root, batch_size=args.batch_size,
             generation_config={"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams,
                                **({"min_new_tokens": args.min_new_tokens} if args.min_new_tokens else {})},
-            prompt=critique_prompt(args.prompt, args.aspect), max_tiles=args.max_tiles, limit=args.limit,
+            prompt=critique_prompt(args.prompt, args.aspect), max_patches=args.max_tiles, limit=args.limit,
             device=args.device, overwrite=args.overwrite,
             quantization=args.quantization, protocol=args.protocol, **options,
         )

@@ -41,7 +41,7 @@ class StaleRunError(ValueError):
     """The output folder holds captions made by another model or with other settings."""
 
 
-def model_run_settings(model, processor, prompt: str, generation_config: dict | None, max_tiles: int | None) -> dict:
+def model_run_settings(model, processor, prompt: str, generation_config: dict | None, max_patches: int | None) -> dict:
     """What decides the captions on the model's side: weights, dtype, saliency source, processor, decoding."""
     from ..data.fingerprint import settings_fingerprint, weights_fingerprint  # torch: not at import (`--help` is fast)
 
@@ -60,7 +60,7 @@ def model_run_settings(model, processor, prompt: str, generation_config: dict | 
         ]),
         "prompt": prompt,
         "generation": {**generation, **(generation_config or {})},
-        "max_tiles": max_tiles or image_processor.max_patches,
+        "max_tiles": max_patches or image_processor.max_patches,
     }
 
 
@@ -107,7 +107,7 @@ def caption_split(
     prompt: str | None = None,
     batch_size: int = 8,
     generation_config: dict | None = None,
-    max_tiles: int | None = None,
+    max_patches: int | None = None,
     progress: bool = True,
     run_info: dict | None = None,
     overwrite: bool = False,
@@ -124,7 +124,7 @@ def caption_split(
     output_dir.mkdir(parents=True, exist_ok=True)
     predictions_path = output_dir / PREDICTIONS_FILE
     question = prompt or critique_prompt()
-    settings = {**model_run_settings(model, processor, question, generation_config, max_tiles), **(run_info or {})}
+    settings = {**model_run_settings(model, processor, question, generation_config, max_patches), **(run_info or {})}
     shards = shards or current_shards()
     ids = [str(image_id) for image_id in dataset["image_id"]]
     duplicates = [image_id for image_id, count in Counter(ids).items() if count > 1]
@@ -144,7 +144,7 @@ def caption_split(
     batches = [range(start, min(start + batch_size, len(ids))) for start in range(0, len(ids), batch_size)]
     mine = shards.mine([batch for batch in batches if any(ids[i] not in finished for i in batch)])
     target = predictions_path if shards.world_size == 1 else part_path(predictions_path, shards.rank)
-    images_kwargs = {"max_patches": max_tiles} if max_tiles else {}
+    images_kwargs = {"max_patches": max_patches} if max_patches else {}
     remaining = sum(len(batch) for batch in mine)
     if shards.world_size == 1:
         total, done, desc = len(ids), len(ids) - remaining, "captioning"
@@ -223,7 +223,7 @@ def evaluate_model(
     batch_size: int = 8,
     generation_config: dict | None = None,
     prompt: str | None = None,
-    max_tiles: int | None = None,
+    max_patches: int | None = None,
     limit: int | None = None,
     device: str | None = None,
     overwrite: bool = False,
@@ -255,7 +255,7 @@ def evaluate_model(
     found = dataset_protocol(dataset, protocol)
     run_info["protocol"] = found.name if found is not None else None
     if not overwrite:  # fail before the model loads when the cheap settings already differ
-        check_run(output_dir, {**run_info, "prompt": question, **({"max_tiles": max_tiles} if max_tiles else {})})
+        check_run(output_dir, {**run_info, "prompt": question, **({"max_tiles": max_patches} if max_patches else {})})
     from ..data.prepared import load_split
 
     data = load_split(dataset, split, root, protocol)
@@ -267,7 +267,7 @@ def evaluate_model(
     if quantization is not None and shards.is_main:
         print(f"[evaluate] {describe_precision(model, quantization)}", file=sys.stderr, flush=True)
     predictions_path = caption_split(
-        model, processor, data, output_dir, question, batch_size, generation_config, max_tiles,
+        model, processor, data, output_dir, question, batch_size, generation_config, max_patches,
         run_info=run_info, overwrite=overwrite, shards=shards,
     )
     if not shards.is_main:

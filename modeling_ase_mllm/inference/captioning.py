@@ -93,7 +93,7 @@ def iter_critiques(
     processor,
     images: list,
     prompt: str | None = None,
-    max_tiles: int | None = None,
+    max_patches: int | None = None,
     batch_size: int = 4,
     generation_config: dict | None = None,
     saliency_out: str | Path | None = None,
@@ -112,7 +112,7 @@ def iter_critiques(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     prompt = critique_prompt(prompt)
     names = image_names(images)
-    images_kwargs = {"max_patches": max_tiles} if max_tiles else {}
+    images_kwargs = {"max_patches": max_patches} if max_patches else {}
     starts = range(0, len(images), batch_size)
     show = progress if progress is not None else len(starts) > 1
     for start in tqdm(starts, desc="critiquing", unit="batch", disable=not show):
