@@ -327,6 +327,13 @@ class AseMllmPreTrainedModel(SaveHooksMixin, InternVLPreTrainedModel):
         elif isinstance(module, EatDeformableAttention) and module.rpe_table is not None:
             init.trunc_normal_(module.rpe_table, std=0.01)
 
+    def add_saliency_model(self, config) -> None:
+        """The IASM's aesthetic model (EAT, for the `eat_layercam` source) of either family: its weights live in this
+        checkpoint, and it stays frozen."""
+        if config.saliency_config.source == "eat_layercam":
+            self.saliency_model = EatModel(config.saliency_config.eat_config)
+            self.saliency_model.requires_grad_(False)
+
     def _get_dtype_plan(self, dtype: torch.dtype) -> dict:
         """transformers' plan of modules loaded in float32 (`from_pretrained` asks it, 5.4 to 5.25), less ours: a
         float16 load would upcast every `_keep_in_fp32_modules` module, and ours are listed there only to keep
@@ -356,10 +363,7 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
         self.vision_tower = AseMllmVisionModel(config.vision_config)
         self.multi_modal_projector = InternVLMultiModalProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)
-        if config.saliency_config.source == "eat_layercam":
-            # The IASM's aesthetic model: its weights live in this checkpoint, and it stays frozen.
-            self.saliency_model = EatModel(config.saliency_config.eat_config)
-            self.saliency_model.requires_grad_(False)
+        self.add_saliency_model(config)
         self.post_init()
 
     def get_image_saliency(self, saliency_pixel_values: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 # sibling that the modules below import is imported here too.
 from .configuration_ase_mllm import SALIENCY_SOURCES  # noqa: F401
 from .configuration_ase_mllm_qwen_vl import AseMllmQwenVLConfig, AseMllmQwenVLResamplerConfig, AseMllmQwenVLVisionConfig
-from .eat_ase_mllm import EatModel, compute_dtype
+from .eat_ase_mllm import compute_dtype
 from .image_processing_ase_mllm import tile_count  # noqa: F401
 from .modeling_ase_mllm import (
     AseMllmForConditionalGeneration,
@@ -277,10 +277,7 @@ class AseMllmQwenVLModel(AseMllmQwenVLPreTrainedModel, AseMllmModel):
         self.vision_tower = AseMllmQwenVLVisionModel(config.vision_config)
         self.multi_modal_projector = AseMllmQwenVLResampler(config.resampler_config, config.vision_config.hidden_size)
         self.language_model = AutoModel.from_config(config.text_config)
-        if config.saliency_config.source == "eat_layercam":
-            # The IASM's aesthetic model: its weights live in this checkpoint, and it stays frozen.
-            self.saliency_model = EatModel(config.saliency_config.eat_config)
-            self.saliency_model.requires_grad_(False)
+        self.add_saliency_model(config)
         self.post_init()
 
     def get_image_features(
