@@ -66,10 +66,13 @@ def build_inputs(tiles: int, device: str = "cpu", processor=None, saliency_sourc
     """One image of `tiles` tiles (+ thumbnail). The encoder benches hand the model ready per-tile maps (a cheap
     classical source) so they time the encoders alone; EAT + LayerCAM's own cost is `saliency_cost.py`."""
     processor = processor or build_processor()
-    return processor(
+    inputs = processor(
         images=[image_for_tiles(tiles)], text=["<image>\n" + PROMPT],
         images_kwargs={"max_patches": tiles, "saliency_source": saliency_source}, return_tensors="pt",
     ).to(device)
+    # Ready maps handed in as precomputed ones, whatever the model's own source: not a processor's to check.
+    inputs.pop("saliency_source")
+    return inputs
 
 
 def twin_inputs(inputs) -> dict:

@@ -33,15 +33,15 @@ def load_config(preset: str):
     return tiny_config() if preset == "tiny" else load_model_preset(preset)
 
 
-def photo_tiling(max_tiles: int = MAX_TILES) -> tuple[tuple[int, int], int]:
+def photo_tiling(max_patches: int = MAX_TILES) -> tuple[tuple[int, int], int]:
     """`((cols, rows), tiles incl. thumbnail)` of `PHOTO_SIZE` as the processor tiles it."""
     width, height = PHOTO_SIZE
-    processor = AseMllmImageProcessor(max_patches=max_tiles)
-    grid = select_tile_grid(width, height, processor.min_patches, max_tiles, processor.size.height)
+    processor = AseMllmImageProcessor(max_patches=max_patches)
+    grid = select_tile_grid(width, height, processor.min_patches, max_patches, processor.size.height)
     return grid, processor.get_number_of_image_patches(height, width)
 
 
-def synthetic_inputs(config, batch: int = 1, max_tiles: int = MAX_TILES, prompt_tokens: int = PROMPT_TOKENS,
+def synthetic_inputs(config, batch: int = 1, max_patches: int = MAX_TILES, prompt_tokens: int = PROMPT_TOKENS,
                      device="cpu", dtype=torch.float32, ids_device=None, seed: int = 0) -> dict:
     """ASE-MLLM's inputs for `batch` samples of one photo each: what the processor returns, with random values.
 
@@ -54,7 +54,7 @@ def synthetic_inputs(config, batch: int = 1, max_tiles: int = MAX_TILES, prompt_
     """
     ids_device = device if ids_device is None else ids_device
     generator = torch.Generator().manual_seed(seed)
-    (cols, rows), tiles = photo_tiling(max_tiles)
+    (cols, rows), tiles = photo_tiling(max_patches)
     image_tokens = tiles * config.image_seq_length
     special = set(config.image_special_token_ids)
     plain = min(set(range(len(special) + 1)) - special)

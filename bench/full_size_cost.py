@@ -154,19 +154,19 @@ def prepare_training(model, script_args, is_ours: bool):
     return model.train()
 
 
-def counting_inputs(config, max_tiles: int = MAX_TILES, prompt_tokens: int = PROMPT_TOKENS) -> dict:
+def counting_inputs(config, max_patches: int = MAX_TILES, prompt_tokens: int = PROMPT_TOKENS) -> dict:
     """One sample's inputs, float tensors on `meta`; no attention mask (all ones is the same as none, and whether a
     meta mask is all ones could only be guessed)."""
-    inputs = synthetic_inputs(config, 1, max_tiles, prompt_tokens, device="meta", ids_device="cpu")
+    inputs = synthetic_inputs(config, 1, max_patches, prompt_tokens, device="meta", ids_device="cpu")
     inputs.pop("attention_mask")
     return inputs
 
 
-def measure_preset(preset: str, max_tiles: int = MAX_TILES, prompt_tokens: int = PROMPT_TOKENS,
+def measure_preset(preset: str, max_patches: int = MAX_TILES, prompt_tokens: int = PROMPT_TOKENS,
                    recipes=tuple(name for name, _ in TRAINING_RECIPES)) -> dict:
     """Every count of one preset, for ASE-MLLM (`ase_mllm`) and InternVL (`internvl`); training steps in `recipes`."""
     config = load_config(preset)
-    inputs = counting_inputs(config, max_tiles, prompt_tokens)
+    inputs = counting_inputs(config, max_patches, prompt_tokens)
     model, twin = build_pair(config, "meta")
     models = {"ase_mllm": (model, inputs), "internvl": (twin, twin_inputs(inputs))}
     result = {"preset": preset, "tiles": int(inputs["pixel_values"].shape[0]),

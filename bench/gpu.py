@@ -68,16 +68,16 @@ def attention_implementations(device: str) -> list[str]:
     return ["sdpa", "flash_attention_2"] if flash else ["sdpa"]
 
 
-def per_sample_flops(preset: str, recipe: str, max_tiles: int, prompt_tokens: int) -> dict[str, dict[str, int]]:
+def per_sample_flops(preset: str, recipe: str, max_patches: int, prompt_tokens: int) -> dict[str, dict[str, int]]:
     """`{"forward" | "prefill" | "training": {model: FLOPs}}` of one sample at this file's shape: from
     `full_size_cost.py`'s JSON when it holds `preset` at this shape and `recipe`, else counted now on `meta`."""
     saved = COUNTS_MARKDOWN.with_suffix(".json")
-    sequence = prompt_tokens + photo_tiling(max_tiles)[1] * load_config(preset).image_seq_length
+    sequence = prompt_tokens + photo_tiling(max_patches)[1] * load_config(preset).image_seq_length
     for result in json.loads(saved.read_text()) if saved.is_file() else []:
         if (result["preset"], result["sequence"]) == (preset, sequence) and recipe in result["models"]["ase_mllm"]["training"]:
             break
     else:
-        result = measure_preset(preset, max_tiles, prompt_tokens, recipes=(recipe,))
+        result = measure_preset(preset, max_patches, prompt_tokens, recipes=(recipe,))
     return {
         "forward": {name: result["models"][name]["forward"]["total"] for name in MODELS},
         "prefill": {name: result["models"][name]["prefill"]["total"] for name in MODELS},
@@ -160,12 +160,12 @@ class Quiet:
         transformers.utils.logging.set_verbosity(self.level)
 
 
-def measure(preset="internvl2-8b", device="cuda", dtype="bfloat16", batches=(1, 8), max_tiles=MAX_TILES,
+def measure(preset="internvl2-8b", device="cuda", dtype="bfloat16", batches=(1, 8), max_patches=MAX_TILES,
             prompt_tokens=PROMPT_TOKENS, new_tokens=32, repeats=3, recipe="pccd", budget_s=420.0) -> dict:
     started = time.time()
     dtype = getattr(torch, dtype)
     config = load_config(preset)
-    flops = per_sample_flops(preset, recipe, max_tiles, prompt_tokens)
+    flops = per_sample_flops(preset, recipe, max_patches, prompt_tokens)
     models = dict(zip(MODELS, build_pair(config, device, dtype)))
     weights = {name: weight_bytes(m) for name, m in models.items()}
     attentions = attention_implementations(device)
@@ -183,7 +183,7 @@ def measure(preset="internvl2-8b", device="cuda", dtype="bfloat16", batches=(1, 
                 continue
             for batch in batches:
                 cell = cells.setdefault((attention, batch), {name: {} for name in MODELS})
-                inputs = synthetic_inputs(config, batch, max_tiles, prompt_tokens, device=device, dtype=dtype)
+                inputs = synthetic_inputs(config, batch, max_patches, prompt_tokens, device=device, dtype=dtype)
                 for name, m in models.items():
                     kwargs = inputs if name == "ase_mllm" else twin_inputs(inputs)
                     if time.time() - started > budget_s:
@@ -209,7 +209,7 @@ def measure(preset="internvl2-8b", device="cuda", dtype="bfloat16", batches=(1, 
     measured = matmul_peak_flops(device, size=8192 if device == "cuda" else 1024, dtype=dtype)
     return {
         "preset": preset, "device": device, "device_name": name, "dtype": str(dtype).removeprefix("torch."),
-        "batches": list(batches), "tiles": photo_tiling(max_tiles)[1], "prompt_tokens": prompt_tokens,
+        "batches": list(batches), "tiles": photo_tiling(max_patches)[1], "prompt_tokens": prompt_tokens,
         "attentions": attentions, "recipe": recipe, "new_tokens": new_tokens,
         "repeats": repeats, "flops_per_sample": flops, "weights_bytes": weights,
         "peak_flops": datasheet or measured, "peak_source": "datasheet" if datasheet else "measured matmul",

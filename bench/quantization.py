@@ -58,7 +58,7 @@ def measure_scheme(folder: str, preset: str, scheme: str, new_tokens: int, repea
     from transformers import AutoModelForImageTextToText
 
     torch.manual_seed(0)
-    inputs = synthetic_inputs(load_config(preset), max_tiles=1)
+    inputs = synthetic_inputs(load_config(preset), max_patches=1)
     quantized = {} if scheme == FLOAT else {"quantization_config": quantization_config(scheme, torch.float32),
                                              "device_map": "cpu"}
     baseline = rss_kib("VmRSS") * 1024

@@ -65,6 +65,7 @@ def build_app(model_path: str, max_new_tokens: int = 64, limits: PhotoLimits = P
 
     from modeling_ase_mllm.data.schema import PCCD_ASPECTS
     from modeling_ase_mllm.inference.captioning import critique_prompt, load_model_and_processor
+    from modeling_ase_mllm.inference.chat import chat
     from modeling_ase_mllm.inference.visualize import saliency_picture
     from modeling_ase_mllm.utils.quantization import describe_precision
 
@@ -81,7 +82,7 @@ def build_app(model_path: str, max_new_tokens: int = 64, limits: PhotoLimits = P
         except PhotoError as error:
             raise gr.Error(str(error).replace(repr(str(path)), repr(Path(path).name))) from error
         prompt = critique_prompt(aspect=None if aspect == OVERALL else aspect)
-        answer = model.chat(processor, photo, prompt, {"max_new_tokens": max_new_tokens})
+        answer = chat(model, processor, photo, prompt, {"max_new_tokens": max_new_tokens})
         return answer.strip(), saliency_picture(photo, processor, model)
 
     with gr.Blocks(title="ASE-MLLM aesthetic critique") as app:

@@ -39,7 +39,7 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
 )
 
 from .configuration_ase_mllm import SALIENCY_SOURCES
-from .saliency_ase_mllm import map_saliency_to_tiles, spectral_residual_saliency
+from .saliency_ase_mllm import map_saliency_to_tiles, saliency_processor_kwargs, spectral_residual_saliency, uniform_saliency_maps
 
 
 # The most 448 px tiles per image (InternVL2's largest dynamic-resolution setting).
@@ -56,8 +56,8 @@ def tile_count(cols: int, rows: int) -> int:
     return cols * rows + int(has_thumbnail(cols, rows))
 
 @lru_cache(maxsize=64)
-def candidate_grids(min_tiles: int, max_tiles: int) -> tuple[tuple[int, int], ...]:
-    """Every `(cols, rows)` with `min_tiles <= cols*rows <= max_tiles`, ordered as InternVL orders them.
+def candidate_grids(min_patches: int, max_patches: int) -> tuple[tuple[int, int], ...]:
+    """Every `(cols, rows)` with `min_patches <= cols*rows <= max_patches`, ordered as InternVL orders them.
 
     InternVL collects the grids in a Python `set` and stable-sorts them by tile count, so grids with the same
     count keep the set's iteration order. That order decides exact ties, so we reproduce it rather than
@@ -65,16 +65,17 @@ def candidate_grids(min_tiles: int, max_tiles: int) -> tuple[tuple[int, int], ..
     """
     grids = {
         (cols, rows)
-        for count in range(min_tiles, max_tiles + 1)
+        for count in range(min_patches, max_patches + 1)
         for cols in range(1, count + 1)
         for rows in range(1, count + 1)
-        if min_tiles <= cols * rows <= max_tiles
+        if min_patches <= cols * rows <= max_patches
     }
     return tuple(sorted(grids, key=lambda grid: grid[0] * grid[1]))
 
 
 @lru_cache(maxsize=1024)
-def select_tile_grid(width: int, height: int, min_tiles: int, max_tiles: int, tile_size: int = 448) -> tuple[int, int]:
+def select_tile_grid(width: int, height: int, min_patches: int, max_patches: int,
+                     tile_size: int = 448) -> tuple[int, int]:
     """InternVL's aspect-ratio search: the grid whose cols/rows is closest to width/height.
 
     On an exact tie the later (larger) grid wins only while the image has more than half the pixels of that
@@ -85,7 +86,7 @@ def select_tile_grid(width: int, height: int, min_tiles: int, max_tiles: int, ti
     """
     aspect_ratio = width / height
     best, best_diff = (1, 1), float("inf")
-    for cols, rows in candidate_grids(min_tiles, max_tiles):
+    for cols, rows in candidate_grids(min_patches, max_patches):
         diff = abs(aspect_ratio - cols / rows)
         if diff < best_diff:
             best, best_diff = (cols, rows), diff
@@ -259,7 +260,9 @@ class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
 
     Returns a `BatchFeature` with `pixel_values` `(num_tiles, 3, 448, 448)`, `num_patches` (tiles per image,
     thumbnail included) and either `saliency_pixel_values` `(num_images, 3, 224, 224)` + `tile_grids`
-    `(num_images, 2)` (`eat_layercam`: the model computes the maps) or `saliency_maps` `(num_tiles, G, G)`.
+    `(num_images, 2)` (`eat_layercam`: the model computes the maps) or `saliency_maps` `(num_tiles, G, G)`, and
+    `saliency_source`, the source they were made for, which the model checks against its own. The saliency settings
+    are the model's: `from_saliency_config(model.config.saliency_config)` builds the processor from them.
 
     Files are decoded, and the canvas, thumbnail and EAT input resized, on `torch.get_num_threads()` threads
     (1 in a `DataLoader` worker, which sets it so); each image stays in PIL until its resized pixels are normalised
@@ -268,7 +271,7 @@ class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
     """
 
     valid_kwargs = AseMllmImageProcessorKwargs
-    model_input_names = ["pixel_values", "saliency_maps", "saliency_pixel_values", "tile_grids"]
+    model_input_names = ["pixel_values", "saliency_maps", "saliency_pixel_values", "tile_grids", "saliency_source"]
     resample = PILImageResampling.BICUBIC
     image_mean = list(IMAGENET_DEFAULT_MEAN)
     image_std = list(IMAGENET_DEFAULT_STD)
@@ -283,6 +286,11 @@ class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
     saliency_blur_sigma = 2.5
     fast_decode = False
     fast_resize = False
+
+    @classmethod
+    def from_saliency_config(cls, saliency_config, **kwargs):
+        """The processor for a model whose `config.saliency_config` is given: its saliency settings are the model's."""
+        return cls(**{**kwargs, **saliency_processor_kwargs(saliency_config)})
 
     def fetch_images(self, image_url_or_urls, decode: bool = True):
         """Paths and bytes are opened here, so that a bad file is named in the error (`decode=False`: header only)."""
@@ -390,9 +398,7 @@ class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
             write(canvas[row * tile_h : (row + 1) * tile_h, col * tile_w : (col + 1) * tile_w], out[index])
 
     def classical_saliency(self, image, source: str, working_size: int, blur_sigma: float) -> torch.Tensor:
-        """The whole image's saliency map, `(h, w)` in [0, 1]. `image`: PIL, or `(3, H, W)` uint8."""
-        if source == "uniform":
-            return torch.ones(1, 1)
+        """The whole image's spectral-residual saliency map, `(h, w)` in [0, 1]. `image`: PIL, or `(3, H, W)` uint8."""
         if source == "spectral_residual":
             # Luminance and area-averaging down to the working size in PIL: a full-size float copy of a photo
             # and an antialiased torch resize of it cost more than the whole tiling.
@@ -464,14 +470,18 @@ class AseMllmImageProcessor(GotOcr2ImageProcessorPil):
             data["saliency_pixel_values"] = eat_inputs
             data["tile_grids"] = np.asarray(grids, dtype=np.int64)
         first_map = len(tasks)
-        if not model_side and precomputed is None:
+        if source == "spectral_residual" and precomputed is None:
             working_size = saliency_working_size or self.saliency_working_size
             blur_sigma = saliency_blur_sigma or self.saliency_blur_sigma
             for image in images:
                 tasks.append(partial(self.classical_saliency, image.image, source, working_size, blur_sigma))
                 costs.append(image.width * image.height)
         results = run_in_threads(tasks, torch.get_num_threads(), costs)
-        if not model_side:
+        # Which source made the saliency inputs: the model checks it against its own (`check_saliency_source`).
+        data["saliency_source"] = source
+        if source == "uniform" and precomputed is None:
+            data["saliency_maps"] = uniform_saliency_maps(sum(num_patches), grid_size).numpy()
+        elif not model_side:
             image_maps = precomputed if precomputed is not None else results[first_map:]
             data["saliency_maps"] = torch.cat([
                 map_saliency_to_tiles(image_map, grid, has_thumbnail(*grid), grid_size) for image_map, grid in zip(image_maps, grids)

@@ -14,10 +14,7 @@ Remote code: imports only torch, transformers and sibling modules.
 """
 
 import inspect
-import re
-import shutil
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +24,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.auto import AutoModel
+from transformers.models.beit.modeling_beit import BeitDropPath
 from transformers.models.internvl.modeling_internvl import (
     NORM2FN,
     InternVLForConditionalGeneration,
@@ -47,8 +45,13 @@ from .configuration_ase_mllm import AseMllmConfig, AseMllmVisionConfig
 from .eat_ase_mllm import (
     EatDeformableAttention, EatModel, EatWindowAttention, compute_dtype, relative_position_index, shifted_window_mask,
 )
-from .image_processing_ase_mllm import has_thumbnail, tile_count
-from .saliency_ase_mllm import map_saliency_to_tiles
+from .image_processing_ase_mllm import has_thumbnail
+from .inputs_ase_mllm import check_image_token_count, check_pixel_values, check_saliency_maps, check_tile_grids
+from .packaging_ase_mllm import (  # noqa: F401  (re-exported: where the package's tools look for them)
+    ADDED_GROUPS, FLOAT_GROUPS, FLOAT_MODULES_PATTERN, PARAMETER_GROUPS, SAVE_HOOKS, MethodSignature, SaveHooksMixin,
+    copy_remote_code, parameter_group, remote_code_files,
+)
+from .saliency_ase_mllm import check_saliency_source, map_saliency_to_tiles, uniform_saliency_maps
 
 
 # --- transformers compatibility ------------------------------------------------------------------------------------
@@ -56,51 +59,6 @@ from .saliency_ase_mllm import map_saliency_to_tiles
 # saliency inputs. `AseMllmModel.forward` then merges the image features into the embeddings itself, as it does since.
 INTERNVL_TAKES_ENCODER_OUTPUTS = "mm_encoder_outputs" in inspect.signature(InternVLModel.forward).parameters
 # -------------------------------------------------------------------------------------------------------------------
-
-
-# Which part of ASE-MLLM every weight belongs to (as timm's `group_matcher`): each group and the module names that
-# open it, matched as whole components of a parameter's path, so `model.vision_tower.encoder.layer.0.saliency_gate
-# .weight` is `ias`. The first group that matches wins: EAT and the IAS modules before the ViT they sit in.
-# Training (freezing, LoRA), conversion, the InternVL twin and the benches ask `parameter_group`.
-PARAMETER_GROUPS = (
-    ("eat", ("saliency_model",)),
-    ("ias", ("saliency_embeddings", "saliency_query_norm", "saliency_key_value_norm", "saliency_cross_attention",
-             "saliency_gate")),
-    ("vision", ("vision_tower",)),
-    ("projector", ("multi_modal_projector",)),
-    ("llm", ("language_model", "lm_head")),
-)
-# The groups ASE-MLLM adds to InternVL; every other weight is InternVL's own, under InternVL's name.
-ADDED_GROUPS = ("eat", "ias")
-_GROUP_PATTERNS = tuple(
-    (group, re.compile(r"(^|\.)(" + "|".join(names) + r")(\.|$)")) for group, names in PARAMETER_GROUPS
-)
-# The groups a quantised load (bitsandbytes 8/4-bit, torchao, any transformers quantizer) keeps in floating point:
-# LayerCAM differentiates through EAT and its score must stay exact; the ViT, its IAS modules and the projector are a
-# small part of the weights. Only the language model is quantised (its LM head too, unless transformers' default
-# skip list keeps it, as it does when the user names none).
-FLOAT_GROUPS = ("eat", "ias", "vision", "projector")
-# Those groups as one `_keep_in_fp32_modules` entry, the list every transformers quantizer (5.4 to 5.25) adds to its
-# own skip list. Quantizers match an entry as a regex from the start of a module's name, so this one matches any
-# module whose path has one of the groups' names as a whole component (`model.vision_tower.encoder.layer.0.mlp.fc1`
-# in the generation model, `vision_tower.…` in the base model).
-FLOAT_MODULES_PATTERN = r"(?:.*\.)?(?:" + "|".join(
-    name for group, names in PARAMETER_GROUPS if group in FLOAT_GROUPS for name in names
-) + r")"
-
-# Run after `save_pretrained` has written a folder, as `hook(folder, model)`, and before `push_to_hub` uploads one,
-# as `hook(folder, model, repo_id=...)`. Empty where this module is a Hub folder's remote code; the installed
-# package adds its model-card writer (`modeling_ase_mllm.register_auto_classes`).
-SAVE_HOOKS: list[Callable] = []
-
-
-def parameter_group(name: str) -> str | None:
-    """The group (`PARAMETER_GROUPS`) of a parameter or module name, also behind a prefix such as PEFT's
-    `base_model.model.`; None when it belongs to none."""
-    for group, pattern in _GROUP_PATTERNS:
-        if pattern.search(name):
-            return group
-    return None
 
 
 def set_saliency_gates(model: nn.Module, value: float) -> None:
@@ -113,30 +71,6 @@ def set_saliency_gates(model: nn.Module, value: float) -> None:
         for module in model.modules():
             if type(module).__name__ == AseMllmSaliencyGate.__name__:
                 module.weight.fill_(value)
-
-
-def remote_code_files() -> list[Path]:
-    """The modules a Hub folder carries: every module beside this one, without the package's `__init__.py` (from
-    the installed package, all of its root; loaded as remote code, those transformers copied with the model)."""
-    return sorted(path for path in Path(__file__).parent.glob("*.py") if path.name != "__init__.py")
-
-
-class AseMllmDropPath(nn.Module):
-    """Stochastic depth per sample (InternViT trains with it; identity at inference and at rate 0)."""
-
-    def __init__(self, drop_prob: float = 0.0):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return hidden_states
-        keep = 1.0 - self.drop_prob
-        mask = hidden_states.new_empty((hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)).bernoulli_(keep)
-        return hidden_states * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.drop_prob}"
 
 
 class AseMllmSaliencyEmbeddings(nn.Module):
@@ -267,7 +201,7 @@ class AseMllmVisionLayer(AseMllmSaliencyBlockMixin, InternVLVisionLayer):
 
     def __init__(self, config: AseMllmVisionConfig, layer_idx: int, drop_path_rate: float = 0.0) -> None:
         super().__init__(config)
-        self.drop_path = AseMllmDropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+        self.drop_path = BeitDropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.add_saliency_cross_attention(config, layer_idx, NORM2FN[config.norm_type])
 
     def forward(self, hidden_states: torch.Tensor, saliency_features: torch.Tensor | None = None) -> torch.Tensor:
@@ -375,36 +309,7 @@ class AseMllmVisionModel(AseMllmVisionPreTrainedModel):
         return InternVLVisionModelOutputWithPooling(last_hidden_state=sequence_output)
 
 
-def check_pixel_values(pixel_values: torch.Tensor, image_size: tuple[int, int]) -> None:
-    """Reject tiles of the wrong shape before they fail deep inside a convolution."""
-    if not isinstance(pixel_values, torch.Tensor):
-        raise TypeError(f"`pixel_values` must be a torch.Tensor, got {type(pixel_values).__name__}.")
-    expected = (3, *image_size)
-    if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
-        raise ValueError(
-            f"`pixel_values` must have shape (num_tiles, {', '.join(map(str, expected))}), got {tuple(pixel_values.shape)}; "
-            "pass the processor's output unchanged."
-        )
-
-
-def check_saliency_maps(saliency_maps: torch.Tensor | None, pixel_values: torch.Tensor) -> None:
-    """Saliency maps must come one per tile, square, and finite."""
-    if not isinstance(saliency_maps, torch.Tensor):
-        raise TypeError(
-            f"`saliency_maps` must be a torch.Tensor of shape (num_tiles, G, G), got {type(saliency_maps).__name__}; "
-            "AseMllmProcessor returns it next to `pixel_values`."
-        )
-    num_tiles = pixel_values.shape[0]
-    if saliency_maps.ndim != 3 or saliency_maps.shape[0] != num_tiles or saliency_maps.shape[1] != saliency_maps.shape[2]:
-        raise ValueError(
-            f"`saliency_maps` has shape {tuple(saliency_maps.shape)} but `pixel_values` has {num_tiles} tiles; "
-            f"expected ({num_tiles}, G, G), one map per tile in the same order."
-        )
-    if not torch.isfinite(saliency_maps).all():
-        raise ValueError("`saliency_maps` contains NaN or infinite values.")
-
-
-class AseMllmPreTrainedModel(InternVLPreTrainedModel):
+class AseMllmPreTrainedModel(SaveHooksMixin, InternVLPreTrainedModel):
     config: AseMllmConfig
     _no_split_modules = ["AseMllmVisionLayer", "EatModel"]
     # Read by every transformers quantizer: these modules are never quantised (see `FLOAT_MODULES_PATTERN`).
@@ -421,6 +326,13 @@ class AseMllmPreTrainedModel(InternVLPreTrainedModel):
                 init.copy_(module.attn_mask, shifted_window_mask(module.attn_mask_size, module.window, module.shift))
         elif isinstance(module, EatDeformableAttention) and module.rpe_table is not None:
             init.trunc_normal_(module.rpe_table, std=0.01)
+
+    def add_saliency_model(self, config) -> None:
+        """The IASM's aesthetic model (EAT, for the `eat_layercam` source) of either family: its weights live in this
+        checkpoint, and it stays frozen."""
+        if config.saliency_config.source == "eat_layercam":
+            self.saliency_model = EatModel(config.saliency_config.eat_config)
+            self.saliency_model.requires_grad_(False)
 
     def _get_dtype_plan(self, dtype: torch.dtype) -> dict:
         """transformers' plan of modules loaded in float32 (`from_pretrained` asks it, 5.4 to 5.25), less ours: a
@@ -440,30 +352,7 @@ class AseMllmPreTrainedModel(InternVLPreTrainedModel):
                 module.requires_grad_(False)
         return loaded
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus every remote-code module (so the folder loads without this
-        package); then the `SAVE_HOOKS` (the installed package's writes the model card)."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        copy_remote_code(save_directory)
-        if kwargs.get("is_main_process", True):
-            for hook in SAVE_HOOKS:
-                hook(save_directory, self)
 
-    def _upload_modified_files(self, working_dir, repo_id: str, *args, **kwargs):
-        """`push_to_hub` saves the model, then overwrites `README.md` with the Hub's card (or a generic one) just
-        before this upload: the `SAVE_HOOKS` run again, with the repo id (the model card merges its sections back)."""
-        for hook in SAVE_HOOKS:
-            hook(working_dir, self, repo_id=repo_id)
-        return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
-
-
-def copy_remote_code(save_directory) -> list[Path]:
-    """Copy every remote-code module (`remote_code_files`) next to a saved config/processor."""
-    copied = []
-    for source in remote_code_files():
-        shutil.copyfile(source, Path(save_directory) / source.name)
-        copied.append(Path(save_directory) / source.name)
-    return copied
 
 
 class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
@@ -474,10 +363,7 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
         self.vision_tower = AseMllmVisionModel(config.vision_config)
         self.multi_modal_projector = InternVLMultiModalProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)
-        if config.saliency_config.source == "eat_layercam":
-            # The IASM's aesthetic model: its weights live in this checkpoint, and it stays frozen.
-            self.saliency_model = EatModel(config.saliency_config.eat_config)
-            self.saliency_model.requires_grad_(False)
+        self.add_saliency_model(config)
         self.post_init()
 
     def get_image_saliency(self, saliency_pixel_values: torch.Tensor) -> torch.Tensor:
@@ -496,21 +382,27 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
         saliency = self.config.saliency_config
         return self.saliency_model.layer_cam(saliency_pixel_values, saliency.layercam_layer_name, saliency.layercam_target)
 
-    def resolve_saliency_maps(
+    def get_saliency_maps(
         self,
-        pixel_values: torch.Tensor,
-        saliency_maps: torch.Tensor | None = None,
-        saliency_pixel_values: torch.Tensor | None = None,
-        tile_grids: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor,
+        saliency_maps: torch.FloatTensor | None = None,
+        saliency_pixel_values: torch.FloatTensor | None = None,
+        tile_grids: torch.LongTensor | None = None,
+        saliency_source: str | None = None,
+        **kwargs,
     ) -> torch.Tensor:
-        """The per-tile maps to use, `(num_tiles, G, G)`: the given (precomputed) ones; else EAT + LayerCAM mapped
-        onto each image's tiles; all ones for the `uniform` source; otherwise a clear error."""
+        """The `(num_tiles, G, G)` maps the IAS-ViT receives for these processor outputs (the one getter of them):
+        the given (precomputed) ones; else EAT + LayerCAM mapped onto each image's tiles; all ones for the `uniform`
+        source; otherwise a clear error. `saliency_source`, the processor's, must be the model's."""
+        size = self.config.vision_config.image_size
+        check_pixel_values(pixel_values, tuple(size) if isinstance(size, (list, tuple)) else (size, size))
+        check_saliency_source(saliency_source, self.config.saliency_config)
         if saliency_maps is not None:
             return saliency_maps
         source = self.config.saliency_config.source
         grid = self.config.saliency_config.grid_size
         if source == "uniform":
-            return pixel_values.new_ones((pixel_values.shape[0], grid, grid))
+            return uniform_saliency_maps(pixel_values.shape[0], grid, like=pixel_values)
         if source == "eat_layercam" and saliency_pixel_values is not None and tile_grids is not None:
             check_tile_grids(tile_grids, saliency_pixel_values, pixel_values)
             image_maps = self.get_image_saliency(saliency_pixel_values)
@@ -523,18 +415,6 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
             "AseMllmProcessor returns with `pixel_values`, from a processor with the same `saliency_source`."
         )
 
-    def get_saliency_maps(
-        self,
-        pixel_values: torch.FloatTensor,
-        saliency_maps: torch.FloatTensor | None = None,
-        saliency_pixel_values: torch.FloatTensor | None = None,
-        tile_grids: torch.LongTensor | None = None,
-        **kwargs,
-    ) -> torch.Tensor:
-        """The `(num_tiles, G, G)` maps the IAS-ViT receives for these processor outputs."""
-        check_pixel_values(pixel_values, tuple(self.config.vision_config.image_size))
-        return self.resolve_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids)
-
     def get_image_features(
         self,
         pixel_values: torch.FloatTensor,
@@ -543,6 +423,7 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
         tile_grids: torch.LongTensor | None = None,
         vision_feature_layer: int | list[int] | None = None,
         vision_feature_select_strategy: str | None = None,
+        saliency_source: str | None = None,
         **kwargs,
     ):
         r"""
@@ -554,10 +435,13 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
             Whole images for EAT (the `eat_layercam` source).
         tile_grids (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
             `(cols, rows)` of each image's tiling, to map its saliency onto its tiles and thumbnail.
+        saliency_source (`str`, *optional*):
+            The source the processor made its saliency inputs for; must be the model's.
 
         Returns a `BaseModelOutputWithPooling` whose `pooler_output` is `(num_tiles, 256, text_hidden_size)`.
         """
-        saliency_maps = self.get_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids)
+        saliency_maps = self.get_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids,
+                                               saliency_source)
         return super().get_image_features(
             pixel_values=pixel_values,
             saliency_maps=saliency_maps,
@@ -580,6 +464,7 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
         vision_feature_layer: int | list[int] | None = None,
         vision_feature_select_strategy: str | None = None,
         mm_encoder_outputs: dict | None = None,
+        saliency_source: str | None = None,
         **kwargs,
     ):
         if pixel_values is not None and (mm_encoder_outputs or {}).get("image") is None:
@@ -588,6 +473,7 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
                 saliency_maps=saliency_maps,
                 saliency_pixel_values=saliency_pixel_values,
                 tile_grids=tile_grids,
+                saliency_source=saliency_source,
                 vision_feature_layer=vision_feature_layer,
                 vision_feature_select_strategy=vision_feature_select_strategy,
                 return_dict=True,
@@ -617,57 +503,6 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
         return outputs
 
 
-def check_tile_grids(tile_grids: torch.Tensor, saliency_pixel_values: torch.Tensor, pixel_values: torch.Tensor) -> None:
-    """One `(cols, rows)` per image, and together they must account for every tile of `pixel_values`."""
-    if tile_grids.ndim != 2 or tile_grids.shape[1] != 2 or tile_grids.shape[0] != saliency_pixel_values.shape[0]:
-        raise ValueError(
-            f"`tile_grids` has shape {tuple(tile_grids.shape)} but `saliency_pixel_values` holds "
-            f"{saliency_pixel_values.shape[0]} images; expected one (cols, rows) row per image."
-        )
-    tiles = [tile_count(c, r) for c, r in tile_grids.tolist()]
-    if sum(tiles) != pixel_values.shape[0]:
-        raise ValueError(
-            f"`tile_grids` {tile_grids.tolist()} give {sum(tiles)} tiles (thumbnails included) but `pixel_values` "
-            f"has {pixel_values.shape[0]}; pass the processor's outputs together, unmodified."
-        )
-
-
-def check_image_token_count(input_ids: torch.Tensor, image_features: torch.Tensor, image_token_id: int) -> None:
-    """Every `<IMG_CONTEXT>` must receive one image feature, per sample; say which sample is off."""
-    num_tokens = int((input_ids == image_token_id).sum())
-    num_features = image_features.shape[0] * image_features.shape[1]
-    if num_tokens != num_features:
-        per_sample = (input_ids == image_token_id).sum(dim=1).tolist()
-        raise ValueError(
-            f"input_ids hold {num_tokens} image tokens (per sample: {per_sample}) but the images give "
-            f"{image_features.shape[0]} tiles × {image_features.shape[1]} = {num_features} features. "
-            "Use the processor's `input_ids` and `pixel_values` together, unmodified."
-        )
-
-
-class MethodSignature(inspect.Signature):
-    """A function's signature that also keeps the one its bound method has (without `self`), once made.
-
-    `inspect.signature(model.forward)` finds the function's `__signature__` at once, but then derives the bound
-    form anew (`Signature.replace`, which validates every parameter) at every call. generate() makes that call at
-    every decoding step of a remote-code model (to look for the retired `cache_position` argument), which InternVL,
-    not remote code, never does; on the tiny test model the check cost ~40 µs of a ~0.9 ms step, ~15 µs of it the
-    derivation. Any other `replace` is done as usual.
-    """
-
-    __slots__ = ("_bound",)
-
-    def replace(self, **changes):
-        parameters = changes.get("parameters")
-        if parameters is None or len(changes) != 1:
-            return super().replace(**changes)
-        parameters = tuple(parameters)
-        bound = getattr(self, "_bound", None)
-        if bound is None or bound[0] != parameters:  # the same Parameter objects compare by identity, in C
-            bound = self._bound = (parameters, super().replace(parameters=parameters))
-        return bound[1]
-
-
 class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditionalGeneration):
     """ASE-MLLM with a language-modelling head; `generate()` encodes the images once, at prefill."""
 
@@ -680,101 +515,8 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
     def get_image_saliency(self, saliency_pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.get_image_saliency(saliency_pixel_values)
 
-    def get_saliency_maps(self, pixel_values, saliency_maps=None, saliency_pixel_values=None, tile_grids=None, **kwargs):
-        return self.model.get_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids)
-
-    def get_image_features(
-        self,
-        pixel_values: torch.FloatTensor,
-        saliency_maps: torch.FloatTensor | None = None,
-        saliency_pixel_values: torch.FloatTensor | None = None,
-        tile_grids: torch.LongTensor | None = None,
-        vision_feature_layer: int | list[int] | None = None,
-        vision_feature_select_strategy: str | None = None,
-        **kwargs,
-    ):
-        return self.model.get_image_features(
-            pixel_values=pixel_values,
-            saliency_maps=saliency_maps,
-            saliency_pixel_values=saliency_pixel_values,
-            tile_grids=tile_grids,
-            vision_feature_layer=vision_feature_layer,
-            vision_feature_select_strategy=vision_feature_select_strategy,
-            **kwargs,
-        )
-
-    # --- InternVL-style convenience API (`model.chat(...)`, `model.batch_chat(...)`), for users coming from it ---
-
-    def chat(self, processor, images, question: str, generation_config: dict | None = None, history=None,
-             return_history: bool = False):
-        """One answer, as InternVL's `chat()`; `images` (PIL image, path or list, or `None`) go with the first user turn.
-
-        Args:
-            processor: the model's `AseMllmProcessor` (InternVL takes a tokenizer; tiling and saliency need both).
-            history: earlier `(question, answer)` pairs.
-        Returns:
-            The answer, or `(answer, history)` with `return_history=True`.
-        """
-        history = list(history or [])
-        images = [] if images is None else list(images) if isinstance(images, (list, tuple)) else [images]
-        turns = [*history, (question, None)]
-        messages = []
-        for index, (user_text, answer) in enumerate(turns):
-            content = ([{"type": "image"}] * len(images) if index == 0 else []) + [{"type": "text", "text": user_text}]
-            messages.append({"role": "user", "content": content})
-            if answer is not None:
-                messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-        answer = self.batch_chat(processor, [images], [messages], generation_config)[0]
-        return (answer, [*history, (question, answer)]) if return_history else answer
-
-    def batch_chat(
-        self, processor, images, questions, generation_config: dict | None = None, images_kwargs: dict | None = None
-    ) -> list[str]:
-        """Answers for a batch, left-padded and stripped of surrounding whitespace, as InternVL's `batch_chat()`.
-
-        Args:
-            images: per sample, an image, a list of images, or `None`.
-            questions: per sample, a question string (the images precede it) or a full message list.
-            images_kwargs: image-processor options, e.g. `{"max_patches": 6}`.
-        """
-        per_sample = [[] if item is None else list(item) if isinstance(item, (list, tuple)) else [item] for item in images]
-        prompts = []
-        for sample_images, question in zip(per_sample, questions, strict=True):
-            messages = question if isinstance(question, list) else [
-                {"role": "user", "content": [{"type": "image"}] * len(sample_images) + [{"type": "text", "text": question}]}
-            ]
-            prompts.append(processor.apply_chat_template(messages, add_generation_prompt=True))
-        flat = [image for sample in per_sample for image in sample]
-        inputs = processor(
-            images=per_sample if flat else None, text=prompts, padding=True, images_kwargs=images_kwargs or {},
-            return_tensors="pt",
-        )
-        inputs = inputs.to(self.device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        output = self.generate(**inputs, **{"max_new_tokens": 256, "do_sample": False, **(generation_config or {})})
-        # Stripped as InternVL strips them: an answer whose first piece is a `▁word` decodes with a leading space.
-        answers = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        return [answer.strip() for answer in answers]
-
-    def mask_labels(
-        self,
-        labels: torch.LongTensor,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-    ) -> torch.LongTensor:
-        """Never train on image tokens (`<img>`, `<IMG_CONTEXT>`, `</img>`) or padding.
-
-        Prompt tokens are masked upstream: the chat template's `{% generation %}` block gives the assistant mask
-        (`return_assistant_tokens_mask=True`, TRL's `assistant_only_loss=True`, or our data collator).
-        """
-        image_ids = torch.tensor(self.config.image_special_token_ids, device=labels.device)
-        ignore = torch.isin(labels, image_ids)
-        if input_ids is not None:
-            ignore |= torch.isin(input_ids, image_ids)
-        if attention_mask is not None and attention_mask.shape == labels.shape:
-            ignore |= attention_mask == 0
-        return labels.masked_fill(ignore, -100)
+    def get_saliency_maps(self, pixel_values, **kwargs):
+        return self.model.get_saliency_maps(pixel_values, **kwargs)
 
     def forward(
         self,
@@ -792,6 +534,7 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         mm_encoder_outputs: dict | None = None,
+        saliency_source: str | None = None,
         **kwargs,
     ):
         r"""
@@ -801,11 +544,12 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
             Whole images for EAT + LayerCAM (the default `eat_layercam` source), from [`AseMllmProcessor`].
         tile_grids (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
             Each image's `(cols, rows)` tiling, from [`AseMllmProcessor`].
+        saliency_source (`str`, *optional*):
+            The source [`AseMllmProcessor`] made the saliency inputs for; a source other than the model's is an error.
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
-            Next-token targets; image tokens and padding are set to -100 here.
+            Next-token targets, -100 where no loss is taken (`AseMllmDataCollator` sets it on padding, image tokens
+            and, by default, everything but the assistant's answer).
         """
-        if labels is not None:
-            labels = self.mask_labels(labels, input_ids, attention_mask)
         return super().forward(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -821,6 +565,7 @@ class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditi
             labels=labels,
             logits_to_keep=logits_to_keep,
             mm_encoder_outputs=mm_encoder_outputs,
+            saliency_source=saliency_source,
             **kwargs,
         )
 

@@ -35,7 +35,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 # sibling that the modules below import is imported here too.
 from .configuration_ase_mllm import SALIENCY_SOURCES  # noqa: F401
 from .configuration_ase_mllm_qwen_vl import AseMllmQwenVLConfig, AseMllmQwenVLResamplerConfig, AseMllmQwenVLVisionConfig
-from .eat_ase_mllm import EatModel, compute_dtype
+from .eat_ase_mllm import compute_dtype
 from .image_processing_ase_mllm import tile_count  # noqa: F401
 from .modeling_ase_mllm import (
     AseMllmForConditionalGeneration,
@@ -44,10 +44,10 @@ from .modeling_ase_mllm import (
     AseMllmSaliencyBlockMixin,
     AseMllmSaliencyCrossAttention,
     AseMllmSaliencyEmbeddings,
-    check_pixel_values,
-    check_saliency_maps,
     init_saliency_module,
 )
+from .inputs_ase_mllm import check_saliency_maps
+from .packaging_ase_mllm import PARAMETER_GROUPS  # noqa: F401  (imported here too: transformers copies only direct siblings)
 from .saliency_ase_mllm import map_saliency_to_tiles  # noqa: F401
 
 
@@ -277,16 +277,8 @@ class AseMllmQwenVLModel(AseMllmQwenVLPreTrainedModel, AseMllmModel):
         self.vision_tower = AseMllmQwenVLVisionModel(config.vision_config)
         self.multi_modal_projector = AseMllmQwenVLResampler(config.resampler_config, config.vision_config.hidden_size)
         self.language_model = AutoModel.from_config(config.text_config)
-        if config.saliency_config.source == "eat_layercam":
-            # The IASM's aesthetic model: its weights live in this checkpoint, and it stays frozen.
-            self.saliency_model = EatModel(config.saliency_config.eat_config)
-            self.saliency_model.requires_grad_(False)
+        self.add_saliency_model(config)
         self.post_init()
-
-    def get_saliency_maps(self, pixel_values, saliency_maps=None, saliency_pixel_values=None, tile_grids=None, **kwargs):
-        """The `(num_images, G, G)` maps the IAS-ViT receives for these processor outputs."""
-        check_pixel_values(pixel_values, (self.config.vision_config.image_size,) * 2)
-        return self.resolve_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids)
 
     def get_image_features(
         self,
@@ -294,6 +286,7 @@ class AseMllmQwenVLModel(AseMllmQwenVLPreTrainedModel, AseMllmModel):
         saliency_maps: torch.FloatTensor | None = None,
         saliency_pixel_values: torch.FloatTensor | None = None,
         tile_grids: torch.LongTensor | None = None,
+        saliency_source: str | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling:
         r"""
@@ -309,7 +302,8 @@ class AseMllmQwenVLModel(AseMllmQwenVLPreTrainedModel, AseMllmModel):
         Returns a `BaseModelOutputWithPooling`: `last_hidden_state` `(num_images, num_patches, vision_hidden)` (the
         IAS-ViT's output) and `pooler_output` `(num_images, 256, text_hidden)` (the Resampler's).
         """
-        saliency_maps = self.get_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids)
+        saliency_maps = self.get_saliency_maps(pixel_values, saliency_maps, saliency_pixel_values, tile_grids,
+                                               saliency_source)
         vision = self.vision_tower(pixel_values=pixel_values.to(self.dtype), saliency_maps=saliency_maps)
         return BaseModelOutputWithPooling(
             last_hidden_state=vision.last_hidden_state,
@@ -335,7 +329,7 @@ class AseMllmQwenVLModel(AseMllmQwenVLPreTrainedModel, AseMllmModel):
 
 
 class AseMllmQwenVLForConditionalGeneration(AseMllmQwenVLPreTrainedModel, AseMllmForConditionalGeneration):
-    """ASE-MLLM on Qwen-VL-Chat with a language-modelling head; `generate()`, `chat()` and `batch_chat()` as for the
+    """ASE-MLLM on Qwen-VL-Chat with a language-modelling head; `generate()` (and `inference.chat`) as for the
     InternVL family (images are encoded once, at prefill)."""
 
     def __init__(self, config: AseMllmQwenVLConfig):

@@ -102,7 +102,57 @@ def map_saliency_to_tiles(
     return tiles.clamp(0.0, 1.0)
 
 
+def uniform_saliency_maps(num_tiles: int, grid_size: int, like: torch.Tensor | None = None) -> torch.Tensor:
+    """The `uniform` source's maps (the ablation in which the cross-attention sees no saliency): all ones,
+    `(num_tiles, G, G)`, float32 (or `like`'s dtype and device). The only place that makes them."""
+    if like is not None:
+        return like.new_ones((num_tiles, grid_size, grid_size))
+    return torch.ones((num_tiles, grid_size, grid_size))
+
+
+def saliency_processor_kwargs(saliency_config) -> dict:
+    """The image processor's saliency settings, from the model's `saliency_config`: the one place a processor gets
+    them (`AseMllmImageProcessor(**saliency_processor_kwargs(model.config.saliency_config))`)."""
+    return {
+        "saliency_source": saliency_config.source,
+        "saliency_grid_size": saliency_config.grid_size,
+        "saliency_working_size": saliency_config.working_size,
+        "saliency_blur_sigma": saliency_config.blur_sigma,
+    }
+
+
+def check_processor_saliency(image_processor, saliency_config, where: str = "the model") -> None:
+    """Raise, naming both values, when an image processor's saliency settings are not those of `saliency_config`
+    (the model's, which owns them): its maps would not be the ones the model expects. `where` names the model."""
+    different = {key: (value, getattr(image_processor, key, None))
+                 for key, value in saliency_processor_kwargs(saliency_config).items()
+                 if getattr(image_processor, key, None) != value}
+    if different:
+        listed = ", ".join(f"{key} {mine!r} (model: {theirs!r})" for key, (theirs, mine) in different.items())
+        raise ValueError(f"the processor of {where} does not match the model's saliency_config: {listed}. Build it "
+                         "with `from_saliency_config(model.config.saliency_config)`.")
+
+
+def check_saliency_source(sent: str | None, saliency_config) -> None:
+    """Raise when the maps (or EAT inputs) a processor sent were made for another saliency source than the model's.
+
+    Args:
+        sent: the `saliency_source` the processor returned with its outputs (`None`: inputs made by hand, unchecked).
+    """
+    if sent is not None and sent != saliency_config.source:
+        raise ValueError(
+            f"the processor's saliency_source is {sent!r} but the model's saliency_config.source is "
+            f"{saliency_config.source!r}: its saliency inputs would be used in place of the model's own. Use the "
+            "processor saved with this model, or build one from the model's config "
+            "(`saliency_processor_kwargs(model.config.saliency_config)`)."
+        )
+
+
 __all__ = [
+    "uniform_saliency_maps",
+    "saliency_processor_kwargs",
+    "check_saliency_source",
+    "check_processor_saliency",
     "normalize_saliency",
     "gaussian_blur",
     "spectral_residual_saliency",

@@ -118,9 +118,10 @@ def test_truncation_that_cuts_image_tokens_is_caught(processor):
 # --- forward ---------------------------------------------------------------------------------------------------
 @pytest.fixture
 def batch(processor):
-    """Inputs carrying per-tile `saliency_maps` (a classical source; precomputed EAT maps arrive the same way)."""
+    """Inputs carrying per-tile `saliency_maps`: precomputed EAT maps (a classical source's arrive the same way)."""
+    image_saliency = [torch.rand(14, 14, generator=torch.Generator().manual_seed(0))]
     return processor(images=[random_image(300, 700)], text=["<image>\n" + PROMPT], return_tensors="pt",
-                     images_kwargs={"saliency_source": "spectral_residual"})
+                     images_kwargs={"image_saliency": image_saliency})
 
 
 def test_forward_rejects_mismatched_saliency_maps(make_model, batch):

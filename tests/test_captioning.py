@@ -57,11 +57,13 @@ def test_chat_and_batch_chat_equal_generate(make_model, processor):
     tokens = model.generate(**inputs, max_new_tokens=6, do_sample=False)[0, inputs["input_ids"].shape[1] :]
     expected = processor.decode(tokens, skip_special_tokens=True).strip()  # chat() strips, as InternVL's does
     generation = {"max_new_tokens": 6}
-    assert model.chat(processor, image, PROMPT, generation) == expected
-    answers = model.batch_chat(processor, [image, None, image], [PROMPT, "Hello?", PROMPT], generation)
+    from modeling_ase_mllm.inference.chat import batch_chat, chat
+
+    assert chat(model, processor, image, PROMPT, generation) == expected
+    answers = batch_chat(model, processor, [image, None, image], [PROMPT, "Hello?", PROMPT], generation)
     assert answers[0] == answers[2] == expected and len(answers) == 3
-    answer, history = model.chat(processor, image, "And the light?", generation, history=[(PROMPT, expected)],
-                                 return_history=True)
+    answer, history = chat(model, processor, image, "And the light?", generation, history=[(PROMPT, expected)],
+                           return_history=True)
     assert history == [(PROMPT, expected), ("And the light?", answer)]
 
 
@@ -83,7 +85,7 @@ def test_a_batch_that_fails_in_the_model_is_redone_photo_by_photo(processor):
 
     model = build_tiny_model(gate=0.5, seed=2)
     good = [random_image(100, 120, seed=1), random_image(90, 150, seed=3)]
-    options = {"generation_config": {"max_new_tokens": 4}, "max_tiles": 1}
+    options = {"generation_config": {"max_new_tokens": 4}, "max_patches": 1}
     results = critique_images(model, processor, [good[0], PIL.Image.new("RGB", (0, 5)), good[1]], batch_size=3, **options)
     alone = [critique_images(model, processor, [image], **options)[0].caption for image in good]
     assert [r.image for r in results] == ["image[0]", "image[1]", "image[2]"]

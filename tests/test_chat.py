@@ -1,6 +1,7 @@
 """InternVL-style `chat()` / `batch_chat()` answers are stripped, as InternVL's own are."""
 
 from conftest import PROMPT, random_image
+from modeling_ase_mllm.inference.chat import batch_chat, chat
 
 
 def test_chat_answers_are_stripped_as_internvl_strips_them(make_model, processor):
@@ -19,7 +20,7 @@ def test_chat_answers_are_stripped_as_internvl_strips_them(make_model, processor
     decoded = processor.decode(tokens, skip_special_tokens=True)
     assert tokens.tolist() == [spaced] * 3 and decoded.startswith(" ")
 
-    answer, history = model.chat(processor, image, PROMPT, generation, return_history=True)
+    answer, history = chat(model, processor, image, PROMPT, generation, return_history=True)
     assert answer == decoded.strip() and answer != decoded and not answer.startswith(" ")
     assert history == [(PROMPT, answer)]
-    assert model.batch_chat(processor, [image, None], [PROMPT, "Hello?"], generation) == [answer, answer]
+    assert batch_chat(model, processor, [image, None], [PROMPT, "Hello?"], generation) == [answer, answer]

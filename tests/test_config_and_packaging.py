@@ -63,9 +63,9 @@ def test_no_top_level_configuration_or_processing_package(tmp_path):
 # The Qwen-VL-Chat family's modules (`*_qwen_vl.py`) are built on the InternVL family's, so a folder of either family
 # carries all of them.
 REMOTE_CODE = ["configuration_ase_mllm.py", "configuration_ase_mllm_qwen_vl.py", "eat_ase_mllm.py",
-               "image_processing_ase_mllm.py", "image_processing_ase_mllm_qwen_vl.py", "modeling_ase_mllm.py",
-               "modeling_ase_mllm_qwen_vl.py", "processing_ase_mllm.py", "processing_ase_mllm_qwen_vl.py",
-               "saliency_ase_mllm.py"]
+               "image_processing_ase_mllm.py", "image_processing_ase_mllm_qwen_vl.py", "inputs_ase_mllm.py",
+               "modeling_ase_mllm.py", "modeling_ase_mllm_qwen_vl.py", "packaging_ase_mllm.py",
+               "processing_ase_mllm.py", "processing_ase_mllm_qwen_vl.py", "saliency_ase_mllm.py"]
 # What remote code may import besides its sibling modules: transformers, torch, numpy and PIL; huggingface_hub, which
 # configuration_ase_mllm.py still imports (`huggingface_hub.dataclasses.strict`, a dependency of transformers
 # itself); and these modules of the standard library (`re`: the parameter-group matcher beside the model).

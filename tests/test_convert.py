@@ -105,10 +105,11 @@ def reference(source_model):
     return build_internvl_twin(source_model)
 
 
-def sample_inputs():
+def sample_inputs(saliency_config):
+    """Two prompts with images, from a processor built for the model with this `saliency_config`."""
     from conftest import random_image
 
-    processor = build_processor(saliency_source="spectral_residual")
+    processor = build_processor(saliency_config=saliency_config)
     return processor(images=[random_image(300, 700, seed=1), random_image(200, 200, seed=2)],
                      text=[PROMPT, "Hello <image> there"], return_tensors="pt", padding=True)
 
@@ -156,7 +157,7 @@ def test_opengvlab_internlm2_checkpoint_converts_to_identical_logits(tmp_path, s
 
     converted = AutoModelForImageTextToText.from_pretrained(tmp_path / "ase").eval()
     assert not any(p.abs().sum() for n, p in converted.named_parameters() if n.endswith("saliency_gate.weight"))
-    inputs = sample_inputs()
+    inputs = sample_inputs(converted.config.saliency_config)
     with torch.no_grad():
         ours = converted(**inputs).logits
         theirs = reference(**{k: inputs[k] for k in ("input_ids", "attention_mask", "pixel_values")}).logits
@@ -177,7 +178,7 @@ def test_transformers_internvl_folder_converts_to_identical_logits(tmp_path, ref
     converted = AutoModelForImageTextToText.from_pretrained(tmp_path / "ase").eval()
     for name, tensor in eat_state.items():
         assert torch.equal(converted.model.saliency_model.state_dict()[name], tensor), name
-    inputs = sample_inputs()
+    inputs = sample_inputs(converted.config.saliency_config)
     with torch.no_grad():
         ours = converted(**inputs).logits
         theirs = reference(**{k: inputs[k] for k in ("input_ids", "attention_mask", "pixel_values")}).logits

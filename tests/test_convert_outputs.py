@@ -211,7 +211,7 @@ def test_float32_weights_under_a_bfloat16_config_stay_float32(tmp_path):
         theirs = reference(**{k: inputs[k] for k in ("input_ids", "attention_mask", "pixel_values")}).logits
         for name in ("fp32", "bf16"):
             converted = AutoModelForImageTextToText.from_pretrained(tmp_path / name).eval()
-            ours = converted(**{k: v.to(converted.dtype) if v.is_floating_point() else v for k, v in inputs.items()})
+            ours = converted(**{k: v.to(converted.dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in inputs.items()})
             differences[name] = float((ours.logits.float() - theirs).abs().max())
     print(f"\nmax |logits - unconverted|: float32 output {differences['fp32']:.2g}, bfloat16 output "
           f"{differences['bf16']:.2g}")

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from conftest import PROMPT, random_image, user_turn
+from conftest import PROMPT, random_image
 
 
 ANSWER = "The colors are warm and the composition is balanced."
@@ -42,14 +42,23 @@ def test_loss_on_answer_tokens_only(make_model, processor):
     assert torch.allclose(out.loss, _manual_loss(out.logits, labels), atol=1e-6)
 
 
-def test_model_masks_image_and_pad_tokens_itself(make_model, processor):
-    """Given `labels = input_ids`, image tokens and left padding are excluded; text tokens are kept."""
+def test_collator_masks_image_and_pad_tokens_also_without_assistant_only_loss(make_model, processor):
+    """With `assistant_only_loss=False` every text token is labelled; image tokens and padding still are not (the
+    model takes `labels` as given: the collator owns the masking)."""
+    from modeling_ase_mllm.training.collator import AseMllmDataCollator
+
     model = make_model(gate=0.5)
-    texts = [processor.apply_chat_template(user_turn(), add_generation_prompt=True), "<image>\nshort"]
-    batch = processor(images=[random_image(200, 300), random_image(100, 100)], text=texts, return_tensors="pt", padding=True)
-    ids = batch["input_ids"]
-    out = model(**batch, labels=ids.clone())
+    def example(image, question, answer):
+        return {"images": [image], "messages": [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
+            {"role": "assistant", "content": [{"type": "text", "text": answer}]}]}
+
+    examples = [example(random_image(200, 300), PROMPT, ANSWER), example(random_image(100, 100), "short", "Fine.")]
+    batch = AseMllmDataCollator(processor, assistant_only_loss=False)(examples)
+    ids, labels = batch["input_ids"], batch["labels"]
     manual = ids.masked_fill(torch.isin(ids, torch.tensor(processor.image_token_ids)), -100)
     manual = manual.masked_fill(batch["attention_mask"] == 0, -100)
+    assert torch.equal(labels, manual)
     assert (manual != -100).sum() > 10 and (batch["attention_mask"] == 0).any()
+    out = model(**batch)
     assert torch.allclose(out.loss, _manual_loss(out.logits, manual), atol=1e-6)

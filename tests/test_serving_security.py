@@ -108,7 +108,7 @@ def test_local_files_are_refused_by_default_and_read_only_as_regular_files_under
 def test_the_body_cannot_carry_a_template_or_processor_options_and_health_answers_while_a_request_runs(
         saved_model, photo):
     limits = ServingLimits(max_new_tokens=3000)
-    with served(saved_model, limits=limits, max_tiles=2) as base:
+    with served(saved_model, limits=limits, max_patches=2) as base:
         long_request = threading.Thread(target=abandoned_post, args=(base, chat_body(data_url(photo), 3000), 4.0))
         long_request.start()
         time.sleep(1.5)
@@ -141,7 +141,7 @@ def short_model(tmp_path_factory, processor):
 
 
 def test_max_tokens_is_bounded_by_the_operator_and_by_the_positions_left(short_model, photo):
-    with served(short_model, limits=ServingLimits(max_new_tokens=1000), max_tiles=1) as base:
+    with served(short_model, limits=ServingLimits(max_new_tokens=1000), max_patches=1) as base:
         over = post(base, chat_body(data_url(photo), max_tokens=100000))
         answer = post(base, chat_body(data_url(photo), max_tokens=1000))
         default = post(base, {"messages": image_message(data_url(photo)), "temperature": 0})
@@ -157,7 +157,7 @@ def test_max_tokens_is_bounded_by_the_operator_and_by_the_positions_left(short_m
 # --- row 7: a non-streaming client that hangs up --------------------------------------------------------------------
 def test_a_client_that_hangs_up_stops_its_generation(saved_model, photo, caplog):
     caplog.set_level(logging.INFO, logger="ase_mllm.access")
-    with served(saved_model, limits=ServingLimits(max_new_tokens=3000), max_tiles=1) as base:
+    with served(saved_model, limits=ServingLimits(max_new_tokens=3000), max_patches=1) as base:
         warm = post(base, chat_body(data_url(photo), max_tokens=20))
         started = time.perf_counter()
         abandoned_post(base, chat_body(data_url(photo), max_tokens=3000), after_s=2.0)
@@ -227,7 +227,7 @@ def test_malformed_fields_are_400s_naming_them_and_a_retrying_client_sends_each_
     caplog.set_level(logging.INFO, logger="ase_mllm.access")
     undecodable = "data:image/png;base64," + base64.b64encode(b"not a photo at all").decode()
     bodies = bad_bodies(undecodable, data_url(photo))
-    with served(saved_model, limits=ServingLimits(max_new_tokens=4), max_tiles=1) as base:
+    with served(saved_model, limits=ServingLimits(max_new_tokens=4), max_patches=1) as base:
         client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=2, timeout=120)
         integer_bias = client.chat.completions.create(model=str(saved_model), messages=image_message(data_url(photo)),
                                                       max_tokens=4, temperature=0, logit_bias={"5": 3})
@@ -251,7 +251,7 @@ def test_malformed_fields_are_400s_naming_them_and_a_retrying_client_sends_each_
 # --- row 8: admission ----------------------------------------------------------------------------------------------
 def test_a_full_queue_answers_429_and_a_long_wait_503_both_with_retry_after(saved_model, photo):
     limits = ServingLimits(max_new_tokens=3000, max_active_requests=1, max_waiting_requests=1, queue_timeout_s=2.0)
-    with served(saved_model, limits=limits, max_tiles=1) as base:
+    with served(saved_model, limits=limits, max_patches=1) as base:
         running = threading.Thread(target=abandoned_post, args=(base, chat_body(data_url(photo), 3000), 8.0))
         running.start()
         time.sleep(2.0)  # it runs now
@@ -291,14 +291,14 @@ def test_remote_images_from_private_addresses_are_refused_unless_allowed_redirec
         saved_model, image_servers, photo):
     main, other = image_servers
     limits = ServingLimits(max_new_tokens=4, image_fetch_timeout_s=3.0)
-    with served(saved_model, limits=limits, max_tiles=1, allow_remote_images=True) as base:
+    with served(saved_model, limits=limits, max_patches=1, allow_remote_images=True) as base:
         direct, redirected = post(base, chat_body(main.base + "/p.png")), post(base, chat_body(main.base + "/here"))
     assert main.requests == []  # refused before connecting
     for answer, url in ((direct, main.base + "/p.png"), (redirected, main.base + "/here")):
         assert answer.status == 400
         assert answer.message == (f"messages[0].content[0].image_url: image {url!r} refused: this server fetches "
                                   "images from public addresses only")
-    with served(saved_model, limits=limits, max_tiles=1, allow_remote_images=True,
+    with served(saved_model, limits=limits, max_patches=1, allow_remote_images=True,
                 private_image_networks=["127.0.0.1/32"]) as base:
         expected = post(base, chat_body(data_url(photo))).content
         fetched, followed = post(base, chat_body(main.base + "/p.png")), post(base, chat_body(main.base + "/here"))
@@ -318,7 +318,7 @@ def test_remote_images_from_private_addresses_are_refused_unless_allowed_redirec
 def test_slow_drip_image_servers_do_not_stall_other_requests(saved_model, image_servers, photo):
     main, _ = image_servers
     limits = ServingLimits(max_new_tokens=4, image_fetch_timeout_s=2.0, image_fetch_connections=4)
-    with served(saved_model, limits=limits, max_tiles=1, allow_remote_images=True,
+    with served(saved_model, limits=limits, max_patches=1, allow_remote_images=True,
                 private_image_networks="all") as base:
         with ThreadPoolExecutor(7) as pool:
             drips = [pool.submit(post, base, chat_body(main.base + "/drip")) for _ in range(6)]

@@ -114,8 +114,10 @@ def test_sft_trainer_collates_exactly_like_our_collator(make_model, one_tile_pro
     examples = [conversations[0], conversations[1]]
     ours = AseMllmDataCollator(one_tile_processor)([dict(e) for e in examples])
     trl = trainer.data_collator([dict(e) for e in examples])
-    assert set(trl) == set(ours) == {"input_ids", "attention_mask", "pixel_values", "saliency_pixel_values", "tile_grids", "labels"}
-    for key in ours:
+    assert set(trl) == set(ours) == {"input_ids", "attention_mask", "pixel_values", "saliency_pixel_values", "tile_grids",
+                                     "saliency_source", "labels"}
+    assert ours["saliency_source"] == trl["saliency_source"] == "eat_layercam"
+    for key in ours.keys() - {"saliency_source"}:
         assert torch.equal(ours[key], trl[key]), key
     # Right padding: the shorter sequence ends in padding, which carries no label.
     mask = ours["attention_mask"]

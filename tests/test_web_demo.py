@@ -117,7 +117,9 @@ def test_upload_photo_and_get_critique_and_overlay(tmp_path, processor):
     photo.save(photo_path)
     large_path = tmp_path / "large.png"
     random_image(1000, 1200, seed=9).save(large_path)  # 1.2 megapixels, over the server's bound of 1
-    expected = model.chat(processor, photo, PROMPT, {"max_new_tokens": 12}).strip()
+    from modeling_ase_mllm.inference.chat import chat
+
+    expected = chat(model, processor, photo, PROMPT, {"max_new_tokens": 12}).strip()
     assert expected  # the page must show something we can recognise
 
     port = free_port()

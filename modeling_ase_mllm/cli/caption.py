@@ -47,7 +47,7 @@ def main(args) -> int:
     if args.temperature > 0:
         generation.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
     results = iter_critiques(
-        model, processor, args.images, prompt=critique_prompt(args.prompt, args.aspect), max_tiles=args.max_tiles,
+        model, processor, args.images, prompt=critique_prompt(args.prompt, args.aspect), max_patches=args.max_tiles,
         batch_size=args.batch_size, generation_config=generation, saliency_out=args.saliency_out,
         limits=photo_limits(args),
     )

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from ..evaluation.control import CONTROLS
-from ..evaluation.run import PREDICTIONS_FILE
+from ..evaluation.predictions import PREDICTIONS_FILE
 from ..evaluation.sharding import part_files
 from .arguments import (
     DATASET_HELP, add_metric_arguments, add_quantization_option, check_aspect, check_choice, check_dataset, check_device,
@@ -117,6 +117,18 @@ def kept(args) -> str:
     return f"{where} keeps {finished} finished caption(s); the same command resumes from there"
 
 
+def write_card(model: str, output_dir: str, metrics: dict) -> None:
+    """The results into the model folder's card (the Table I table and the Hub's `model-index`), naming the
+    saliency source the run's processor used, as `run.json` records it."""
+    import json
+
+    from ..evaluation.run import RUN_FILE
+    from ..hub.model_card import write_model_card
+
+    run = json.loads((Path(output_dir) / RUN_FILE).read_text(encoding="utf-8"))
+    write_model_card(model, metrics=metrics, saliency_source=run.get("saliency_source"))
+
+
 def main(args) -> int:
     """Caption and score a split (or score a predictions file); print the Table I row."""
     check_evaluate_arguments(args)
@@ -135,12 +147,14 @@ def main(args) -> int:
             root=args.data_root, batch_size=args.batch_size,
             generation_config={"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams,
                                **({"min_new_tokens": args.min_new_tokens} if args.min_new_tokens else {})},
-            prompt=critique_prompt(args.prompt, args.aspect), max_tiles=args.max_tiles, limit=args.limit,
-            device=args.device, overwrite=args.overwrite, update_model_card=args.update_model_card,
+            prompt=critique_prompt(args.prompt, args.aspect), max_patches=args.max_tiles, limit=args.limit,
+            device=args.device, overwrite=args.overwrite,
             quantization=args.quantization, protocol=args.protocol, **options,
         )
         if metrics is None:  # another process of `accelerate launch`: the main one scores and reports
             return 0
+        if args.update_model_card:
+            write_card(args.model, args.output_dir, metrics)
     print(format_table(metrics))
     print(f"[evaluate] wrote {Path(args.output_dir) / 'metrics.json'} and metrics.md"
           + (f"; the results are in {Path(args.model) / 'README.md'}" if args.update_model_card else ""))

@@ -111,7 +111,7 @@ def photo_inputs(args) -> list[tuple[str, object]]:
     from ..data.records import IMAGE_EXTENSIONS
 
     if args.dataset:
-        from ..evaluation.run import load_split
+        from ..data.prepared import load_split
 
         split = load_split(args.dataset, args.split, args.data_root)
         if args.limit is not None:

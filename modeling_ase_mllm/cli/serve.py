@@ -142,7 +142,7 @@ def main(args) -> int:
                           'pip install "ase-mllm[serve]"') from error
     private = args.allow_private_image_urls
     serve(args.model, host=args.host, port=args.port, log_level=args.log_level, device=args.device, dtype=args.dtype,
-          max_tiles=args.max_tiles, limits=serving_limits(args), api_key=args.api_key,
+          max_patches=args.max_tiles, limits=serving_limits(args), api_key=args.api_key,
           allowed_hosts=args.allowed_hosts, allowed_local_media_paths=args.allowed_local_media_path,
           allow_remote_images=args.allow_remote_images,
           private_image_networks="all" if private == [] else private, served_model_name=args.served_model_name,

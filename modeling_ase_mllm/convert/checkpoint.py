@@ -114,4 +114,46 @@ def write_checkpoint(
     return summary
 
 
-__all__ = ["check_output", "weights_dtype", "write_checkpoint"]
+def saliency_source_for(eat) -> str:
+    """A converted model's saliency source: `eat_layercam` with an EAT checkpoint; without one, for every source
+    format, the fallback `spectral_residual` (no weights), said with a warning."""
+    if eat is not None:
+        return "eat_layercam"
+    warnings.warn("no EAT checkpoint given: the saliency source falls back to 'spectral_residual' (no weights).",
+                  stacklevel=3)
+    return "spectral_residual"
+
+
+def eat_checkpoint_weights(config, eat) -> dict[str, torch.Tensor]:
+    """The EAT checkpoint `eat`, checked against `config.saliency_config.eat_config`, under the model's names
+    (`model.saliency_model.*`); empty without one."""
+    if eat is None:
+        return {}
+    from ..eat_ase_mllm import EatModel
+    from .eat import load_eat_weights
+
+    checked = load_eat_weights(EatModel(config.saliency_config.eat_config), eat)
+    return {f"model.saliency_model.{k}": v for k, v in checked.state_dict().items()}
+
+
+def folder_saver(config, architecture: str, dtype: torch.dtype, processor, eos_token_id, pad_token_id
+                 ) -> Callable[[Path], None]:
+    """`write_checkpoint`'s `save` for every family: the config (for `architecture`, in `dtype`), the remote code,
+    the generation config (greedy, stopping at `eos_token_id`) and the processor."""
+    from transformers import GenerationConfig
+
+    from ..modeling_ase_mllm import copy_remote_code
+
+    def save(folder: Path) -> None:
+        config.architectures = [architecture]
+        config.dtype = dtype
+        config.save_pretrained(folder)
+        copy_remote_code(folder)
+        GenerationConfig(eos_token_id=eos_token_id, pad_token_id=pad_token_id).save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    return save
+
+
+__all__ = ["check_output", "weights_dtype", "write_checkpoint", "saliency_source_for", "eat_checkpoint_weights",
+           "folder_saver"]

@@ -33,16 +33,14 @@ from __future__ import annotations
 
 import itertools
 import re
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from ..configuration_ase_mllm import AseMllmConfig
-from ..eat_ase_mllm import EatModel
 from ..image_processing_ase_mllm import AseMllmImageProcessor
-from ..modeling_ase_mllm import AseMllmVisionModel, copy_remote_code, parameter_group
+from ..modeling_ase_mllm import AseMllmVisionModel, parameter_group
 from ..processing_ase_mllm import (
     CONVERSATION_STYLES,
     IMAGE_CONTEXT_TOKEN,
@@ -51,8 +49,9 @@ from ..processing_ase_mllm import (
     AseMllmProcessor,
     build_chat_template,
 )
-from .eat import load_eat_weights
-from .checkpoint import check_output, weights_dtype, write_checkpoint
+from .checkpoint import (
+    check_output, eat_checkpoint_weights, folder_saver, saliency_source_for, weights_dtype, write_checkpoint,
+)
 from .shards import read_json, read_tensors, source_shards
 from .tokenizer import check_same_encoding, check_sentencepiece_backends, load_source_tokenizer, native_tokenizer, probe_texts
 from .twin import ase_config_from_internvl
@@ -313,7 +312,7 @@ def convert_internvl_checkpoint(
     Returns a summary (also `conversion.json`): the source format, the number of converted tensors, the new IAS and
     EAT weights, the dtype written and the source's, the seed.
     """
-    from transformers import GenerationConfig, InternVLConfig
+    from transformers import InternVLConfig
 
     source, output = Path(source), Path(output)
     check_output(output, source, overwrite)
@@ -340,32 +339,19 @@ def convert_internvl_checkpoint(
             setattr(config, key, value)
     if eat_config is not None:
         config.saliency_config.eat_config = type(config.saliency_config.eat_config)(**eat_config)
-    if eat is None:
-        warnings.warn("no EAT checkpoint given: the saliency source falls back to 'spectral_residual' (no weights).",
-                      stacklevel=2)
-        config.saliency_config.source = "spectral_residual"
+    config.saliency_config.source = saliency_source_for(eat)
     style = conversation_style(raw.get("template"), source)
     processor = AseMllmProcessor(
-        image_processor=AseMllmImageProcessor(saliency_source=config.saliency_config.source), tokenizer=tokenizer,
+        image_processor=AseMllmImageProcessor.from_saliency_config(config.saliency_config), tokenizer=tokenizer,
         chat_template=build_chat_template(style), system_prompt=CONVERSATION_STYLES[style][3],
     )
     if reference is not None:
         check_same_encoding(reference, tokenizer, probe_texts(processor, tokenizer), source)
     shards = source_shards(source)
     dtype, source_dtype = weights_dtype(raw, shards, config_file, dtype)
-    eat_weights = {}
-    if eat is not None:
-        checked = load_eat_weights(EatModel(config.saliency_config.eat_config), eat)
-        eat_weights = {f"model.saliency_model.{k}": v for k, v in checked.state_dict().items()}
+    eat_weights = eat_checkpoint_weights(config, eat)
     stop_tokens = stop_token_ids(tokenizer, style, config.text_config.eos_token_id)
-
-    def save(folder: Path) -> None:
-        config.architectures = ["AseMllmForConditionalGeneration"]
-        config.dtype = dtype
-        config.save_pretrained(folder)
-        copy_remote_code(folder)
-        GenerationConfig(eos_token_id=stop_tokens, pad_token_id=tokenizer.pad_token_id).save_pretrained(folder)
-        processor.save_pretrained(folder)
+    save = folder_saver(config, "AseMllmForConditionalGeneration", dtype, processor, stop_tokens, tokenizer.pad_token_id)
 
     converted = (pair for shard in shards for name, tensor in read_tensors(shard)
                  for pair in convert_tensor(name, tensor, config.text_config))

@@ -34,16 +34,13 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from ..configuration_ase_mllm_qwen_vl import AseMllmQwenVLConfig
-from ..eat_ase_mllm import EatModel
 from ..image_processing_ase_mllm_qwen_vl import AseMllmQwenVLImageProcessor
-from ..modeling_ase_mllm import copy_remote_code
 from ..modeling_ase_mllm_qwen_vl import AseMllmQwenVLVisionModel
 from ..processing_ase_mllm_qwen_vl import (
     QWEN_VL_IMAGE_END_TOKEN,
@@ -51,9 +48,10 @@ from ..processing_ase_mllm_qwen_vl import (
     QWEN_VL_IMAGE_START_TOKEN,
     AseMllmQwenVLProcessor,
 )
-from .eat import load_eat_weights
 from .internvl import DEFAULT_MAX_SHARD_SIZE, new_ias_weights
-from .checkpoint import check_output, weights_dtype, write_checkpoint
+from .checkpoint import (
+    check_output, eat_checkpoint_weights, folder_saver, saliency_source_for, weights_dtype, write_checkpoint,
+)
 from .shards import read_json, read_tensors, weight_files
 from .tokenizer import check_same_encoding, probe_texts
 
@@ -343,7 +341,6 @@ def convert_qwen_vl_checkpoint(
     whole or not at all, an existing folder replaced only with `overwrite` (`checkpoint.write_checkpoint`). Returns a
     summary, also written to `conversion.json`.
     """
-    from transformers import GenerationConfig
 
     source, output = Path(source), Path(output)
     check_output(output, source, overwrite)
@@ -357,13 +354,8 @@ def convert_qwen_vl_checkpoint(
         raise FileNotFoundError(f"{source} has no {TIKTOKEN_FILE}: Qwen-VL's tokenizer is needed to convert it")
     generation_file = source / "generation_config.json"
     generation = read_json(generation_file) if generation_file.is_file() else {}
-    if eat is None:
-        warnings.warn("no EAT checkpoint given: the saliency source falls back to 'spectral_residual' (no weights).",
-                      stacklevel=2)
-    source_name = "eat_layercam" if eat is not None else "spectral_residual"
-    processor = convert_qwen_tokenizer(
-        tiktoken_file, {"image_processor": AseMllmQwenVLImageProcessor(saliency_source=source_name)}
-    )
+    source_name = saliency_source_for(eat)
+    processor = convert_qwen_tokenizer(tiktoken_file, {"image_processor": AseMllmQwenVLImageProcessor()})
     tokenizer = processor.tokenizer
     token_ids = {"image_token_id": processor.image_token_id, "start_image_token_id": processor.start_image_token_id,
                  "end_image_token_id": processor.end_image_token_id}
@@ -374,21 +366,13 @@ def convert_qwen_vl_checkpoint(
     config.saliency_config.source = source_name
     if eat_config is not None:
         config.saliency_config.eat_config = type(config.saliency_config.eat_config)(**eat_config)
+    processor.image_processor = AseMllmQwenVLImageProcessor.from_saliency_config(config.saliency_config)
     files = weight_files(source)
     dtype, source_dtype = weights_dtype(raw, files, config_file, dtype)
-    eat_weights = {}
-    if eat is not None:
-        checked = load_eat_weights(EatModel(config.saliency_config.eat_config), eat)
-        eat_weights = {f"model.saliency_model.{k}": v for k, v in checked.state_dict().items()}
+    eat_weights = eat_checkpoint_weights(config, eat)
     stops = generation_stop_ids(tokenizer, generation)
-
-    def save(folder: Path) -> None:
-        config.architectures = ["AseMllmQwenVLForConditionalGeneration"]
-        config.dtype = dtype
-        config.save_pretrained(folder)
-        copy_remote_code(folder)
-        GenerationConfig(eos_token_id=stops, pad_token_id=config.text_config.pad_token_id).save_pretrained(folder)
-        processor.save_pretrained(folder)
+    save = folder_saver(config, "AseMllmQwenVLForConditionalGeneration", dtype, processor, stops,
+                        config.text_config.pad_token_id)
 
     converted = (pair for path in files for name, tensor in read_tensors(path)
                  for pair in convert_qwen_vl_tensor(name, tensor, config))

@@ -143,5 +143,24 @@ def missing_split_message(folder: str | os.PathLike, split: str, available: Sequ
     return message
 
 
-__all__ = ["INFO_FILE", "check_output_folder", "decode_error", "drop_undecodable", "missing_split_message",
-           "prepared_info", "save_prepared"]
+def load_split(dataset: str, split: str, root: str | None = None, protocol: str | None = None):
+    """One split, for training and evaluation alike: from a reader name (`pccd`, `rpcd`, `dpc2022`, `ava_captions`,
+    `mini_aic`; only that split is read), a saved DatasetDict, or a saved Dataset (which is the split itself). A
+    missing split is a `ValueError` naming it, what there is, and, for a folder that prepare-data wrote, why
+    prepare-data left it out."""
+    from datasets import Dataset, load_from_disk
+
+    from .registry import load_aic_dataset
+
+    if not Path(dataset).is_dir():
+        return load_aic_dataset(dataset, root, splits=[split], protocol=protocol)[split]
+    splits = load_from_disk(dataset)
+    if isinstance(splits, Dataset):  # a folder holding one saved split is that split
+        return splits
+    if split not in splits:
+        raise ValueError(missing_split_message(dataset, split, list(splits)))
+    return splits[split]
+
+
+__all__ = ["INFO_FILE", "check_output_folder", "decode_error", "drop_undecodable", "load_split",
+           "missing_split_message", "prepared_info", "save_prepared"]

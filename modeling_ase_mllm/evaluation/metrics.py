@@ -10,19 +10,15 @@ Recall come from the official SPICE jar (see `spice.py`), fed the same PTB-token
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
+from .predictions import MetricInputError, json_lines, kind, read_predictions, write_metrics_files
 from .spice import SpiceOptions, require_java, spice_scores_grouped
 from .vocabulary import COCO_METRICS, METRIC_TABLE, SPICE_METRICS
 
 
 # The folder `evaluate.load` takes: the eleven metrics as an `evaluate` module that loads offline.
 EVALUATE_MODULE_PATH = str(Path(__file__).parent / "aic_metrics")
-
-
-class MetricInputError(ValueError):
-    """Predictions or references that cannot be scored; the message names the offending ids."""
 
 
 def _some(ids, limit: int = 5) -> str:
@@ -49,23 +45,14 @@ def validate(predictions: dict[str, str], references: dict[str, list[str]]) -> N
             raise MetricInputError(f"image_id {image_id!r} has an empty reference list")
         for index, reference in enumerate(refs):
             if not isinstance(reference, str):
-                raise MetricInputError(f"image_id {image_id!r}: reference {index} is {_kind(reference)}, not a string")
+                raise MetricInputError(f"image_id {image_id!r}: reference {index} is {kind(reference)}, not a string")
             if not reference.strip():
                 raise MetricInputError(f"image_id {image_id!r}: reference {index} is blank")
     for image_id, caption in predictions.items():
         if not isinstance(caption, str):
-            raise MetricInputError(f"image_id {image_id!r}: the caption is {_kind(caption)}, not a string")
+            raise MetricInputError(f"image_id {image_id!r}: the caption is {kind(caption)}, not a string")
         if not caption.strip():
             raise MetricInputError(f"image_id {image_id!r} has a blank caption")
-
-
-def _kind(value) -> str:
-    """`"an int (5)"`, `"null"`: what a JSON value that should have been a string is."""
-    if value is None:
-        return "null"
-    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-    name = type(value).__name__
-    return f"{'an' if name[0] in 'aeiou' else 'a'} {name} ({shown})"
 
 
 def ptb_tokenize(captions: dict) -> dict:
@@ -162,30 +149,6 @@ def score_tokenized_runs(gts: dict[str, list[str]], runs: dict[str, dict[str, li
     return results
 
 
-def _json_lines(path) -> Iterator[tuple[int, object]]:
-    """`(line number, value)` of each non-blank line of a JSON Lines file (UTF-8, with or without a BOM)."""
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines(), start=1):
-        if line.strip():
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as error:
-                raise MetricInputError(f"{path}:{number}: not valid JSON ({error.msg}, column {error.colno})") from None
-
-
-def read_predictions(path) -> dict[str, str]:
-    """`predictions.jsonl`: one `{"image_id": ..., "caption": ...}` per line; names the line of a bad record."""
-    predictions = {}
-    for number, record in _json_lines(path):
-        if not isinstance(record, dict) or "image_id" not in record or "caption" not in record:
-            got = sorted(record) if isinstance(record, dict) else _kind(record)
-            raise MetricInputError(f"{path}:{number}: expected {{\"image_id\": ..., \"caption\": ...}}, got {got}")
-        image_id = str(record["image_id"])
-        if image_id in predictions:
-            raise MetricInputError(f"{path}:{number}: image_id {image_id!r} predicted twice")
-        predictions[image_id] = record["caption"]
-    return predictions
-
-
 def read_references(path_or_mapping) -> dict[str, list[str]]:
     """References from a mapping, a JSON object `{image_id: [refs]}`, or JSONL lines `{"image_id", "references"}`.
 
@@ -196,9 +159,9 @@ def read_references(path_or_mapping) -> dict[str, list[str]]:
     path = Path(path_or_mapping)
     if path.suffix == ".jsonl":
         references = {}
-        for number, row in _json_lines(path):
+        for number, row in json_lines(path):
             if not isinstance(row, dict) or "image_id" not in row or not isinstance(row.get("references"), list):
-                got = sorted(row) if isinstance(row, dict) else _kind(row)
+                got = sorted(row) if isinstance(row, dict) else kind(row)
                 raise MetricInputError(f"{path}:{number}: expected {{\"image_id\": ..., \"references\": [...]}}, got {got}")
             references[str(row["image_id"])] = list(row["references"])
         return references
@@ -207,10 +170,10 @@ def read_references(path_or_mapping) -> dict[str, list[str]]:
     except json.JSONDecodeError as error:
         raise MetricInputError(f"{path}:{error.lineno}: not valid JSON ({error.msg}, column {error.colno})") from None
     if not isinstance(mapping, dict):
-        raise MetricInputError(f"{path}: expected a JSON object {{image_id: [references]}}, got {_kind(mapping)}")
+        raise MetricInputError(f"{path}: expected a JSON object {{image_id: [references]}}, got {kind(mapping)}")
     for image_id, refs in mapping.items():
         if not isinstance(refs, list):
-            raise MetricInputError(f"{path}: image_id {image_id!r}: expected a list of references, got {_kind(refs)}")
+            raise MetricInputError(f"{path}: image_id {image_id!r}: expected a list of references, got {kind(refs)}")
     return {str(k): list(v) for k, v in mapping.items()}
 
 
@@ -287,7 +250,4 @@ def format_table(metrics: dict, protocol: bool = True) -> str:
 
 def write_metrics(metrics: dict, output_dir) -> None:
     """Write `metrics.json` and `metrics.md` (Table I) into `output_dir`."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    (output_dir / "metrics.md").write_text(format_table(metrics) + "\n", encoding="utf-8")
+    write_metrics_files(metrics, format_table(metrics), output_dir)

@@ -13,7 +13,6 @@ process merges into `predictions.jsonl` (the same bytes as one process writes) b
 """
 
 import json
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -21,15 +20,19 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..inference.captioning import critique_prompt, load_model_and_processor
+from ..inference.chat import batch_chat
 from ..utils.quantization import describe_precision
+from .predictions import (
+    METRICS_FILE, METRICS_TABLE_FILE, PREDICTIONS_FILE, append_predictions, read_finished,
+    read_predictions,
+)
 from .sharding import Shards, current_shards, merge_parts, part_files, part_path
 
 
-PREDICTIONS_FILE = "predictions.jsonl"
 REFERENCES_FILE = "references.json"
 RUN_FILE = "run.json"
 # Everything a run writes into its folder; `overwrite` removes exactly these.
-RUN_OUTPUTS = (PREDICTIONS_FILE, REFERENCES_FILE, RUN_FILE, "metrics.json", "metrics.md", "control_pairs.json")
+RUN_OUTPUTS = (PREDICTIONS_FILE, REFERENCES_FILE, RUN_FILE, METRICS_FILE, METRICS_TABLE_FILE, "control_pairs.json")
 # Recorded for the reader but free to differ on resume: the path may move, and a limit selects rows to score.
 INFORMATIONAL_SETTINGS = ("model", "limit")
 
@@ -38,7 +41,7 @@ class StaleRunError(ValueError):
     """The output folder holds captions made by another model or with other settings."""
 
 
-def model_run_settings(model, processor, prompt: str, generation_config: dict | None, max_tiles: int | None) -> dict:
+def model_run_settings(model, processor, prompt: str, generation_config: dict | None, max_patches: int | None) -> dict:
     """What decides the captions on the model's side: weights, dtype, saliency source, processor, decoding."""
     from ..data.fingerprint import settings_fingerprint, weights_fingerprint  # torch: not at import (`--help` is fast)
 
@@ -49,14 +52,15 @@ def model_run_settings(model, processor, prompt: str, generation_config: dict | 
         "model_fingerprint": weights_fingerprint(model),
         "revision": getattr(model.config, "_commit_hash", None),
         "dtype": str(model.dtype).removeprefix("torch."),
-        "saliency_source": model.config.saliency_config.source,
+        # The processor's: the source that made the maps the model received (the model refuses any other).
+        "saliency_source": image_processor.saliency_source,
         "processor_fingerprint": settings_fingerprint([
             image_processor.to_dict(), getattr(processor, "chat_template", None),
             getattr(processor, "system_prompt", None),
         ]),
         "prompt": prompt,
         "generation": {**generation, **(generation_config or {})},
-        "max_tiles": max_tiles or image_processor.max_patches,
+        "max_tiles": max_patches or image_processor.max_patches,
     }
 
 
@@ -95,37 +99,6 @@ def clear_run(output_dir) -> None:
         path.unlink(missing_ok=True)
 
 
-def complete_lines(path: Path) -> list[str]:
-    """The whole lines of an append-only file; a torn last line (the run died mid-write) is cut off the file."""
-    if not path.is_file():
-        return []
-    data = path.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(len(complete))
-    return complete.decode("utf-8").splitlines()
-
-
-def read_finished(predictions_path: Path) -> dict[str, str]:
-    """`image_id → caption` already in the file. A torn last line (the run died mid-write) is cut off."""
-    finished = {}
-    for number, line in enumerate(complete_lines(predictions_path), start=1):
-        record = json.loads(line)
-        if "image_id" not in record or "caption" not in record:
-            raise ValueError(f"{predictions_path}:{number}: expected keys 'image_id' and 'caption', got {sorted(record)}")
-        finished[str(record["image_id"])] = record["caption"]
-    return finished
-
-
-def append_predictions(predictions_path: Path, records: list[dict]) -> None:
-    """Append whole lines and flush them to disk before the next batch starts."""
-    with open(predictions_path, "a", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def caption_split(
     model,
     processor,
@@ -134,7 +107,7 @@ def caption_split(
     prompt: str | None = None,
     batch_size: int = 8,
     generation_config: dict | None = None,
-    max_tiles: int | None = None,
+    max_patches: int | None = None,
     progress: bool = True,
     run_info: dict | None = None,
     overwrite: bool = False,
@@ -151,7 +124,7 @@ def caption_split(
     output_dir.mkdir(parents=True, exist_ok=True)
     predictions_path = output_dir / PREDICTIONS_FILE
     question = prompt or critique_prompt()
-    settings = {**model_run_settings(model, processor, question, generation_config, max_tiles), **(run_info or {})}
+    settings = {**model_run_settings(model, processor, question, generation_config, max_patches), **(run_info or {})}
     shards = shards or current_shards()
     ids = [str(image_id) for image_id in dataset["image_id"]]
     duplicates = [image_id for image_id, count in Counter(ids).items() if count > 1]
@@ -171,7 +144,7 @@ def caption_split(
     batches = [range(start, min(start + batch_size, len(ids))) for start in range(0, len(ids), batch_size)]
     mine = shards.mine([batch for batch in batches if any(ids[i] not in finished for i in batch)])
     target = predictions_path if shards.world_size == 1 else part_path(predictions_path, shards.rank)
-    images_kwargs = {"max_patches": max_tiles} if max_tiles else {}
+    images_kwargs = {"max_patches": max_patches} if max_patches else {}
     remaining = sum(len(batch) for batch in mine)
     if shards.world_size == 1:
         total, done, desc = len(ids), len(ids) - remaining, "captioning"
@@ -181,7 +154,7 @@ def caption_split(
     for batch in mine:
         pending = [i for i in batch if ids[i] not in finished]
         images = [dataset[i]["image"].convert("RGB") for i in pending]
-        answers = model.batch_chat(processor, images, [question] * len(pending), generation_config, images_kwargs)
+        answers = batch_chat(model, processor, images, [question] * len(pending), generation_config, images_kwargs)
         append_predictions(target, [{"image_id": ids[i], "caption": a.strip()} for i, a in zip(pending, answers)])
         bar.update(len(batch))
     bar.close()
@@ -198,25 +171,6 @@ def write_references(dataset, output_dir) -> Path:
     }
     path.write_text(json.dumps(references, ensure_ascii=False, indent=1), encoding="utf-8")
     return path
-
-
-def load_split(dataset: str, split: str, root: str | None = None, protocol: str | None = None):
-    """A split from a reader name (`pccd`, `rpcd`, `dpc2022`, `ava_captions`, `mini_aic`; only that split is read), a
-    saved DatasetDict, or a saved Dataset (which is the split itself). A missing split is a `ValueError` naming it,
-    what there is, and, for a folder that prepare-data wrote, why prepare-data left it out."""
-    from datasets import Dataset, load_from_disk
-
-    from ..data.prepared import missing_split_message
-    from ..data.registry import load_aic_dataset
-
-    if not Path(dataset).is_dir():
-        return load_aic_dataset(dataset, root, splits=[split], protocol=protocol)[split]
-    splits = load_from_disk(dataset)
-    if isinstance(splits, Dataset):  # a folder holding one saved split is that split
-        return splits
-    if split not in splits:
-        raise ValueError(missing_split_message(dataset, split, list(splits)))
-    return splits[split]
 
 
 def dataset_protocol(dataset: str, protocol: str | None = None):
@@ -269,11 +223,10 @@ def evaluate_model(
     batch_size: int = 8,
     generation_config: dict | None = None,
     prompt: str | None = None,
-    max_tiles: int | None = None,
+    max_patches: int | None = None,
     limit: int | None = None,
     device: str | None = None,
     overwrite: bool = False,
-    update_model_card: bool = False,
     quantization: str | None = None,
     protocol: str | None = None,
     control: str | None = None,
@@ -284,16 +237,12 @@ def evaluate_model(
 
     Exactly the first `limit` rows are scored, also when the folder holds captions of more rows. `metrics.json` names
     the dataset and split it scored and the protocol the number follows (`protocol_record`; `protocol`: a dataset
-    name's protocol, its default if None); `control="shuffled"` adds the grounding control (`control.py`). With
-    `update_model_card`, the results also go into the model folder's card (the Table I table and the Hub's
-    `model-index`). Under `accelerate launch` the processes share the captioning and the main one scores; the
+    name's protocol, its default if None); `control="shuffled"` adds the grounding control (`control.py`).
+    Under `accelerate launch` the processes share the captioning and the main one scores; the
     others return None. `quantization` loads the language model quantised (`utils.quantization`), and the run
     records it: a resumed run must use the same.
     """
-    from .metrics import read_predictions, score_with_control, write_metrics
-
-    if update_model_card and not Path(model_path).is_dir():
-        raise ValueError(f"update_model_card needs a model folder to write README.md into; {model_path!r} is not one")
+    from .metrics import score_with_control, write_metrics
 
     question = prompt or critique_prompt()
     run_info = {
@@ -306,7 +255,9 @@ def evaluate_model(
     found = dataset_protocol(dataset, protocol)
     run_info["protocol"] = found.name if found is not None else None
     if not overwrite:  # fail before the model loads when the cheap settings already differ
-        check_run(output_dir, {**run_info, "prompt": question, **({"max_tiles": max_tiles} if max_tiles else {})})
+        check_run(output_dir, {**run_info, "prompt": question, **({"max_tiles": max_patches} if max_patches else {})})
+    from ..data.prepared import load_split
+
     data = load_split(dataset, split, root, protocol)
     total = len(data)
     if limit is not None:
@@ -316,7 +267,7 @@ def evaluate_model(
     if quantization is not None and shards.is_main:
         print(f"[evaluate] {describe_precision(model, quantization)}", file=sys.stderr, flush=True)
     predictions_path = caption_split(
-        model, processor, data, output_dir, question, batch_size, generation_config, max_tiles,
+        model, processor, data, output_dir, question, batch_size, generation_config, max_patches,
         run_info=run_info, overwrite=overwrite, shards=shards,
     )
     if not shards.is_main:
@@ -328,10 +279,6 @@ def evaluate_model(
     metrics.update(dataset=dataset_label(dataset), split=split,
                    **protocol_record(dataset, split, protocol, len(data), total))
     write_metrics(metrics, output_dir)
-    if update_model_card:
-        from ..hub.model_card import write_model_card
-
-        write_model_card(model_path, config=model.config, metrics=metrics)
     return metrics
 
 

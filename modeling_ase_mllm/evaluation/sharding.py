@@ -14,10 +14,11 @@ Without `accelerate launch` (WORLD_SIZE unset or 1) nothing here touches `torch.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from .predictions import merge_predictions
 
 
 PART_SUFFIX = ".part-"
@@ -87,40 +88,9 @@ def part_files(path: Path) -> list[Path]:
 
 
 def merge_parts(path: Path, order: Sequence[str]) -> int:
-    """Fold the part files of the predictions file `path` into it, then delete them; returns the captions added.
-
-    The lines already in `path` stay as they are; the parts' captions follow, those of `order` (the split's ids)
-    in that order, then any others as found. A torn last line of a part (its process was killed mid-write) is
-    dropped. The merged file replaces `path` atomically, so a kill at any point loses nothing. An image with two
-    different captions in two files is an error naming both.
-    """
-    from .run import append_predictions, read_finished
-
-    parts = part_files(path)
-    if not parts:
-        return 0
-    existing = read_finished(path)
-    found, source = {}, {}
-    for part in parts:
-        for key, value in read_finished(part).items():
-            earlier = existing.get(key, found.get(key))
-            if earlier is not None and earlier != value:
-                raise ValueError(f"{part} and {source.get(key, path)} hold different captions for {key!r}; "
-                                 "delete the output folder (or pass --overwrite) and run again")
-            if key not in existing:
-                found[key], source[key] = value, part
-    rank = {key: index for index, key in enumerate(order)}
-    added = sorted(found, key=lambda key: rank.get(key, len(rank)))
-    merging = path.with_name(path.name + ".merging")
-    if path.is_file():
-        shutil.copyfile(path, merging)
-    else:
-        merging.write_bytes(b"")
-    append_predictions(merging, [{"image_id": key, "caption": found[key]} for key in added])
-    os.replace(merging, path)
-    for part in parts:
-        part.unlink()
-    return len(added)
+    """Fold the part files of the predictions file `path` into it, then delete them; returns the captions added
+    (`predictions.merge_predictions`: those of `order`, the split's ids, in that order)."""
+    return merge_predictions(path, part_files(path), order)
 
 
 __all__ = ["Shards", "current_shards", "merge_parts", "part_files", "part_path"]

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..evaluation.run import StaleRunError, complete_lines
+from ..evaluation.predictions import complete_lines
+from ..evaluation.run import StaleRunError
 from .metrics import (
     RANDOMISATION_CASCADE, CascadingRandomisation, area_under_curve, blur_substrate, eat_score, mean_and_interval,
     perturbation_curves, pointing_hit, rank_correlation, relevance_order, road_changes, structural_similarity,

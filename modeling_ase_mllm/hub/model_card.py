@@ -101,10 +101,10 @@ BASE_MODELS = {
 }
 
 
-def card_sections(config, model_id: str, metrics: dict | None, picture: str | None) -> str:
+def card_sections(config, model_id: str, metrics: dict | None, picture: str | None, saliency_source: str | None = None) -> str:
     from ..configuration_ase_mllm import PYTHON_REQUIREMENT, TORCH_REQUIREMENT, TRANSFORMERS_REQUIREMENT
 
-    source = config.saliency_config.source
+    source = saliency_source or config.saliency_config.source
     vision = config.vision_config
     base, pictures, _ = BASE_MODELS.get(config.model_type, BASE_MODELS["ase_mllm"])
     lines = [
@@ -140,7 +140,7 @@ def card_sections(config, model_id: str, metrics: dict | None, picture: str | No
 
 def write_model_card(folder, config=None, model_id: str | None = None, metrics: dict | str | Path | None = None,
                      picture: str | None = None, base_model: str | None = None, datasets: list | None = None,
-                     license: str | None = None) -> Path:
+                     license: str | None = None, saliency_source: str | None = None) -> Path:
     """Write (or update) `folder/README.md`.
 
     Args:
@@ -149,6 +149,8 @@ def write_model_card(folder, config=None, model_id: str | None = None, metrics: 
         metrics: a `metrics.json` path or dict (default: `folder/metrics.json` if present), as `ase-mllm evaluate`
             writes it: the evaluation table, and the `model-index` when it names its dataset and split.
         picture: a saliency picture's path relative to `folder` (default: `saliency.png` if present).
+        saliency_source: the source the processor that made `metrics` used (default: the config's, the same:
+            the model refuses maps made for another source).
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -188,7 +190,7 @@ def write_model_card(folder, config=None, model_id: str | None = None, metrics: 
     body = existing.text if existing is not None else ""
     if BEGIN in body and END in body:
         body = body[: body.index(BEGIN)] + body[body.index(END) + len(END):]
-    sections = card_sections(config, model_id or str(folder), metrics, picture)
+    sections = card_sections(config, model_id or str(folder), metrics, picture, saliency_source)
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{sections}\n\n{body.strip()}\n")
     card.save(path)
     return path

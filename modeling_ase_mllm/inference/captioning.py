@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .chat import chat_inputs, generate_answers
 from .photos import PhotoLimits, read_photo
 
 
@@ -50,6 +51,8 @@ def load_model_and_processor(model_path: str, device: str | None = None, dtype: 
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from ..saliency_ase_mllm import check_processor_saliency
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32, "float32": torch.float32,
                    "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
@@ -62,6 +65,7 @@ def load_model_and_processor(model_path: str, device: str | None = None, dtype: 
     model = AutoModelForImageTextToText.from_pretrained(model_path, trust_remote_code=True, dtype=torch_dtype,
                                                         **quantized)
     processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
+    check_processor_saliency(processor.image_processor, model.config.saliency_config, model_path)
     return (model if quantized else model.to(device)).eval(), processor
 
 
@@ -89,7 +93,7 @@ def iter_critiques(
     processor,
     images: list,
     prompt: str | None = None,
-    max_tiles: int | None = None,
+    max_patches: int | None = None,
     batch_size: int = 4,
     generation_config: dict | None = None,
     saliency_out: str | Path | None = None,
@@ -108,7 +112,7 @@ def iter_critiques(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     prompt = critique_prompt(prompt)
     names = image_names(images)
-    images_kwargs = {"max_patches": max_tiles} if max_tiles else {}
+    images_kwargs = {"max_patches": max_patches} if max_patches else {}
     starts = range(0, len(images), batch_size)
     show = progress if progress is not None else len(starts) > 1
     for start in tqdm(starts, desc="critiquing", unit="batch", disable=not show):
@@ -119,33 +123,64 @@ def iter_critiques(
                 photos[offset] = read_photo(item, limits)
             except PER_FILE_ERRORS as error:
                 results[offset].error = str(error)
-        for offset, answer in _caption_batch(model, processor, photos, prompt, generation_config, images_kwargs):
+        maps = {}  # the maps each photo's caption was made with, for its saliency picture
+        for offset, answer, photo_maps in _caption_batch(model, processor, photos, prompt, generation_config,
+                                                         images_kwargs, keep_maps=saliency_out is not None):
             if isinstance(answer, BaseException):
                 results[offset].error = f"captioning failed: {type(answer).__name__}: {answer}"
             else:
                 results[offset].caption = answer.strip()
+                maps[offset] = photo_maps
         if saliency_out is not None:
-            _draw_saliency(model, processor, photos, results, start, saliency_out, max_tiles)
-        del photos  # the next batch decodes into freed memory
+            _draw_saliency(processor, photos, maps, results, start, saliency_out, images_kwargs)
+        del photos, maps  # the next batch decodes into freed memory
         yield from results
 
 
-def _caption_batch(model, processor, photos: dict, prompt, generation_config, images_kwargs):
-    """`(offset, answer or exception)` for each photo; a failing batch is redone one photo at a time."""
+def _caption_batch(model, processor, photos: dict, prompt, generation_config, images_kwargs, keep_maps: bool = False):
+    """`(offset, answer or exception, its per-tile maps or None)` for each photo; a failing batch is redone one photo
+    at a time. Each photo is tiled once; with `keep_maps` its maps (EAT + LayerCAM run once per photo) are returned
+    and given to `generate`, so the caption and its saliency picture come from the same maps."""
+    import torch
+
     if not photos:
         return []
     try:
-        answers = model.batch_chat(processor, list(photos.values()), [prompt] * len(photos), generation_config,
-                                   images_kwargs)
-        return list(zip(photos, answers))
+        inputs = chat_inputs(model, processor, list(photos.values()), [prompt] * len(photos), images_kwargs)
+        maps = [None] * len(photos)
+        if keep_maps:
+            counts = [processor.image_processor.get_number_of_image_patches(photo.height, photo.width, images_kwargs)
+                      for photo in photos.values()]
+            maps = per_image_saliency_maps(model, inputs, counts)
+            inputs["saliency_maps"] = torch.cat(maps)
+            for computed in ("saliency_pixel_values", "tile_grids"):
+                inputs.pop(computed, None)
+        answers = generate_answers(model, processor, inputs, generation_config)
+        return list(zip(photos, answers, maps))
     except PER_FILE_ERRORS as error:
         if len(photos) == 1:
-            return [(next(iter(photos)), error)]
-    return [pair for offset, photo in photos.items()
-            for pair in _caption_batch(model, processor, {offset: photo}, prompt, generation_config, images_kwargs)]
+            return [(next(iter(photos)), error, None)]
+    return [triple for offset, photo in photos.items() for triple in _caption_batch(
+        model, processor, {offset: photo}, prompt, generation_config, images_kwargs, keep_maps)]
 
 
-def _draw_saliency(model, processor, photos: dict, results: list[Critique], start: int, folder, max_tiles) -> None:
+def per_image_saliency_maps(model, inputs, counts: list[int]) -> list:
+    """Each image's `(tiles, G, G)` maps for `chat_inputs`' batch (`counts`: its tiles): EAT + LayerCAM once per image
+    and one image at a time (a map depends on its image alone, as in `ase-mllm serve` and vLLM), or the processor's."""
+    import torch
+
+    with torch.no_grad():
+        if "saliency_pixel_values" not in inputs:
+            return list(model.get_saliency_maps(**inputs).split(counts))
+        ends = torch.tensor(counts).cumsum(0).tolist()
+        return [model.get_saliency_maps(
+            inputs["pixel_values"][end - count : end], saliency_pixel_values=inputs["saliency_pixel_values"][i : i + 1],
+            tile_grids=inputs["tile_grids"][i : i + 1], saliency_source=inputs.get("saliency_source"),
+        ) for i, (count, end) in enumerate(zip(counts, ends))]
+
+
+def _draw_saliency(processor, photos: dict, maps: dict, results: list[Critique], start: int, folder,
+                   images_kwargs: dict) -> None:
     from .visualize import save_saliency_picture
 
     for offset, photo in photos.items():
@@ -153,7 +188,8 @@ def _draw_saliency(model, processor, photos: dict, results: list[Critique], star
             continue
         try:
             path = saliency_picture_path(folder, start + offset, results[offset].image)
-            results[offset].saliency_picture = str(save_saliency_picture(photo, path, processor, model, max_tiles))
+            results[offset].saliency_picture = str(save_saliency_picture(
+                photo, path, processor, max_patches=images_kwargs.get("max_patches"), maps=maps[offset]))
         except PER_FILE_ERRORS as error:
             results[offset].saliency_error = f"saliency picture failed: {type(error).__name__}: {error}"
 

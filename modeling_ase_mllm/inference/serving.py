@@ -116,21 +116,21 @@ class AseMllmModelManager(ModelManager):
     """transformers' model manager, which also loads image-text-to-text models registered with the Auto classes.
 
     Args:
-        max_tiles: tiles per image of the loaded processors (default: each model's own `max_patches`).
+        max_patches: tiles per image of the loaded processors (default: each model's own `max_patches`).
         quantization_scheme: a `utils.quantization.QUANTIZATION_SCHEMES` scheme for our models (transformers'
             own `quantization` knows bitsandbytes only, under other names).
         Everything else: `ModelManager`'s.
     """
 
-    def __init__(self, *args, max_tiles: int | None = None, quantization_scheme: str | None = None, **kwargs):
-        self.max_tiles = max_tiles  # before `super().__init__`, which loads `force_model`
+    def __init__(self, *args, max_patches: int | None = None, quantization_scheme: str | None = None, **kwargs):
+        self.max_patches = max_patches  # before `super().__init__`, which loads `force_model`
         self.quantization_scheme = quantization_scheme
         super().__init__(*args, **kwargs)
 
     def _load_processor(self, model_id_and_revision: str, gguf_file: str | None = None):
         processor = super()._load_processor(model_id_and_revision, gguf_file=gguf_file)
-        if self.max_tiles and hasattr(getattr(processor, "image_processor", None), "max_patches"):
-            processor.image_processor.max_patches = self.max_tiles
+        if self.max_patches and hasattr(getattr(processor, "image_processor", None), "max_patches"):
+            processor.image_processor.max_patches = self.max_patches
         return processor
 
     def _load_model(self, model_id_and_revision: str, tqdm_class=None, progress_callback=None, gguf_file=None):
@@ -371,7 +371,7 @@ def build_app(
     model: str,
     device: str | None = None,
     dtype: str = "auto",
-    max_tiles: int | None = None,
+    max_patches: int | None = None,
     limits: ServingLimits = ServingLimits(),
     api_key: str | None = None,
     allowed_hosts: list[str] | None = None,
@@ -396,7 +396,7 @@ def build_app(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype == "auto":
         dtype = "float32" if device == "cpu" else "bfloat16"
-    manager = AseMllmModelManager(device=device, dtype=dtype, force_model=model, max_tiles=max_tiles,
+    manager = AseMllmModelManager(device=device, dtype=dtype, force_model=model, max_patches=max_patches,
                                   continuous_batching=continuous_batching, quantization_scheme=quantization)
     state = GenerationState(continuous_batching=continuous_batching)
     remote = RemoteImages(limits.photos.max_bytes, limits.image_fetch_timeout_s, limits.image_fetch_connections,

@@ -125,7 +125,7 @@ def tile_saliency_maps(image: Image.Image, processor, model=None, max_patches: i
     batch = processor.image_processor([image], return_tensors="pt", **options)
     if model is not None and hasattr(model, "get_saliency_maps"):
         with torch.no_grad():
-            return model.get_saliency_maps(**{k: v.to(model.device) for k, v in batch.items() if k != "num_patches"})
+            return model.get_saliency_maps(**batch.to(model.device).data)
     if "saliency_maps" not in batch:
         raise ValueError(
             f"the processor's {processor.image_processor.saliency_source!r} saliency is computed by the model "
@@ -134,17 +134,18 @@ def tile_saliency_maps(image: Image.Image, processor, model=None, max_patches: i
     return batch["saliency_maps"]
 
 
-def saliency_picture(image, processor, model=None, max_patches: int | None = None) -> Image.Image:
-    """`render_saliency` for `image` (PIL image, path or bytes) with the maps the model would get."""
+def saliency_picture(image, processor, model=None, max_patches: int | None = None, maps=None) -> Image.Image:
+    """`render_saliency` for `image` (PIL image, path or bytes) with the maps the model would get (`maps`: the
+    `(tiles, G, G)` ones it got, when known: nothing is computed again)."""
     image = read_photo(image)
-    maps = tile_saliency_maps(image, processor, model, max_patches)
+    maps = maps if maps is not None else tile_saliency_maps(image, processor, model, max_patches)
     grid = processor.image_processor.get_tile_grid(image.height, image.width, {"max_patches": max_patches} if max_patches else None)
     return render_saliency(image, maps, grid)
 
 
-def save_saliency_picture(image, path, processor, model=None, max_patches: int | None = None) -> Path:
+def save_saliency_picture(image, path, processor, model=None, max_patches: int | None = None, maps=None) -> Path:
     """Write `saliency_picture(...)` as PNG to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    saliency_picture(image, processor, model, max_patches).save(path, format="PNG")
+    saliency_picture(image, processor, model, max_patches, maps).save(path, format="PNG")
     return path

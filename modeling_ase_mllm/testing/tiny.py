@@ -63,11 +63,15 @@ def build_tokenizer(corpus: Iterable[str] = (), vocab_size: int = 1000) -> PreTr
 
 
 def build_processor(
-    tokenizer: PreTrainedTokenizerFast | None = None, system_prompt: str = "", **image_processor_kwargs
+    tokenizer: PreTrainedTokenizerFast | None = None, system_prompt: str = "", saliency_config=None,
+    **image_processor_kwargs
 ) -> AseMllmProcessor:
-    """An `AseMllmProcessor` around a tiny tokenizer (no system prompt by default, to keep sequences short)."""
+    """An `AseMllmProcessor` around a tiny tokenizer (no system prompt by default, to keep sequences short), with the
+    saliency settings of `saliency_config` (a model config's) when given."""
+    image_processor = (AseMllmImageProcessor(**image_processor_kwargs) if saliency_config is None
+                       else AseMllmImageProcessor.from_saliency_config(saliency_config, **image_processor_kwargs))
     return AseMllmProcessor(
-        image_processor=AseMllmImageProcessor(**image_processor_kwargs),
+        image_processor=image_processor,
         tokenizer=tokenizer if tokenizer is not None else build_tokenizer(),
         system_prompt=system_prompt,
     )

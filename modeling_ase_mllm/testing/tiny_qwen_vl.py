@@ -47,10 +47,14 @@ def build_qwen_vl_tokenizer(corpus: Iterable[str] = ()):
         return qwen_tokenizer_from_tiktoken(write_tiny_tiktoken(Path(folder) / TIKTOKEN_FILE, corpus))
 
 
-def build_qwen_vl_processor(tokenizer=None, system_prompt: str = "", **image_processor_kwargs) -> AseMllmQwenVLProcessor:
-    """An `AseMllmQwenVLProcessor` around the tiny tokenizer (no system prompt by default, to keep sequences short)."""
+def build_qwen_vl_processor(tokenizer=None, system_prompt: str = "", saliency_config=None,
+                            **image_processor_kwargs) -> AseMllmQwenVLProcessor:
+    """An `AseMllmQwenVLProcessor` around the tiny tokenizer (no system prompt by default, to keep sequences short),
+    with the saliency settings of `saliency_config` (a model config's) when given."""
+    image_processor = (AseMllmQwenVLImageProcessor(**image_processor_kwargs) if saliency_config is None
+                       else AseMllmQwenVLImageProcessor.from_saliency_config(saliency_config, **image_processor_kwargs))
     return AseMllmQwenVLProcessor(
-        image_processor=AseMllmQwenVLImageProcessor(**image_processor_kwargs),
+        image_processor=image_processor,
         tokenizer=tokenizer if tokenizer is not None else build_qwen_vl_tokenizer(),
         system_prompt=system_prompt,
     )

@@ -3,13 +3,15 @@
 TRL's `DataCollatorForVisionLanguageModeling` already does everything ASE-MLLM needs: it renders the conversation
 with the processor's chat template, tiles the images and computes their saliency inputs, pads on the right and, with
 `assistant_only_loss`, labels only the assistant's answer (the template's `{% generation %}` block). This subclass
-adds one thing: an example's precomputed EAT + LayerCAM maps (the `saliency` column of `data.saliency
+adds two things: no loss on image tokens (TRL leaves them labelled with `assistant_only_loss=False`); and an
+example's precomputed EAT + LayerCAM maps (the `saliency` column of `data.saliency
 .precompute_saliency`) go to the processor as `image_saliency`, so the model does not run EAT again.
 """
 
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from ..data.saliency import SALIENCY_COLUMN
@@ -42,9 +44,17 @@ class AseMllmDataCollator(DataCollatorForVisionLanguageModeling):
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         maps = [example.pop(self.saliency_column, None) for example in examples]
         if any(example_maps is None for example_maps in maps):
-            return super().torch_call(examples)
+            return mask_image_tokens(super().torch_call(examples), self.processor.image_token_ids)
         flat = [image_map for example_maps in maps for image_map in example_maps]
         return replace(self, processor=_WithImageSaliency(self.processor, flat)).torch_call(examples)
+
+
+def mask_image_tokens(batch: dict[str, Any], image_token_ids: list[int]) -> dict[str, Any]:
+    """No loss on an image span (`<img>`, `<IMG_CONTEXT>`, `</img>`), also where `assistant_only_loss=False` leaves
+    the prompt labelled: `labels` `(batch, seq)` set to -100 wherever `input_ids` holds one of `image_token_ids`."""
+    ids = torch.tensor(image_token_ids, device=batch["input_ids"].device)
+    batch["labels"] = batch["labels"].masked_fill(torch.isin(batch["input_ids"], ids), -100)
+    return batch
 
 
 class _WithImageSaliency:
@@ -62,4 +72,4 @@ class _WithImageSaliency:
         return self._processor.apply_chat_template(*args, processor_kwargs=processor_kwargs, **kwargs)
 
 
-__all__ = ["AseMllmDataCollator"]
+__all__ = ["AseMllmDataCollator", "mask_image_tokens"]

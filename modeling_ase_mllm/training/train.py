@@ -32,22 +32,13 @@ def load_training_conversations(script_args):
     AIC schema (turned into conversations as the script arguments say) or already as conversations (`images` +
     `messages`).
     """
-    from datasets import DatasetDict, load_from_disk
-
     from ..data.conversations import to_conversations
-    from ..data.prepared import missing_split_message
-    from ..data.registry import load_aic_dataset
+    from ..data.prepared import load_split
 
-    data, split = script_args.dataset, script_args.train_split
+    data = script_args.dataset
     if Path(data).is_dir():
         check_prepared_protocol(data, script_args.protocol)
-        dataset = load_from_disk(data)
-    else:
-        dataset = load_aic_dataset(data, script_args.data_root, script_args.protocol, splits=[split])
-    if isinstance(dataset, DatasetDict):
-        if split not in dataset:
-            raise ValueError(missing_split_message(data, split, list(dataset)))
-        dataset = dataset[split]
+    dataset = load_split(data, script_args.train_split, script_args.data_root, script_args.protocol)
     if "messages" in dataset.column_names:
         return dataset
     return to_conversations(dataset, script_args.conversations, script_args.aspect_conditioned,
@@ -85,6 +76,8 @@ def load_model_for_training(script_args, conversations=None):
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from ..saliency_ase_mllm import check_processor_saliency
+
     if script_args.model == TINY_MODEL:
         if script_args.quantization is not None:
             raise ValueError(f"`quantization` quantises a checkpoint as it loads; the random `model: {TINY_MODEL}` is "
@@ -92,8 +85,8 @@ def load_model_for_training(script_args, conversations=None):
         from ..testing.tiny import build_processor, build_tiny_model, build_tokenizer
 
         corpus = assistant_texts(conversations) if conversations is not None else []
-        processor = build_processor(build_tokenizer(corpus))
         model = build_tiny_model(seed=0)
+        processor = build_processor(build_tokenizer(corpus), saliency_config=model.config.saliency_config)
     else:
         from ..convert.tokenizer import check_tokenizer_is_ours
 
@@ -104,6 +97,7 @@ def load_model_for_training(script_args, conversations=None):
         model = AutoModelForImageTextToText.from_pretrained(script_args.model, dtype=dtype,
                                                             **quantized_loading(script_args.quantization, dtype))
     processor.image_processor.max_patches = script_args.max_patches
+    check_processor_saliency(processor.image_processor, model.config.saliency_config, script_args.model)
     return model.train(), processor
 
 

@@ -1,4 +1,4 @@
-"""`ase_mllm` for lmms-eval: batched `generate_until` through the model's `batch_chat` (our processor, tiling and
+"""`ase_mllm` for lmms-eval: batched `generate_until` through `inference.chat.batch_chat` (our processor, tiling and
 EAT + LayerCAM saliency), exactly as `ase-mllm evaluate` captions.
 
 Requests are answered in the order lmms-eval gives them, `batch_size` at a time (a batch never mixes tasks or
@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from ...evaluation.sharding import current_shards
 from ...inference.captioning import load_model_and_processor
+from ...inference.chat import batch_chat
 
 
 class AseMllmLmms(lmms):
@@ -43,8 +44,8 @@ class AseMllmLmms(lmms):
             gen_kwargs = batch[0][1]
             images = [doc_to_visual(self.task_dict[task][split][doc_id])
                       for _, _, doc_to_visual, doc_id, task, split in batch]
-            answers += self.model.batch_chat(self.processor, images, [args[0] for args in batch],
-                                             generation_settings(gen_kwargs), self.images_kwargs)
+            answers += batch_chat(self.model, self.processor, images, [args[0] for args in batch],
+                                  generation_settings(gen_kwargs), self.images_kwargs)
         return answers
 
     def loglikelihood(self, requests):

@@ -34,6 +34,7 @@ from vllm.multimodal.processing import PromptReplacement, PromptUpdate, PromptUp
 from vllm.utils.tensor_schema import TensorShape
 
 from ...modeling_ase_mllm import AseMllmVisionModel, parameter_group
+from ...saliency_ase_mllm import check_saliency_source
 from .saliency import eat_for, tile_saliency_maps
 
 
@@ -63,8 +64,10 @@ class AseMllmMultiModalProcessor(InternS1MultiModalProcessor):
             return self._finalize_hf_mm_data(hf_data, hf_kwargs, passthrough_data)
         processor = self.info.get_hf_processor(**hf_kwargs)
         outputs = self.info.ctx.call_hf_processor(processor.image_processor, {"images": hf_data["images"]}, hf_kwargs)
+        config = self.info.get_hf_config()
+        # A request's `saliency_source` other than the model's is refused (4xx), never run on the wrong maps.
+        check_saliency_source(outputs.get("saliency_source"), config.saliency_config)
         if "saliency_maps" not in outputs:  # eat_layercam: the maps are made here, not in the engine
-            config = self.info.get_hf_config()
             model_config = self.info.ctx.model_config
             eat = eat_for(model_config.model, model_config.revision, config.saliency_config, model_config.dtype)
             outputs["saliency_maps"] = tile_saliency_maps(
