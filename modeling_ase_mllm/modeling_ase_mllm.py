@@ -49,6 +49,7 @@ from .eat_ase_mllm import (
 )
 from .image_processing_ase_mllm import has_thumbnail, tile_count
 from .saliency_ase_mllm import map_saliency_to_tiles
+from .scoring_ase_mllm import AseMllmScoringMixin
 
 
 # --- transformers compatibility ------------------------------------------------------------------------------------
@@ -668,7 +669,7 @@ class MethodSignature(inspect.Signature):
         return bound[1]
 
 
-class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditionalGeneration):
+class AseMllmForConditionalGeneration(AseMllmScoringMixin, AseMllmPreTrainedModel, InternVLForConditionalGeneration):
     """ASE-MLLM with a language-modelling head; `generate()` encodes the images once, at prefill."""
 
     def __init__(self, config: AseMllmConfig):

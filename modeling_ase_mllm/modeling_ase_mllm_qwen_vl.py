@@ -49,6 +49,7 @@ from .modeling_ase_mllm import (
     init_saliency_module,
 )
 from .saliency_ase_mllm import map_saliency_to_tiles  # noqa: F401
+from .scoring_ase_mllm import AseMllmScoringMixin  # noqa: F401
 
 
 logger = logging.get_logger(__name__)
