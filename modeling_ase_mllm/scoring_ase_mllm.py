@@ -84,6 +84,18 @@ class AseMllmScoreOutput(ModelOutput):
     trained: bool | None = None
 
 
+def score_with_eat(eat: torch.nn.Module, saliency_pixel_values: torch.Tensor) -> AseMllmScoreOutput:
+    """One forward of `eat` (an `EatModel`, whose `config` says whether it is trained) on `(B, 3, S, S)` inputs,
+    without autograd: its score, raw outputs, normalised distribution and spread."""
+    with torch.no_grad():
+        rating_outputs = eat(saliency_pixel_values.to(next(eat.parameters()).device)).float()
+    distribution = rating_distribution(rating_outputs)
+    return AseMllmScoreOutput(
+        scores=aesthetic_score(rating_outputs), rating_outputs=rating_outputs, distribution=distribution,
+        spread=rating_spread(distribution), trained=eat_is_trained(eat.config),
+    )
+
+
 @dataclass
 class AseMllmCritiqueOutput(AseMllmScoreOutput):
     """
@@ -142,13 +154,7 @@ class AseMllmScoringMixin:
             saliency_pixel_values = eat_inputs(processor, image_list(images))
         elif images is not None:
             raise ValueError("score() takes `saliency_pixel_values` or `images`, not both.")
-        with torch.no_grad():
-            rating_outputs = eat(saliency_pixel_values.to(next(eat.parameters()).device)).float()
-        distribution = rating_distribution(rating_outputs)
-        return AseMllmScoreOutput(
-            scores=aesthetic_score(rating_outputs), rating_outputs=rating_outputs, distribution=distribution,
-            spread=rating_spread(distribution), trained=eat_is_trained(self.config.saliency_config.eat_config),
-        )
+        return score_with_eat(eat, saliency_pixel_values)
 
     def critique(self, processor, images, prompt: str | None = None, generation_config: dict | None = None,
                  images_kwargs: dict | None = None) -> AseMllmCritiqueOutput:
@@ -243,6 +249,8 @@ __all__ = [
     "rating_distribution",
     "rating_spread",
     "eat_is_trained",
+    "score_with_eat",
+    "eat_inputs",
     "AseMllmScoreOutput",
     "AseMllmCritiqueOutput",
     "AseMllmScoringMixin",

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .photos import PhotoLimits, read_photo
+from .scores import add_scores, score_text
 
 
 # Errors that belong to one photo (or one batch): the photo is reported and the run goes on. Anything else is a
@@ -33,6 +34,9 @@ class Critique:
     error: str | None = None
     saliency_picture: str | None = None
     saliency_error: str | None = None
+    score: float | None = None  # EAT's aesthetic score and its fields (`scores.score_fields`), when the model has EAT
+    rating_outputs: list[float] | None = None
+    spread: float | None = None
 
     @property
     def failed(self) -> bool:
@@ -113,21 +117,29 @@ def iter_critiques(
     show = progress if progress is not None else len(starts) > 1
     for start in tqdm(starts, desc="critiquing", unit="batch", disable=not show):
         results = [Critique(image=name) for name in names[start : start + batch_size]]
-        photos = {}
-        for offset, item in enumerate(images[start : start + batch_size]):
-            try:
-                photos[offset] = read_photo(item, limits)
-            except PER_FILE_ERRORS as error:
-                results[offset].error = str(error)
+        photos = read_photos(images[start : start + batch_size], results, limits)
         for offset, answer in _caption_batch(model, processor, photos, prompt, generation_config, images_kwargs):
             if isinstance(answer, BaseException):
                 results[offset].error = f"captioning failed: {type(answer).__name__}: {answer}"
             else:
                 results[offset].caption = answer.strip()
+        add_scores(model, processor, {o: p for o, p in photos.items() if results[o].error is None}, results)
         if saliency_out is not None:
             _draw_saliency(model, processor, photos, results, start, saliency_out, max_tiles)
         del photos  # the next batch decodes into freed memory
         yield from results
+
+
+def read_photos(items: list, results: list, limits: PhotoLimits) -> dict:
+    """One batch's photos decoded (`photos.read_photo`), by offset in the batch; a photo that cannot be read is left
+    out and its error set on `results[offset]`."""
+    photos = {}
+    for offset, item in enumerate(items):
+        try:
+            photos[offset] = read_photo(item, limits)
+        except PER_FILE_ERRORS as error:
+            results[offset].error = str(error)
+    return photos
 
 
 def _caption_batch(model, processor, photos: dict, prompt, generation_config, images_kwargs):
@@ -164,9 +176,11 @@ def critique_images(model, processor, images: list, **options) -> list[Critique]
 
 
 def format_critique(result: Critique, as_json: bool) -> str:
-    """The line to print: `name: caption` / `name: ERROR ...`, or one JSON object (fields that are set)."""
+    """The line to print: `name: [score] caption` / `name: ERROR ...`, or one JSON object (fields that are set)."""
     if as_json:
         return json.dumps({k: v for k, v in asdict(result).items() if v is not None}, ensure_ascii=False)
     if result.error is not None:
         return f"{result.image}: ERROR {result.error}"
+    if result.score is not None:
+        return f"{result.image}: [{score_text(result.score)}] {result.caption}"
     return f"{result.image}: {result.caption}"
