@@ -40,7 +40,6 @@ from pathlib import Path
 import torch
 
 from ..configuration_ase_mllm import AseMllmConfig
-from ..eat_ase_mllm import EatModel
 from ..image_processing_ase_mllm import AseMllmImageProcessor
 from ..modeling_ase_mllm import AseMllmVisionModel, copy_remote_code, parameter_group
 from ..processing_ase_mllm import (
@@ -51,7 +50,7 @@ from ..processing_ase_mllm import (
     AseMllmProcessor,
     build_chat_template,
 )
-from .eat import load_eat_weights
+from .eat import converted_eat_weights
 from .checkpoint import check_output, weights_dtype, write_checkpoint
 from .shards import read_json, read_tensors, source_shards
 from .tokenizer import check_same_encoding, check_sentencepiece_backends, load_source_tokenizer, native_tokenizer, probe_texts
@@ -353,10 +352,7 @@ def convert_internvl_checkpoint(
         check_same_encoding(reference, tokenizer, probe_texts(processor, tokenizer), source)
     shards = source_shards(source)
     dtype, source_dtype = weights_dtype(raw, shards, config_file, dtype)
-    eat_weights = {}
-    if eat is not None:
-        checked = load_eat_weights(EatModel(config.saliency_config.eat_config), eat)
-        eat_weights = {f"model.saliency_model.{k}": v for k, v in checked.state_dict().items()}
+    eat_weights = {} if eat is None else converted_eat_weights(config.saliency_config.eat_config, eat)
     stop_tokens = stop_token_ids(tokenizer, style, config.text_config.eos_token_id)
 
     def save(folder: Path) -> None:

@@ -41,7 +41,6 @@ from pathlib import Path
 import torch
 
 from ..configuration_ase_mllm_qwen_vl import AseMllmQwenVLConfig
-from ..eat_ase_mllm import EatModel
 from ..image_processing_ase_mllm_qwen_vl import AseMllmQwenVLImageProcessor
 from ..modeling_ase_mllm import copy_remote_code
 from ..modeling_ase_mllm_qwen_vl import AseMllmQwenVLVisionModel
@@ -51,7 +50,7 @@ from ..processing_ase_mllm_qwen_vl import (
     QWEN_VL_IMAGE_START_TOKEN,
     AseMllmQwenVLProcessor,
 )
-from .eat import load_eat_weights
+from .eat import converted_eat_weights
 from .internvl import DEFAULT_MAX_SHARD_SIZE, new_ias_weights
 from .checkpoint import check_output, weights_dtype, write_checkpoint
 from .shards import read_json, read_tensors, weight_files
@@ -376,10 +375,7 @@ def convert_qwen_vl_checkpoint(
         config.saliency_config.eat_config = type(config.saliency_config.eat_config)(**eat_config)
     files = weight_files(source)
     dtype, source_dtype = weights_dtype(raw, files, config_file, dtype)
-    eat_weights = {}
-    if eat is not None:
-        checked = load_eat_weights(EatModel(config.saliency_config.eat_config), eat)
-        eat_weights = {f"model.saliency_model.{k}": v for k, v in checked.state_dict().items()}
+    eat_weights = {} if eat is None else converted_eat_weights(config.saliency_config.eat_config, eat)
     stops = generation_stop_ids(tokenizer, generation)
 
     def save(folder: Path) -> None:

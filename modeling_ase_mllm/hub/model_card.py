@@ -15,6 +15,7 @@ from pathlib import Path
 from ..data.prompts import AESTHETIC_PROMPT
 from ..evaluation.metrics import format_table
 from ..evaluation.vocabulary import METRIC_TABLE
+from .score_card import score_section
 
 
 BEGIN, END = "<!-- ase-mllm card: begin -->", "<!-- ase-mllm card: end -->"
@@ -130,6 +131,7 @@ def card_sections(config, model_id: str, metrics: dict | None, picture: str | No
         f"conversion, so an untrained model equals {base} exactly).",
         "",
     ]
+    lines += score_section(config, model_id)
     if picture:
         lines += ["![What the model looks at: the photo with its saliency, beside every tile's map]"
                   f"({picture})", ""]
