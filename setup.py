@@ -42,7 +42,8 @@ CORE = [
 # then fails on a CPU wherever triton is installed (torch's Linux wheels bring it); 1.16 runs it on CPU.
 # peft 0.18: the first that imports under transformers 5 (0.17 imports `HybridCache`, which 5.0 removed).
 TRAIN = ["trl>=1.16", "peft>=0.18"]
-EVAL = ["pycocoevalcap>=1.2", "evaluate>=0.4.6"]
+# scipy: SRCC and PLCC of the aesthetic score (`ase-mllm evaluate-score`).
+EVAL = ["pycocoevalcap>=1.2", "evaluate>=0.4.6", "scipy>=1.15"]
 # `ase-mllm convert` reads SentencePiece `tokenizer.model` files: InternLM2's tokenizer (InternVL2-2B/8B/26B) and
 # Llama/Phi-3 folders that ship no tokenizer.json; and Qwen-VL-Chat's tiktoken BPE (`qwen.tiktoken`). The converted
 # folder needs none of them (it holds a tokenizer.json). sentencepiece below 0.2.3: 0.2.3's generated protobuf code

@@ -86,8 +86,9 @@ def part_files(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f"{path.name}{PART_SUFFIX}*"))
 
 
-def merge_parts(path: Path, order: Sequence[str]) -> int:
-    """Fold the part files of the predictions file `path` into it, then delete them; returns the captions added.
+def merge_parts(path: Path, order: Sequence[str], value_key: str = "caption") -> int:
+    """Fold the part files of the predictions file `path` into it, then delete them; returns the captions (or other
+    `value_key` values) added.
 
     The lines already in `path` stay as they are; the parts' captions follow, those of `order` (the split's ids)
     in that order, then any others as found. A torn last line of a part (its process was killed mid-write) is
@@ -99,10 +100,10 @@ def merge_parts(path: Path, order: Sequence[str]) -> int:
     parts = part_files(path)
     if not parts:
         return 0
-    existing = read_finished(path)
+    existing = read_finished(path, value_key)
     found, source = {}, {}
     for part in parts:
-        for key, value in read_finished(part).items():
+        for key, value in read_finished(part, value_key).items():
             earlier = existing.get(key, found.get(key))
             if earlier is not None and earlier != value:
                 raise ValueError(f"{part} and {source.get(key, path)} hold different captions for {key!r}; "
@@ -116,7 +117,7 @@ def merge_parts(path: Path, order: Sequence[str]) -> int:
         shutil.copyfile(path, merging)
     else:
         merging.write_bytes(b"")
-    append_predictions(merging, [{"image_id": key, "caption": found[key]} for key in added])
+    append_predictions(merging, [{"image_id": key, value_key: found[key]} for key in added])
     os.replace(merging, path)
     for part in parts:
         part.unlink()
