@@ -142,7 +142,8 @@ def test_demo_runs_at_reduced_size_and_writes_a_report(tmp_path):
     assert main(["demo", "--output-dir", str(tmp_path), "--steps", "10", "--max-new-tokens", "6"]) == 0
     report = (tmp_path / "report.md").read_text()
     assert "| B1 | B2 | B3 | B4 | M | R | C | S | S-L | Pre | Re |" in report
-    assert report.count("- **ASE-MLLM (demo):**") == 3
+    assert report.count("- **ASE-MLLM (demo):**") == 3 and report.count("- **aesthetic score (EAT):** ") == 3
+    assert report.count("EAT carries no trained weights") == 1  # the demo's EAT is random: said once
     pictures = sorted((tmp_path / "saliency").glob("*.png"))
     assert [p.stem for p in pictures] == ["camera", "coffee", "moon"]
     for picture in pictures:

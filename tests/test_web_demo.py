@@ -118,6 +118,7 @@ def test_upload_photo_and_get_critique_and_overlay(tmp_path, processor):
     large_path = tmp_path / "large.png"
     random_image(1000, 1200, seed=9).save(large_path)  # 1.2 megapixels, over the server's bound of 1
     expected = model.chat(processor, photo, PROMPT, {"max_new_tokens": 12}).strip()
+    expected_score = f"{float(model.score(images=[photo], processor=processor).scores[0]):.2f}"
     assert expected  # the page must show something we can recognise
 
     port = free_port()
@@ -157,6 +158,11 @@ def test_upload_photo_and_get_critique_and_overlay(tmp_path, processor):
         assert critique.strip() == expected
         assert overlay.get_attribute("src")
         assert driver.execute_script("return arguments[0].naturalWidth", overlay) > 400
+        # The aesthetic score, read off the page, with its distribution chart; the random model's is labelled.
+        assert driver.find_element(By.CSS_SELECTOR, "#score textarea").get_attribute("value") == expected_score
+        chart = wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#score-chart img")))
+        assert driver.execute_script("return arguments[0].naturalWidth", chart) > 100
+        assert "Aesthetic score: EAT carries no trained weights" in driver.find_element(By.TAG_NAME, "body").text
     finally:
         if driver is not None:
             driver.quit()

@@ -118,6 +118,23 @@ def iter_photo_scores(eat, image_processor, images: list, batch_size: int = 16,
         yield from results
 
 
+def distribution_chart(distribution: list[float], size: tuple[int, int] = (220, 140)):
+    """A small bar chart (PIL image) of a distribution over the ratings 1..10 (`AseMllmScoreOutput.distribution`),
+    the ratings written under their bars."""
+    from PIL import Image, ImageDraw
+
+    width, height = size
+    chart = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(chart)
+    slot, base, top = width / len(distribution), height - 14, 4
+    peak = max(max(distribution), 1e-12)
+    for index, mass in enumerate(distribution):
+        left = index * slot + 2
+        draw.rectangle([left, base - (base - top) * mass / peak, left + slot - 4, base], fill=(219, 112, 39))
+        draw.text((left + slot / 2 - 4, base + 1), str(index + 1), fill="black")
+    return chart
+
+
 def format_score(result: PhotoScore, as_json: bool) -> str:
     """The line `ase-mllm score` prints: `name: 5.43`, `name: ERROR ...`, or one JSON object (fields that are set)."""
     if as_json:
@@ -128,4 +145,4 @@ def format_score(result: PhotoScore, as_json: bool) -> str:
 
 
 __all__ = ["SCORE_FIELD", "PhotoScore", "score_fields", "score_text", "untrained_note", "model_score_note", "model_has_eat", "add_scores", "score_field",
-           "iter_photo_scores", "format_score"]
+           "iter_photo_scores", "distribution_chart", "format_score"]
