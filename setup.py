@@ -108,7 +108,7 @@ setup(
     },
     package_data={
         "modeling_ase_mllm.data": ["*.json"],
-        "modeling_ase_mllm.evaluation": ["java/edu/anu/spice/*.java", "aic_metrics/*.py"],
+        "modeling_ase_mllm.evaluation": ["java/edu/anu/spice/*.java", "aic_metrics/*.py", "aesthetic_score_metrics/*.py"],
         "modeling_ase_mllm._configuration": ["**/*.json", "**/*.yaml"],
         "modeling_ase_mllm._processing": ["**/*.json", "**/*.jinja", "**/*.yaml"],
         "modeling_ase_mllm.integrations.lmms_eval.tasks": ["*.yaml", "_default_template_yaml"],

@@ -65,6 +65,18 @@ def test_metrics_equal_scipy_and_a_hand_worked_emd():
     assert metrics["accuracy"] == pytest.approx(3 / 5)
 
 
+def test_the_evaluate_module_computes_the_same_metrics():
+    import evaluate
+
+    from modeling_ase_mllm.evaluation.scores import SCORE_EVALUATE_MODULE_PATH
+
+    predicted, true = [4.9, 5.0, 5.1, 6.2, 3.0], [5.2, 4.4, 5.0, 6.0, 4.0]
+    outputs, votes = [[0.1] * 10] * 5, [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]] * 5
+    module = evaluate.load(SCORE_EVALUATE_MODULE_PATH)
+    result = module.compute(predictions=predicted, references=true, rating_outputs=outputs, votes=votes)
+    assert result == score_metrics(predicted, true, outputs, votes) and "emd" in result
+
+
 def test_ava_is_read_from_its_own_files(ava, tmp_path):
     rated = load_ava(ava)
     assert [image.image_id for image in rated] == [str(953000 + 17 * i) for i in range(NUM_PHOTOS)]

@@ -32,6 +32,8 @@ AVA_COLUMNS = 15
 AVA_RATINGS = 10
 # A score at or below this is "low" (EAT's `validate`: `np.where(score <= 5.00, 0, 1)`).
 LOW_SCORE_THRESHOLD = 5.0
+# The same metrics as an `evaluate` module (`evaluate.load(SCORE_EVALUATE_MODULE_PATH)`), beside the AIC one.
+SCORE_EVALUATE_MODULE_PATH = str(Path(__file__).parent / "aesthetic_score_metrics")
 # `predictions.jsonl`'s key for each image's EAT rating.
 RATING_KEY = "rating"
 # The score metrics: JSON key, what the card and table call them, the Hub's metric type.
@@ -216,4 +218,4 @@ def write_score_metrics(metrics: dict, output_dir) -> None:
 
 
 __all__ = ["RatedImage", "load_ava", "load_scored_folder", "read_ava_txt", "read_split_ids", "emd", "score_metrics",
-           "evaluate_scores", "format_score_table", "SCORE_METRICS", "LOW_SCORE_THRESHOLD"]
+           "evaluate_scores", "format_score_table", "SCORE_METRICS", "LOW_SCORE_THRESHOLD", "SCORE_EVALUATE_MODULE_PATH"]
