@@ -160,7 +160,7 @@ def main(args) -> int:
     check_arguments(args)
     from ..faithfulness.loading import load_checkpoint_eat, load_model_eat
     from ..faithfulness.report import markdown_table, run_report
-    from ..inference.captioning import DEFAULT_MAX_FILE_MB, PhotoLimits, read_photo
+    from ..inference.photos import DEFAULT_MAX_FILE_MB, PhotoLimits, read_photo
 
     photos = photo_inputs(args)
     if not photos:
