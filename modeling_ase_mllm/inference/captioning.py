@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .chat import chat_inputs, generate_answers
 from .photos import PhotoLimits, read_photo
+from .scores import add_scores, score_text
 
 
 # Errors that belong to one photo (or one batch): the photo is reported and the run goes on. Anything else is a
@@ -34,6 +35,9 @@ class Critique:
     error: str | None = None
     saliency_picture: str | None = None
     saliency_error: str | None = None
+    score: float | None = None  # EAT's aesthetic score and its fields (`scores.score_fields`), when the model has EAT
+    rating_outputs: list[float] | None = None
+    spread: float | None = None
 
     @property
     def failed(self) -> bool:
@@ -117,12 +121,7 @@ def iter_critiques(
     show = progress if progress is not None else len(starts) > 1
     for start in tqdm(starts, desc="critiquing", unit="batch", disable=not show):
         results = [Critique(image=name) for name in names[start : start + batch_size]]
-        photos = {}
-        for offset, item in enumerate(images[start : start + batch_size]):
-            try:
-                photos[offset] = read_photo(item, limits)
-            except PER_FILE_ERRORS as error:
-                results[offset].error = str(error)
+        photos = read_photos(images[start : start + batch_size], results, limits)
         maps = {}  # the maps each photo's caption was made with, for its saliency picture
         for offset, answer, photo_maps in _caption_batch(model, processor, photos, prompt, generation_config,
                                                          images_kwargs, keep_maps=saliency_out is not None):
@@ -131,10 +130,23 @@ def iter_critiques(
             else:
                 results[offset].caption = answer.strip()
                 maps[offset] = photo_maps
+        add_scores(model, processor, {o: p for o, p in photos.items() if results[o].error is None}, results)
         if saliency_out is not None:
             _draw_saliency(processor, photos, maps, results, start, saliency_out, images_kwargs)
         del photos, maps  # the next batch decodes into freed memory
         yield from results
+
+
+def read_photos(items: list, results: list, limits: PhotoLimits) -> dict:
+    """One batch's photos decoded (`photos.read_photo`), by offset in the batch; a photo that cannot be read is left
+    out and its error set on `results[offset]`."""
+    photos = {}
+    for offset, item in enumerate(items):
+        try:
+            photos[offset] = read_photo(item, limits)
+        except PER_FILE_ERRORS as error:
+            results[offset].error = str(error)
+    return photos
 
 
 def _caption_batch(model, processor, photos: dict, prompt, generation_config, images_kwargs, keep_maps: bool = False):
@@ -200,9 +212,11 @@ def critique_images(model, processor, images: list, **options) -> list[Critique]
 
 
 def format_critique(result: Critique, as_json: bool) -> str:
-    """The line to print: `name: caption` / `name: ERROR ...`, or one JSON object (fields that are set)."""
+    """The line to print: `name: [score] caption` / `name: ERROR ...`, or one JSON object (fields that are set)."""
     if as_json:
         return json.dumps({k: v for k, v in asdict(result).items() if v is not None}, ensure_ascii=False)
     if result.error is not None:
         return f"{result.image}: ERROR {result.error}"
+    if result.score is not None:
+        return f"{result.image}: [{score_text(result.score)}] {result.caption}"
     return f"{result.image}: {result.caption}"
