@@ -89,10 +89,17 @@ def score_with_eat(eat: torch.nn.Module, saliency_pixel_values: torch.Tensor) ->
     without autograd: its score, raw outputs, normalised distribution and spread."""
     with torch.no_grad():
         rating_outputs = eat(saliency_pixel_values.to(next(eat.parameters()).device)).float()
+    return score_from_outputs(rating_outputs, eat_is_trained(eat.config))
+
+
+def score_from_outputs(rating_outputs: torch.Tensor, trained: bool) -> AseMllmScoreOutput:
+    """The score fields of EAT's raw outputs `(B, num_classes)`, however EAT was run (alone, or in the forward pass
+    LayerCAM differentiates): score, raw outputs, normalised distribution and spread."""
+    rating_outputs = rating_outputs.detach().float()
     distribution = rating_distribution(rating_outputs)
     return AseMllmScoreOutput(
         scores=aesthetic_score(rating_outputs), rating_outputs=rating_outputs, distribution=distribution,
-        spread=rating_spread(distribution), trained=eat_is_trained(eat.config),
+        spread=rating_spread(distribution), trained=trained,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from .photos import PhotoLimits
@@ -61,22 +62,34 @@ def model_has_eat(model) -> bool:
     return getattr(getattr(model.config, "saliency_config", None), "source", None) == "eat_layercam"
 
 
-def add_scores(model, processor, photos: dict, results: list) -> None:
-    """Set `score`, `rating_outputs` and `spread` of `results[offset]` for each decoded photo of `photos` (offset ->
-    photo) with the model's own EAT (`model.score`, one EAT forward); nothing for a model without EAT. A batch that
-    fails is redone photo by photo, so that only the photo at fault goes without a score."""
-    from .captioning import PER_FILE_ERRORS
-
-    if not photos or not model_has_eat(model):
+@contextmanager
+def eat_outputs(model) -> Iterator[list | None]:
+    """Within the block, every forward of the model's EAT appends its raw outputs `(B, 10)` to the yielded list (None
+    for a model without EAT): the score of the very forward pass that made the maps (EAT + LayerCAM), with no EAT
+    forward of its own."""
+    if not model_has_eat(model):
+        yield None
         return
+    captured = []
+    eat = model.get_aesthetic_model()
+    handle = eat.register_forward_hook(lambda module, args, output: captured.append(output.detach()))
     try:
-        output = model.score(images=list(photos.values()), processor=processor)
-    except PER_FILE_ERRORS:
-        if len(photos) > 1:
-            for offset, photo in photos.items():
-                add_scores(model, processor, {offset: photo}, results)
+        yield captured
+    finally:
+        handle.remove()
+
+
+def set_scores_from_outputs(model, outputs: dict, results: list) -> None:
+    """Set the score fields of `results[offset]` from EAT's raw outputs `(10,)` of each offset of `outputs` (as
+    `eat_outputs` caught them)."""
+    from ..scoring_ase_mllm import eat_is_trained, score_from_outputs
+
+    if not outputs:
         return
-    set_score_fields(output, photos, results)
+    import torch
+
+    output = score_from_outputs(torch.stack(list(outputs.values())), eat_is_trained(model.get_aesthetic_model().config))
+    set_score_fields(output, outputs, results)
 
 
 def set_score_fields(output, photos: dict, results: list) -> None:
@@ -106,7 +119,7 @@ def iter_photo_scores(eat, image_processor, images: list, batch_size: int = 16,
     Scores do not depend on batch-mates (EAT is batch-invariant here).
     """
     from ..scoring_ase_mllm import eat_inputs, score_with_eat
-    from .captioning import image_names, read_photos
+    from .photos import image_names, read_photos
 
     names = image_names(images)
     for start in range(0, len(images), batch_size):
@@ -144,5 +157,6 @@ def format_score(result: PhotoScore, as_json: bool) -> str:
     return f"{result.image}: {score_text(result.score)}"
 
 
-__all__ = ["SCORE_FIELD", "PhotoScore", "score_fields", "score_text", "untrained_note", "model_score_note", "model_has_eat", "add_scores", "score_field",
-           "iter_photo_scores", "distribution_chart", "format_score"]
+__all__ = ["SCORE_FIELD", "PhotoScore", "score_fields", "score_text", "untrained_note", "model_score_note",
+           "model_has_eat", "score_field", "iter_photo_scores", "distribution_chart", "format_score", "eat_outputs",
+           "set_scores_from_outputs"]
