@@ -276,7 +276,8 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--max-tiles", type=int, default=MAX_TILES, help="tiles per photo, thumbnail excluded")
+    parser.add_argument("--max-tiles", type=int, default=MAX_TILES, dest="max_patches",
+                        help="tiles per photo, thumbnail excluded")
     parser.add_argument("--prompt-tokens", type=int, default=PROMPT_TOKENS)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
