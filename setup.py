@@ -44,7 +44,8 @@ CORE = [
 # its LoRA fails on every model wherever torchao 0.18 (the quant extra's) is installed: it imports torchao's
 # `LinearActivationQuantizedTensor`, which 0.18 removed; 0.19 no longer does.
 TRAIN = ["trl>=1.16", "peft>=0.19"]
-EVAL = ["pycocoevalcap>=1.2", "evaluate>=0.4.6"]
+# scipy: SRCC and PLCC of the aesthetic score (`ase-mllm evaluate-score`).
+EVAL = ["pycocoevalcap>=1.2", "evaluate>=0.4.6", "scipy>=1.15"]
 # `ase-mllm convert` reads SentencePiece `tokenizer.model` files: InternLM2's tokenizer (InternVL2-2B/8B/26B) and
 # Llama/Phi-3 folders that ship no tokenizer.json; and Qwen-VL-Chat's tiktoken BPE (`qwen.tiktoken`). The converted
 # folder needs none of them (it holds a tokenizer.json). sentencepiece below 0.2.3: 0.2.3's generated protobuf code
@@ -109,7 +110,7 @@ setup(
     },
     package_data={
         "modeling_ase_mllm.data": ["*.json"],
-        "modeling_ase_mllm.evaluation": ["java/edu/anu/spice/*.java", "aic_metrics/*.py"],
+        "modeling_ase_mllm.evaluation": ["java/edu/anu/spice/*.java", "aic_metrics/*.py", "aesthetic_score_metrics/*.py"],
         "modeling_ase_mllm._configuration": ["**/*.json", "**/*.yaml"],
         "modeling_ase_mllm._processing": ["**/*.json", "**/*.jinja", "**/*.yaml"],
         "modeling_ase_mllm.integrations.lmms_eval.tasks": ["*.yaml", "_default_template_yaml"],

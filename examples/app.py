@@ -1,4 +1,5 @@
-"""ASE-MLLM web demo (Hub Space convention): upload a photo, pick an aspect, get a critique and the saliency picture.
+"""ASE-MLLM web demo (Hub Space convention): upload a photo, pick an aspect, get a critique, the saliency picture and
+EAT's aesthetic score with its rating distribution.
 
     pip install -e ".[demo]"
     ase-mllm demo                               # once: trains the demo model into outputs/demo/model
@@ -66,6 +67,7 @@ def build_app(model_path: str, max_new_tokens: int = 64, limits: PhotoLimits = P
     from modeling_ase_mllm.data.schema import PCCD_ASPECTS
     from modeling_ase_mllm.inference.captioning import critique_prompt, load_model_and_processor
     from modeling_ase_mllm.inference.chat import chat
+    from modeling_ase_mllm.inference.scores import distribution_chart, model_has_eat, model_score_note, score_text
     from modeling_ase_mllm.inference.visualize import saliency_picture
     from modeling_ase_mllm.utils.quantization import describe_precision
 
@@ -83,11 +85,16 @@ def build_app(model_path: str, max_new_tokens: int = 64, limits: PhotoLimits = P
             raise gr.Error(str(error).replace(repr(str(path)), repr(Path(path).name))) from error
         prompt = critique_prompt(aspect=None if aspect == OVERALL else aspect)
         answer = chat(model, processor, photo, prompt, {"max_new_tokens": max_new_tokens})
-        return answer.strip(), saliency_picture(photo, processor, model)
+        if not model_has_eat(model):
+            return answer.strip(), saliency_picture(photo, processor, model), "", None
+        scored = model.score(images=[photo], processor=processor)
+        return (answer.strip(), saliency_picture(photo, processor, model), score_text(float(scored.scores[0])),
+                distribution_chart(scored.distribution[0].tolist()))
 
+    note = model_score_note(model)
     with gr.Blocks(title="ASE-MLLM aesthetic critique") as app:
         gr.Markdown("# ASE-MLLM\nAesthetic critique with saliency. Model: `" + model_label(model_path) + "`"
-                    + (f"\n\n{precision}" if precision else ""))
+                    + (f"\n\n{precision}" if precision else "") + (f"\n\n**Aesthetic score:** {note}." if note else ""))
         with gr.Row():
             with gr.Column():
                 # A file path, not a decoded image: the bounds are checked before anything is decoded.
@@ -96,8 +103,13 @@ def build_app(model_path: str, max_new_tokens: int = 64, limits: PhotoLimits = P
                 button = gr.Button("Critique", variant="primary", elem_id="critique-button")
             with gr.Column():
                 text = gr.Textbox(label="Critique", lines=4, elem_id="critique")
-                saliency = gr.Image(type="pil", label="Where it looked", elem_id="saliency")
-        button.click(critique, inputs=[image, aspect], outputs=[text, saliency])
+                with gr.Row():
+                    saliency = gr.Image(type="pil", label="Where it looked", elem_id="saliency", scale=3)
+                    with gr.Column(scale=1):
+                        score = gr.Textbox(label="Aesthetic score (EAT, 1-10)", elem_id="score")
+                        chart = gr.Image(type="pil", label="Rating distribution (normalised raw outputs)",
+                                         elem_id="score-chart")
+        button.click(critique, inputs=[image, aspect], outputs=[text, saliency, score, chart])
     return app
 
 

@@ -85,6 +85,14 @@ AUTO_MAP = {
     "AutoImageProcessor": "image_processing_ase_mllm.AseMllmImageProcessor",
 }
 
+# The pipeline task every saved ASE-MLLM folder declares (config.json's `custom_pipelines`): critique, aesthetic score
+# and saliency in one call, with `pipeline("aesthetic-critique", model=folder, trust_remote_code=True)`.
+CUSTOM_PIPELINES = {
+    "aesthetic-critique": {
+        "impl": "scoring_ase_mllm.AseMllmCritiquePipeline", "pt": ["AutoModelForImageTextToText"], "type": "multimodal",
+    },
+}
+
 
 def check_ias_layers(ias_layers: list[int] | None, num_hidden_layers: int) -> list[int] | None:
     """`ias_layers` sorted and deduplicated, or a `ValueError` naming the indices outside the encoder."""
@@ -155,6 +163,9 @@ class AseMllmEatConfig(PreTrainedConfig):
     use_pes (`list[bool]`): relative position bias (`rpe_table`) in the deformable blocks.
     offset_range_factor (`list[float]`): offsets are `tanh(·) × factor / feature-map side`.
     layer_norm_eps (`float`, defaults to 1e-5): PyTorch's LayerNorm default, as trained.
+    weights_file / weights_sha256 (`str`, *optional*): the name and SHA-256 of the checkpoint EAT's weights were
+        converted from (`ase-mllm convert --eat`); `None` when EAT was never loaded from one, so that its aesthetic
+        score is labelled untrained.
     """
 
     model_type = "ase_mllm_eat"
@@ -175,6 +186,8 @@ class AseMllmEatConfig(PreTrainedConfig):
     offset_range_factor: list[int | float] | tuple[int | float, ...] = (-1, -1, 2, 2)
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
+    weights_file: str | None = None
+    weights_sha256: str | None = None
 
     def __post_init__(self, **kwargs):
         for name in ("dims", "depths", "heads", "window_sizes", "groups", "use_pes", "offset_range_factor"):
@@ -304,6 +317,7 @@ class AseMllmConfig(ImageSpanTokenIds, InternVLConfig):
         build_sub_configs(self)
         super().__post_init__(**kwargs)
         self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
+        self.custom_pipelines = {**CUSTOM_PIPELINES, **(getattr(self, "custom_pipelines", None) or {})}
         patches = self.vision_config.image_size[0] // self.vision_config.patch_size[0]
         expected = int(patches * self.downsample_ratio) ** 2
         if self.image_seq_length != expected:
@@ -315,6 +329,7 @@ class AseMllmConfig(ImageSpanTokenIds, InternVLConfig):
 
 __all__ = [
     "AUTO_MAP",
+    "CUSTOM_PIPELINES",
     "AseMllmVisionConfig",
     "AseMllmEatConfig",
     "AseMllmSaliencyConfig",

@@ -292,13 +292,19 @@ class EatModel(nn.Module):
         return layer_cam(self, pixel_values, self.get_submodule(layer), target)
 
 
+def aesthetic_score(logits: torch.Tensor) -> torch.Tensor:
+    """EAT's aesthetic score, `(B, num_classes)` raw bin outputs -> `(B,)`: Σ_i i·y_i over the ratings 1..num_classes,
+    on the raw outputs with no softmax, as EAT's own `get_score` (it is trained with an EMD loss on them)."""
+    ratings = torch.arange(1, logits.shape[1] + 1, dtype=logits.dtype, device=logits.device)
+    return (logits * ratings).sum(dim=1)
+
+
 def aesthetic_target(logits: torch.Tensor, target: str) -> torch.Tensor:
     """The per-image scalar LayerCAM differentiates, `(B,)`: the top raw bin, or the expected score Σ i·y_i."""
     if target == "top_bin":
         return logits.gather(1, logits.argmax(dim=1, keepdim=True)).squeeze(1)
     if target == "mean_score":
-        ratings = torch.arange(1, logits.shape[1] + 1, dtype=logits.dtype, device=logits.device)
-        return (logits * ratings).sum(dim=1)
+        return aesthetic_score(logits)
     raise ValueError(f"LayerCAM `target` must be 'top_bin' or 'mean_score', got {target!r}.")
 
 
@@ -365,4 +371,4 @@ def eat_parameter_count(config: AseMllmEatConfig) -> int:
     return total + layer_norm(config.dims[-1]) + linear(config.dims[-1], config.num_classes)
 
 
-__all__ = ["compute_dtype", "EatModel", "EatWindowAttention", "EatDeformableAttention", "layer_cam", "aesthetic_target", "eat_parameter_count"]
+__all__ = ["compute_dtype", "EatModel", "EatWindowAttention", "EatDeformableAttention", "layer_cam", "aesthetic_score", "aesthetic_target", "eat_parameter_count"]

@@ -52,6 +52,7 @@ from .packaging_ase_mllm import (  # noqa: F401  (re-exported: where the package
     copy_remote_code, parameter_group, remote_code_files,
 )
 from .saliency_ase_mllm import check_saliency_source, map_saliency_to_tiles, uniform_saliency_maps
+from .scoring_ase_mllm import AseMllmScoringMixin
 
 
 # --- transformers compatibility ------------------------------------------------------------------------------------
@@ -503,7 +504,7 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
         return outputs
 
 
-class AseMllmForConditionalGeneration(AseMllmPreTrainedModel, InternVLForConditionalGeneration):
+class AseMllmForConditionalGeneration(AseMllmScoringMixin, AseMllmPreTrainedModel, InternVLForConditionalGeneration):
     """ASE-MLLM with a language-modelling head; `generate()` encodes the images once, at prefill."""
 
     def __init__(self, config: AseMllmConfig):

@@ -49,6 +49,7 @@ from .modeling_ase_mllm import (
 from .inputs_ase_mllm import check_saliency_maps
 from .packaging_ase_mllm import PARAMETER_GROUPS  # noqa: F401  (imported here too: transformers copies only direct siblings)
 from .saliency_ase_mllm import map_saliency_to_tiles  # noqa: F401
+from .scoring_ase_mllm import AseMllmScoringMixin  # noqa: F401
 
 
 logger = logging.get_logger(__name__)

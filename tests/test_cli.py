@@ -220,7 +220,7 @@ def test_debug_flag_and_environment_show_the_traceback(unloadable_model, files, 
 def test_every_command_has_a_description_and_every_option_a_help_text():
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(commands) == {"demo", "caption", "saliency", "saliency-report", "convert-eat", "convert", "push", "train",
+    assert set(commands) == {"demo", "caption", "score", "saliency", "saliency-report", "convert-eat", "convert", "push", "train", "evaluate-score",
                              "evaluate", "prepare-data", "serve"}
     for name, command in commands.items():
         assert command.description, name

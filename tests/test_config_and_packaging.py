@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from modeling_ase_mllm import AUTO_MAP, QWEN_VL_AUTO_MAP, AseMllmConfig
+from modeling_ase_mllm.configuration_ase_mllm import CUSTOM_PIPELINES
 from modeling_ase_mllm.presets import list_model_presets, load_model_preset
 from modeling_ase_mllm.testing.tiny import SPECIAL_TOKENS
 from qwen_vl_fixtures import make_qwen_vl_model, qwen_vl_processor, qwen_vl_tokenizer  # noqa: F401 (fixtures)
@@ -65,7 +66,7 @@ def test_no_top_level_configuration_or_processing_package(tmp_path):
 REMOTE_CODE = ["configuration_ase_mllm.py", "configuration_ase_mllm_qwen_vl.py", "eat_ase_mllm.py",
                "image_processing_ase_mllm.py", "image_processing_ase_mllm_qwen_vl.py", "inputs_ase_mllm.py",
                "modeling_ase_mllm.py", "modeling_ase_mllm_qwen_vl.py", "packaging_ase_mllm.py",
-               "processing_ase_mllm.py", "processing_ase_mllm_qwen_vl.py", "saliency_ase_mllm.py"]
+               "processing_ase_mllm.py", "processing_ase_mllm_qwen_vl.py", "saliency_ase_mllm.py", "scoring_ase_mllm.py"]
 # What remote code may import besides its sibling modules: transformers, torch, numpy and PIL; huggingface_hub, which
 # configuration_ase_mllm.py still imports (`huggingface_hub.dataclasses.strict`, a dependency of transformers
 # itself); and these modules of the standard library (`re`: the parameter-group matcher beside the model).
@@ -122,7 +123,8 @@ def test_remote_code_entry_modules_import_every_sibling_they_need_directly():
         text = (package / f"{module}.py").read_text(encoding="utf-8")
         return set(re.findall(r"^\s*from\s+\.(\S+)\s+import", text, flags=re.MULTILINE))
 
-    for entry in {target.split(".")[0] for target in (*AUTO_MAP.values(), *QWEN_VL_AUTO_MAP.values())}:
+    pipelines = [task["impl"] for task in CUSTOM_PIPELINES.values()]
+    for entry in {target.split(".")[0] for target in (*AUTO_MAP.values(), *QWEN_VL_AUTO_MAP.values(), *pipelines)}:
         reached, frontier = set(), {entry}
         while frontier:
             reached |= frontier
@@ -140,7 +142,8 @@ def test_demo_runs_at_reduced_size_and_writes_a_report(tmp_path):
     assert main(["demo", "--output-dir", str(tmp_path), "--steps", "10", "--max-new-tokens", "6"]) == 0
     report = (tmp_path / "report.md").read_text()
     assert "| B1 | B2 | B3 | B4 | M | R | C | S | S-L | Pre | Re |" in report
-    assert report.count("- **ASE-MLLM (demo):**") == 3
+    assert report.count("- **ASE-MLLM (demo):**") == 3 and report.count("- **aesthetic score (EAT):** ") == 3
+    assert report.count("EAT carries no trained weights") == 1  # the demo's EAT is random: said once
     pictures = sorted((tmp_path / "saliency").glob("*.png"))
     assert [p.stem for p in pictures] == ["camera", "coffee", "moon"]
     for picture in pictures:

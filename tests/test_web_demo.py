@@ -120,6 +120,7 @@ def test_upload_photo_and_get_critique_and_overlay(tmp_path, processor):
     from modeling_ase_mllm.inference.chat import chat
 
     expected = chat(model, processor, photo, PROMPT, {"max_new_tokens": 12}).strip()
+    expected_score = f"{float(model.score(images=[photo], processor=processor).scores[0]):.2f}"
     assert expected  # the page must show something we can recognise
 
     port = free_port()
@@ -159,6 +160,11 @@ def test_upload_photo_and_get_critique_and_overlay(tmp_path, processor):
         assert critique.strip() == expected
         assert overlay.get_attribute("src")
         assert driver.execute_script("return arguments[0].naturalWidth", overlay) > 400
+        # The aesthetic score, read off the page, with its distribution chart; the random model's is labelled.
+        assert driver.find_element(By.CSS_SELECTOR, "#score textarea").get_attribute("value") == expected_score
+        chart = wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#score-chart img")))
+        assert driver.execute_script("return arguments[0].naturalWidth", chart) > 100
+        assert "Aesthetic score: EAT carries no trained weights" in driver.find_element(By.TAG_NAME, "body").text
     finally:
         if driver is not None:
             driver.quit()

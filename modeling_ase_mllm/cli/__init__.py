@@ -20,7 +20,7 @@ from .arguments import DEBUG_ENV, one_line
 
 
 # In the order `ase-mllm --help` lists them.
-COMMANDS = ("demo", "caption", "saliency", "saliency_report", "convert_eat", "convert", "push", "train", "evaluate", "serve",
+COMMANDS = ("demo", "caption", "score", "saliency", "saliency_report", "convert_eat", "convert", "push", "train", "evaluate", "evaluate_score", "serve",
             "prepare_data")
 
 

@@ -11,9 +11,9 @@ from .arguments import (
 def add_parser(subparsers):
     command = subparsers.add_parser(
         "caption", help="critique photos from an aesthetic perspective",
-        description="Critique each photo with the model. One line per photo (`path: critique`, or a JSON object "
-                    "with --json), printed as soon as its batch is done. A photo that fails is reported by name, "
-                    "the others go on, and the exit status is 1.")
+        description="Critique each photo with the model. One line per photo (`path: [score] critique`, the score "
+                    "being EAT's aesthetic score, or a JSON object with --json), printed as soon as its batch is "
+                    "done. A photo that fails is reported by name, the others go on, and the exit status is 1.")
     add_photo_options(command, dtype=True, quantization=True)
     prompt = command.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", type=non_empty, help="the question (default: the paper's prompt)")
@@ -41,8 +41,11 @@ def main(args) -> int:
     check_aspect(args.parser, args.aspect)
     check_output_folder(args.parser, "--saliency-out", args.saliency_out)  # last: it creates the folder
     from ..inference.captioning import critique_prompt, format_critique, iter_critiques
+    from ..inference.scores import model_score_note
+    from .score import print_score_note
 
     model, processor = load_model(args, dtype=args.dtype)
+    print_score_note(model_score_note(model))
     generation = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
     if args.temperature > 0:
         generation.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)

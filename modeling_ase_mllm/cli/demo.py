@@ -69,6 +69,7 @@ def run_demo(
     from ..evaluation.run import PREDICTIONS_FILE, evaluate_model
     from ..hub.model_card import write_model_card
     from ..inference.captioning import load_model_and_processor
+    from ..inference.scores import model_score_note, score_text
     from ..inference.visualize import save_saliency_picture
     from ..training.train import train
 
@@ -96,12 +97,14 @@ def run_demo(
     sections = []
     for row in test:
         picture = save_saliency_picture(row["image"], out / "saliency" / f"{row['image_id']}.png", processor, model)
+        score = score_text(float(model.score(images=[row["image"]], processor=processor).scores[0]))
         sections += [
             f"### {row['image_id']}",
             "",
             f"![saliency: {row['image_id']}]({picture.relative_to(out)})",
             "",
             f"- **ASE-MLLM (demo):** {captions[row['image_id']]}",
+            f"- **aesthetic score (EAT):** {score}",
             *[f"- reference: {reference}" for reference in row["references"]],
             "",
         ]
@@ -123,6 +126,7 @@ def run_demo(
             "trust_remote_code=True)`; its README.md holds the evaluation below)",
             f"- predictions: `{predictions}`; metrics: `{evaluation_dir / 'metrics.json'}`",
             f"- total time: {time.time() - started:.0f} s",
+            f"- aesthetic scores: EAT's, Σ i·y_i of its 10 AVA bins; {model_score_note(model) or 'trained EAT'}",
             "",
             "## Metrics (test split, paper Table I layout)",
             "",

@@ -126,14 +126,12 @@ def saliency_source_for(eat) -> str:
 
 def eat_checkpoint_weights(config, eat) -> dict[str, torch.Tensor]:
     """The EAT checkpoint `eat`, checked against `config.saliency_config.eat_config`, under the model's names
-    (`model.saliency_model.*`); empty without one."""
+    (`model.saliency_model.*`), its file's name and SHA-256 recorded in that config; empty without one."""
     if eat is None:
         return {}
-    from ..eat_ase_mllm import EatModel
-    from .eat import load_eat_weights
+    from .eat import converted_eat_weights
 
-    checked = load_eat_weights(EatModel(config.saliency_config.eat_config), eat)
-    return {f"model.saliency_model.{k}": v for k, v in checked.state_dict().items()}
+    return converted_eat_weights(config.saliency_config.eat_config, eat)
 
 
 def folder_saver(config, architecture: str, dtype: torch.dtype, processor, eos_token_id, pad_token_id

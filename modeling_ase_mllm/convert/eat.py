@@ -72,6 +72,17 @@ def load_eat_weights(target: torch.nn.Module, path: str | Path) -> torch.nn.Modu
     return target
 
 
+def converted_eat_weights(eat_config: AseMllmEatConfig, path: str | Path) -> dict[str, torch.Tensor]:
+    """EAT's weights from the checkpoint `path`, checked strictly against `eat_config`, under their names in an
+    ASE-MLLM checkpoint (`model.saliency_model.*`); records the file's name and SHA-256 in `eat_config`
+    (`weights_file`, `weights_sha256`: the model card shows them, and the aesthetic score counts as trained)."""
+    from ..evaluation.spice import sha256_of
+
+    checked = load_eat_weights(EatModel(eat_config), path)
+    eat_config.weights_file, eat_config.weights_sha256 = Path(path).name, sha256_of(Path(path))
+    return {f"model.saliency_model.{k}": v for k, v in checked.state_dict().items()}
+
+
 def convert_eat_checkpoint(path: str | Path, output: str | Path | None = None,
                            config: AseMllmEatConfig | None = None) -> Path:
     """Check a `.pth` against EAT (strict) and write it as safetensors; an existing output is reused.
@@ -92,4 +103,4 @@ def convert_eat_checkpoint(path: str | Path, output: str | Path | None = None,
     return output
 
 
-__all__ = ["read_eat_checkpoint", "load_eat_weights", "convert_eat_checkpoint"]
+__all__ = ["read_eat_checkpoint", "load_eat_weights", "converted_eat_weights", "convert_eat_checkpoint"]

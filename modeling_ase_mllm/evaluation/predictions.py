@@ -66,14 +66,16 @@ def complete_lines(path: Path) -> list[str]:
     return complete.decode("utf-8").splitlines()
 
 
-def read_finished(predictions_path: Path) -> dict[str, str]:
-    """`image_id → caption` already in the file. A torn last line (the run died mid-write) is cut off."""
+def read_finished(predictions_path: Path, value_key: str = "caption") -> dict:
+    """`image_id → caption` (or `value_key`'s value: the score evaluation's `score`) already in the file. A torn last
+    line (the run died mid-write) is cut off."""
     finished = {}
     for number, line in enumerate(complete_lines(predictions_path), start=1):
         record = json.loads(line)
-        if "image_id" not in record or "caption" not in record:
-            raise ValueError(f"{predictions_path}:{number}: expected keys 'image_id' and 'caption', got {sorted(record)}")
-        finished[str(record["image_id"])] = record["caption"]
+        if "image_id" not in record or value_key not in record:
+            raise ValueError(f"{predictions_path}:{number}: expected keys 'image_id' and {value_key!r}, "
+                             f"got {sorted(record)}")
+        finished[str(record["image_id"])] = record[value_key]
     return finished
 
 
@@ -85,8 +87,9 @@ def append_predictions(predictions_path: Path, records: list[dict]) -> None:
         os.fsync(handle.fileno())
 
 
-def merge_predictions(path: Path, parts: Sequence[Path], order: Sequence[str]) -> int:
-    """Fold the predictions files `parts` into `path`, then delete them; returns the captions added.
+def merge_predictions(path: Path, parts: Sequence[Path], order: Sequence[str], value_key: str = "caption") -> int:
+    """Fold the predictions files `parts` into `path`, then delete them; returns the captions (or other `value_key`
+    values) added.
 
     The lines already in `path` stay as they are; the parts' captions follow, those of `order` (the split's ids)
     in that order, then any others as found. A torn last line of a part (its process was killed mid-write) is
@@ -95,10 +98,10 @@ def merge_predictions(path: Path, parts: Sequence[Path], order: Sequence[str]) -
     """
     if not parts:
         return 0
-    existing = read_finished(path)
+    existing = read_finished(path, value_key)
     found, source = {}, {}
     for part in parts:
-        for key, value in read_finished(part).items():
+        for key, value in read_finished(part, value_key).items():
             earlier = existing.get(key, found.get(key))
             if earlier is not None and earlier != value:
                 raise ValueError(f"{part} and {source.get(key, path)} hold different captions for {key!r}; "
@@ -112,7 +115,7 @@ def merge_predictions(path: Path, parts: Sequence[Path], order: Sequence[str]) -
         shutil.copyfile(path, merging)
     else:
         merging.write_bytes(b"")
-    append_predictions(merging, [{"image_id": key, "caption": found[key]} for key in added])
+    append_predictions(merging, [{"image_id": key, value_key: found[key]} for key in added])
     os.replace(merging, path)
     for part in parts:
         part.unlink()

@@ -120,13 +120,36 @@ def caption_split(
     `shards` (default: this launch's processes) share the batches; every process returns once the main one has
     merged their parts.
     """
+    question = prompt or critique_prompt()
+    settings = {**model_run_settings(model, processor, question, generation_config, max_patches), **(run_info or {})}
+    images_kwargs = {"max_patches": max_patches} if max_patches else {}
+
+    def caption(pending: list[int]) -> list[str]:
+        images = [dataset[i]["image"].convert("RGB") for i in pending]
+        answers = batch_chat(model, processor, images, [question] * len(pending), generation_config, images_kwargs)
+        return [answer.strip() for answer in answers]
+
+    ids = [str(image_id) for image_id in dataset["image_id"]]
+    return predict_split(ids, output_dir, settings, caption, batch_size, progress=progress, overwrite=overwrite,
+                         shards=shards)
+
+
+def predict_split(ids: list[str], output_dir, settings: dict, predict, batch_size: int = 8, value_key: str = "caption",
+                  progress: bool = True, overwrite: bool = False, shards: Shards | None = None,
+                  desc: str = "captioning") -> Path:
+    """Append `{"image_id": id, value_key: value}` for every id to `output_dir/predictions.jsonl`, one batch at a
+    time, resumably and shared among `shards`: what `caption_split` and the score evaluation (`scores.py`) run.
+
+    Args:
+        ids: the split's image ids, in order (batches are cut every `batch_size` of them, as in one uninterrupted run).
+        settings: what decides the values, recorded in `run.json`; a folder holding values of other settings raises
+            `StaleRunError` (`overwrite` starts afresh).
+        predict: the values of the images at some indices of `ids`, in that order.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     predictions_path = output_dir / PREDICTIONS_FILE
-    question = prompt or critique_prompt()
-    settings = {**model_run_settings(model, processor, question, generation_config, max_patches), **(run_info or {})}
     shards = shards or current_shards()
-    ids = [str(image_id) for image_id in dataset["image_id"]]
     duplicates = [image_id for image_id, count in Counter(ids).items() if count > 1]
     if duplicates:
         raise ValueError(f"dataset has repeated image_id(s): {sorted(duplicates)[:5]}")
@@ -137,28 +160,26 @@ def caption_split(
         check_run(output_dir, settings)
         if not predictions_path.is_file() and not part_files(predictions_path):
             (output_dir / RUN_FILE).write_text(json.dumps(settings, indent=1, default=str) + "\n", encoding="utf-8")
-        merge_parts(predictions_path, ids)  # the parts a killed multi-process run left
+        merge_parts(predictions_path, ids, value_key)  # the parts a killed multi-process run left
 
     shards.main_first(prepare_folder)
-    finished = read_finished(predictions_path)
+    finished = read_finished(predictions_path, value_key)
     batches = [range(start, min(start + batch_size, len(ids))) for start in range(0, len(ids), batch_size)]
     mine = shards.mine([batch for batch in batches if any(ids[i] not in finished for i in batch)])
     target = predictions_path if shards.world_size == 1 else part_path(predictions_path, shards.rank)
-    images_kwargs = {"max_patches": max_patches} if max_patches else {}
     remaining = sum(len(batch) for batch in mine)
     if shards.world_size == 1:
-        total, done, desc = len(ids), len(ids) - remaining, "captioning"
+        total, done = len(ids), len(ids) - remaining
     else:  # the main process shows its own share
-        total, done, desc = remaining, 0, f"captioning (process 1 of {shards.world_size})"
+        total, done, desc = remaining, 0, f"{desc} (process 1 of {shards.world_size})"
     bar = tqdm(total=total, initial=done, desc=desc, unit="image", disable=not progress or not shards.is_main)
     for batch in mine:
         pending = [i for i in batch if ids[i] not in finished]
-        images = [dataset[i]["image"].convert("RGB") for i in pending]
-        answers = batch_chat(model, processor, images, [question] * len(pending), generation_config, images_kwargs)
-        append_predictions(target, [{"image_id": ids[i], "caption": a.strip()} for i, a in zip(pending, answers)])
+        values = predict(pending)
+        append_predictions(target, [{"image_id": ids[i], value_key: value} for i, value in zip(pending, values)])
         bar.update(len(batch))
     bar.close()
-    shards.main_first(lambda: merge_parts(predictions_path, ids))
+    shards.main_first(lambda: merge_parts(predictions_path, ids, value_key))
     return predictions_path
 
 

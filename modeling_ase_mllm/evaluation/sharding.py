@@ -87,10 +87,10 @@ def part_files(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f"{path.name}{PART_SUFFIX}*"))
 
 
-def merge_parts(path: Path, order: Sequence[str]) -> int:
-    """Fold the part files of the predictions file `path` into it, then delete them; returns the captions added
-    (`predictions.merge_predictions`: those of `order`, the split's ids, in that order)."""
-    return merge_predictions(path, part_files(path), order)
+def merge_parts(path: Path, order: Sequence[str], value_key: str = "caption") -> int:
+    """Fold the part files of the predictions file `path` into it, then delete them; returns the captions (or other
+    `value_key` values) added (`predictions.merge_predictions`: those of `order`, the split's ids, in that order)."""
+    return merge_predictions(path, part_files(path), order, value_key)
 
 
 __all__ = ["Shards", "current_shards", "merge_parts", "part_files", "part_path"]

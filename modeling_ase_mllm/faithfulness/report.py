@@ -186,8 +186,7 @@ def run_report(loaded, photos: list[tuple[str, object]], output_dir, sources: li
     """
     from tqdm.auto import tqdm
 
-    from ..inference.captioning import PER_FILE_ERRORS
-    from ..inference.photos import read_photo
+    from ..inference.photos import PER_FILE_ERRORS, read_photo
     from .sources import photo_seed
 
     names = [name for name, _ in photos]

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..data.prompts import AESTHETIC_PROMPT
 from ..evaluation.metrics import format_table
 from ..evaluation.vocabulary import METRIC_TABLE
+from .score_card import card_score_metrics, score_eval_results, score_section
 
 
 BEGIN, END = "<!-- ase-mllm card: begin -->", "<!-- ase-mllm card: end -->"
@@ -101,7 +102,8 @@ BASE_MODELS = {
 }
 
 
-def card_sections(config, model_id: str, metrics: dict | None, picture: str | None, saliency_source: str | None = None) -> str:
+def card_sections(config, model_id: str, metrics: dict | None, picture: str | None, saliency_source: str | None = None,
+                  score_metrics: dict | None = None) -> str:
     from ..configuration_ase_mllm import PYTHON_REQUIREMENT, TORCH_REQUIREMENT, TRANSFORMERS_REQUIREMENT
 
     source = saliency_source or config.saliency_config.source
@@ -130,6 +132,7 @@ def card_sections(config, model_id: str, metrics: dict | None, picture: str | No
         f"conversion, so an untrained model equals {base} exactly).",
         "",
     ]
+    lines += score_section(config, model_id, score_metrics)
     if picture:
         lines += ["![What the model looks at: the photo with its saliency, beside every tile's map]"
                   f"({picture})", ""]
@@ -140,7 +143,8 @@ def card_sections(config, model_id: str, metrics: dict | None, picture: str | No
 
 def write_model_card(folder, config=None, model_id: str | None = None, metrics: dict | str | Path | None = None,
                      picture: str | None = None, base_model: str | None = None, datasets: list | None = None,
-                     license: str | None = None, saliency_source: str | None = None) -> Path:
+                     license: str | None = None, saliency_source: str | None = None,
+                     score_metrics: dict | str | Path | None = None) -> Path:
     """Write (or update) `folder/README.md`.
 
     Args:
@@ -151,6 +155,8 @@ def write_model_card(folder, config=None, model_id: str | None = None, metrics: 
         picture: a saliency picture's path relative to `folder` (default: `saliency.png` if present).
         saliency_source: the source the processor that made `metrics` used (default: the config's, the same:
             the model refuses maps made for another source).
+        score_metrics: a score evaluation's metrics (`ase-mllm evaluate-score`), path or dict (default:
+            `folder/score_metrics.json` if present; a dict given is kept there): its table and `model-index` entries.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -166,6 +172,7 @@ def write_model_card(folder, config=None, model_id: str | None = None, metrics: 
         metrics = folder / "metrics.json"
     if isinstance(metrics, (str, Path)):
         metrics = json.loads(Path(metrics).read_text(encoding="utf-8"))
+    score_metrics = card_score_metrics(folder, score_metrics)
     if picture is None and (folder / "saliency.png").is_file():
         picture = "saliency.png"
     path = folder / "README.md"
@@ -180,7 +187,7 @@ def write_model_card(folder, config=None, model_id: str | None = None, metrics: 
             data[key] = value
     data.setdefault("license", "other")
     card_data = ModelCardData(**data)
-    if results := eval_results(metrics or {}):
+    if results := eval_results(metrics or {}) + score_eval_results(score_metrics or {}):
         # Results of the same task, dataset and split replace the ones there; others (another split) stay.
         scored = {(result.task_type, result.dataset_type, result.dataset_split) for result in results}
         kept = [result for result in card_data.eval_results or []
@@ -190,7 +197,7 @@ def write_model_card(folder, config=None, model_id: str | None = None, metrics: 
     body = existing.text if existing is not None else ""
     if BEGIN in body and END in body:
         body = body[: body.index(BEGIN)] + body[body.index(END) + len(END):]
-    sections = card_sections(config, model_id or str(folder), metrics, picture, saliency_source)
+    sections = card_sections(config, model_id or str(folder), metrics, picture, saliency_source, score_metrics)
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{sections}\n\n{body.strip()}\n")
     card.save(path)
     return path

@@ -17,12 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .chat import chat_inputs, generate_answers
-from .photos import PhotoLimits, read_photo
-
-
-# Errors that belong to one photo (or one batch): the photo is reported and the run goes on. Anything else is a
-# bug and stops the run.
-PER_FILE_ERRORS = (ValueError, RuntimeError, OSError, MemoryError)
+from .photos import PER_FILE_ERRORS, PhotoLimits, image_names, read_photo, read_photos  # noqa: F401 (re-exported)
+from .scores import eat_outputs, score_text, set_scores_from_outputs
 
 
 @dataclass
@@ -34,6 +30,9 @@ class Critique:
     error: str | None = None
     saliency_picture: str | None = None
     saliency_error: str | None = None
+    score: float | None = None  # EAT's aesthetic score and its fields (`scores.score_fields`), when the model has EAT
+    rating_outputs: list[float] | None = None
+    spread: float | None = None
 
     @property
     def failed(self) -> bool:
@@ -83,11 +82,6 @@ def saliency_picture_path(folder, index: int, image_name: str) -> Path:
     return Path(folder) / f"{index:04d}_{Path(image_name).stem}_saliency.png"
 
 
-def image_names(images: list) -> list[str]:
-    """How results name each input: its path, or `image[i]` for an in-memory image."""
-    return [str(item) if isinstance(item, (str, Path)) else f"image[{index}]" for index, item in enumerate(images)]
-
-
 def iter_critiques(
     model,
     processor,
@@ -117,20 +111,19 @@ def iter_critiques(
     show = progress if progress is not None else len(starts) > 1
     for start in tqdm(starts, desc="critiquing", unit="batch", disable=not show):
         results = [Critique(image=name) for name in names[start : start + batch_size]]
-        photos = {}
-        for offset, item in enumerate(images[start : start + batch_size]):
-            try:
-                photos[offset] = read_photo(item, limits)
-            except PER_FILE_ERRORS as error:
-                results[offset].error = str(error)
+        photos = read_photos(images[start : start + batch_size], results, limits)
         maps = {}  # the maps each photo's caption was made with, for its saliency picture
-        for offset, answer, photo_maps in _caption_batch(model, processor, photos, prompt, generation_config,
-                                                         images_kwargs, keep_maps=saliency_out is not None):
+        scores = {}  # EAT's raw outputs of each photo, from the forward pass that made its maps
+        for offset, answer, photo_maps, rating_outputs in _caption_batch(
+                model, processor, photos, prompt, generation_config, images_kwargs, keep_maps=saliency_out is not None):
             if isinstance(answer, BaseException):
                 results[offset].error = f"captioning failed: {type(answer).__name__}: {answer}"
             else:
                 results[offset].caption = answer.strip()
                 maps[offset] = photo_maps
+                if rating_outputs is not None:
+                    scores[offset] = rating_outputs
+        set_scores_from_outputs(model, scores, results)
         if saliency_out is not None:
             _draw_saliency(processor, photos, maps, results, start, saliency_out, images_kwargs)
         del photos, maps  # the next batch decodes into freed memory
@@ -138,9 +131,10 @@ def iter_critiques(
 
 
 def _caption_batch(model, processor, photos: dict, prompt, generation_config, images_kwargs, keep_maps: bool = False):
-    """`(offset, answer or exception, its per-tile maps or None)` for each photo; a failing batch is redone one photo
-    at a time. Each photo is tiled once; with `keep_maps` its maps (EAT + LayerCAM run once per photo) are returned
-    and given to `generate`, so the caption and its saliency picture come from the same maps."""
+    """`(offset, answer or exception, its per-tile maps or None, EAT's raw outputs `(10,)` or None)` for each photo; a
+    failing batch is redone one photo at a time. Each photo is tiled once; with `keep_maps` its maps (EAT + LayerCAM
+    run once per photo) are returned and given to `generate`, so the caption and its saliency picture come from the
+    same maps. The raw outputs (the aesthetic score's) are those of that same EAT forward pass."""
     import torch
 
     if not photos:
@@ -148,19 +142,24 @@ def _caption_batch(model, processor, photos: dict, prompt, generation_config, im
     try:
         inputs = chat_inputs(model, processor, list(photos.values()), [prompt] * len(photos), images_kwargs)
         maps = [None] * len(photos)
-        if keep_maps:
-            counts = [processor.image_processor.get_number_of_image_patches(photo.height, photo.width, images_kwargs)
-                      for photo in photos.values()]
-            maps = per_image_saliency_maps(model, inputs, counts)
-            inputs["saliency_maps"] = torch.cat(maps)
-            for computed in ("saliency_pixel_values", "tile_grids"):
-                inputs.pop(computed, None)
-        answers = generate_answers(model, processor, inputs, generation_config)
-        return list(zip(photos, answers, maps))
+        with eat_outputs(model) as caught:  # EAT runs once per photo: for the maps here, or inside generate()
+            if keep_maps:
+                counts = [processor.image_processor.get_number_of_image_patches(photo.height, photo.width,
+                                                                                images_kwargs)
+                          for photo in photos.values()]
+                maps = per_image_saliency_maps(model, inputs, counts)
+                inputs["saliency_maps"] = torch.cat(maps)
+                for computed in ("saliency_pixel_values", "tile_grids"):
+                    inputs.pop(computed, None)
+            answers = generate_answers(model, processor, inputs, generation_config)
+        outputs = list(torch.cat(caught)) if caught else [None] * len(photos)
+        if len(outputs) != len(photos):  # not one EAT output per photo (a source that skips EAT): no score
+            outputs = [None] * len(photos)
+        return list(zip(photos, answers, maps, outputs))
     except PER_FILE_ERRORS as error:
         if len(photos) == 1:
-            return [(next(iter(photos)), error, None)]
-    return [triple for offset, photo in photos.items() for triple in _caption_batch(
+            return [(next(iter(photos)), error, None, None)]
+    return [row for offset, photo in photos.items() for row in _caption_batch(
         model, processor, {offset: photo}, prompt, generation_config, images_kwargs, keep_maps)]
 
 
@@ -200,9 +199,11 @@ def critique_images(model, processor, images: list, **options) -> list[Critique]
 
 
 def format_critique(result: Critique, as_json: bool) -> str:
-    """The line to print: `name: caption` / `name: ERROR ...`, or one JSON object (fields that are set)."""
+    """The line to print: `name: [score] caption` / `name: ERROR ...`, or one JSON object (fields that are set)."""
     if as_json:
         return json.dumps({k: v for k, v in asdict(result).items() if v is not None}, ensure_ascii=False)
     if result.error is not None:
         return f"{result.image}: ERROR {result.error}"
+    if result.score is not None:
+        return f"{result.image}: [{score_text(result.score)}] {result.caption}"
     return f"{result.image}: {result.caption}"

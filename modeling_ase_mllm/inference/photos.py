@@ -33,6 +33,11 @@ _PILLOW_THRESHOLD_LOCK = threading.Lock()
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
+# Errors that belong to one photo (or one batch): the photo is reported and the run goes on. Anything else is a
+# bug and stops the run.
+PER_FILE_ERRORS = (ValueError, RuntimeError, OSError, MemoryError)
+
+
 class PhotoError(ValueError):
     """A photo that cannot be used; the message names it and says why."""
 
@@ -199,5 +204,22 @@ class LocalFiles:
             return read_bounded(stream, repr(path), limits)
 
 
-__all__ = ["DEFAULT_MAX_FILE_MB", "LocalFiles", "PhotoError", "PhotoLimits", "open_regular_file",
-           "read_photo"]
+def image_names(images: list) -> list[str]:
+    """How results name each input: its path, or `image[i]` for an in-memory image."""
+    return [str(item) if isinstance(item, (str, Path)) else f"image[{index}]" for index, item in enumerate(images)]
+
+
+def read_photos(items: list, results: list, limits: PhotoLimits) -> dict:
+    """One batch's photos decoded (`photos.read_photo`), by offset in the batch; a photo that cannot be read is left
+    out and its error set on `results[offset]`."""
+    photos = {}
+    for offset, item in enumerate(items):
+        try:
+            photos[offset] = read_photo(item, limits)
+        except PER_FILE_ERRORS as error:
+            results[offset].error = str(error)
+    return photos
+
+
+__all__ = ["DEFAULT_MAX_FILE_MB", "PER_FILE_ERRORS", "LocalFiles", "PhotoError", "PhotoLimits", "image_names",
+           "open_regular_file", "read_photo", "read_photos"]
