@@ -1,5 +1,5 @@
 """Every surface that shows a critique shows the aesthetic score, the same number: `ase-mllm score` (EAT alone),
-`caption --json` and its plain lines; an untrained EAT is labelled once."""
+`caption --json` and its plain lines, and `serve`'s extra message field; an untrained EAT is labelled once."""
 
 import json
 
@@ -7,6 +7,7 @@ import pytest
 
 from conftest import random_image
 from modeling_ase_mllm.cli import main
+from modeling_ase_mllm.inference.scores import SCORE_FIELD
 from modeling_ase_mllm.scoring_ase_mllm import UNTRAINED_NOTE
 
 
@@ -46,3 +47,19 @@ def test_score_and_caption_give_the_same_score_and_say_once_that_it_is_untrained
     assert plain.splitlines() == [f"{line['image']}: {line['score']:.2f}" for line in scored[:2]]
     _, plain, _ = run(["caption", photo_files[0], "--model", saved_model, "--max-new-tokens", "3", "--max-tiles", "1"], capsys)
     assert plain.startswith(f"{photo_files[0]}: [{scored[0]['score']:.2f}] ")
+
+
+def test_the_server_answer_carries_the_score_as_an_extra_field(saved_model, photo_files, capsys):
+    import PIL.Image
+    from serving_helpers import chat_body, data_url, post, served
+
+    _, out, _ = run(["score", photo_files[0], "--model", saved_model, "--json"], capsys)
+    expected = json.loads(out)
+    with served(saved_model) as base:
+        answer = post(base, chat_body(data_url(PIL.Image.open(photo_files[0])), max_tokens=3))
+    assert answer.status == 200 and answer.content is not None
+    field = answer.json["choices"][0]["message"][SCORE_FIELD]
+    assert field["trained"] is False and field["note"] == UNTRAINED_NOTE
+    [image] = field["images"]
+    assert image["score"] == pytest.approx(expected["score"], abs=1e-6)
+    assert image["rating_outputs"] == pytest.approx(expected["rating_outputs"], abs=1e-6)

@@ -12,7 +12,8 @@ and adds what ASE-MLLM and a server facing hostile clients need:
   while the request waits (`image_urls`), and once admitted to run decodes its photos and builds its tensors on
   one preparing thread (never on the event loop), caps the answer by the operator's `--max-new-tokens` and the
   model's positions, and generates with transformers' own streaming and non-streaming paths; a client that hangs
-  up stops its generation; with `saliency` it returns each image's saliency as a PNG data URL;
+  up stops its generation; with `saliency` it returns each image's saliency as a PNG data URL; every non-streamed
+  answer about images carries their aesthetic scores (`scores.SCORE_FIELD`);
 - `build_app` puts `gate`'s middlewares around transformers' app: the access log, the `Host` check, the API key
   and the bounded queue (429/503 with `Retry-After`), and keeps only the routes a critique server needs.
 
@@ -58,6 +59,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_
 
 from ..utils.quantization import describe_precision, quantization_config
 from .chat_requests import SALIENCY_FIELD, CritiqueRequest, RequestError, check_chat_request
+from .scores import SCORE_FIELD, score_field
 from .gate import (ACCESS_LOGGER, AccessLogMiddleware, Admission, AdmissionMiddleware, ApiKeyMiddleware,
                    error_response, read_json_body)
 from .image_urls import ImageSources, RemoteImages
@@ -240,12 +242,15 @@ class AseMllmChatCompletionHandler(ChatCompletionHandler):
             request_id, model, processor, self.served_model_name, inputs, gen_config, gen_manager=manager)))
         payload = json.loads(response.body)
         access["completion_tokens"] = payload["usage"]["completion_tokens"]
-        if request.saliency is None:
-            return response
-        # On the model's inference thread: LayerCAM hooks the model, which a generation running beside would meet.
-        urls = await asyncio.shield(manager.async_submit(saliency_data_urls, model, processor, photos,
-                                                         request.saliency))
-        payload["choices"][0]["message"][SALIENCY_FIELD] = urls
+        message = payload["choices"][0]["message"]
+        # On the model's inference thread, as the saliency below: one EAT forward on the prompt's own EAT inputs.
+        scores = await asyncio.shield(manager.async_submit(score_field, model, inputs))
+        if scores is not None:
+            message[SCORE_FIELD] = scores
+        if request.saliency is not None:
+            # On the model's inference thread: LayerCAM hooks the model, which a generation running beside would meet.
+            message[SALIENCY_FIELD] = await asyncio.shield(manager.async_submit(saliency_data_urls, model, processor,
+                                                                                photos, request.saliency))
         return JSONResponse(payload, media_type="application/json")
 
     async def finish_generating(self, timeout_s: float = 10.0) -> None:
