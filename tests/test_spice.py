@@ -29,8 +29,9 @@ from modeling_ase_mllm.evaluation.metrics import (
 from modeling_ase_mllm.evaluation.vocabulary import METRICS
 from modeling_ase_mllm.evaluation.spice import (
     CORENLP_JARS, FST_OPEN_PACKAGES, SpiceOptions, SpiceUnavailable, cache_root, ensure_corenlp, run_spice,
-    sha256_of, spice_directory, spice_entries, spice_scores,
+    spice_directory, spice_entries, spice_scores,
 )
+from modeling_ase_mllm.utils.files import sha256_of
 from spice_fixtures import HAND, HAND_SCORES, PCCD, SETS
 
 

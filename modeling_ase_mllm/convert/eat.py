@@ -76,7 +76,7 @@ def converted_eat_weights(eat_config: AseMllmEatConfig, path: str | Path) -> dic
     """EAT's weights from the checkpoint `path`, checked strictly against `eat_config`, under their names in an
     ASE-MLLM checkpoint (`model.saliency_model.*`); records the file's name and SHA-256 in `eat_config`
     (`weights_file`, `weights_sha256`: the model card shows them, and the aesthetic score counts as trained)."""
-    from ..evaluation.spice import sha256_of
+    from ..utils.files import sha256_of
 
     checked = load_eat_weights(EatModel(eat_config), path)
     eat_config.weights_file, eat_config.weights_sha256 = Path(path).name, sha256_of(Path(path))

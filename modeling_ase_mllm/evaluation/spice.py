@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..utils.cache import cache_dir
+from ..utils.files import sha256_of
 from .vocabulary import SPICE_METRICS
 
 
@@ -143,14 +144,6 @@ def missing_jars_message(folder: Path, repository: str, why: str) -> str:
     lines.append(f"e.g. mvn dependency:copy -Dartifact=edu.stanford.nlp:stanford-corenlp:3.6.0[:jar:models] "
                  f"-DoutputDirectory={folder}")
     return "\n".join(lines)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fetch_into(url: str, part: Path, size: int) -> None:

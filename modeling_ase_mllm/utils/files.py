@@ -1,4 +1,7 @@
-"""Folders written whole or not at all: built beside their place under a temporary name, then swapped in.
+"""Files checked and folders written whole or not at all.
+
+`sha256_of` is the digest every recorded file carries (the CoreNLP jars SPICE checks, the EAT checkpoint a
+conversion records). Folders are built beside their place under a temporary name, then swapped in.
 
 A folder being written lives at `.<name>.partial-<pid>-<random>` beside its target, so a process killed at any
 point leaves either no folder at the target or the complete one that was there before. The swap is one
@@ -12,11 +15,18 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import os
 import re
 import secrets
 import shutil
 from pathlib import Path
+
+
+def sha256_of(path: Path) -> str:
+    """The hex SHA-256 of the file at `path`, read in blocks (a checkpoint may be larger than memory allows)."""
+    with Path(path).open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 _AT_FDCWD = -100
