@@ -25,12 +25,12 @@ Remote code: imports only transformers, the standard library and (as `from .x im
 
 # First: importing it checks the installed transformers (one clear error below the supported release).
 from .configuration_ase_mllm import (
+    CUSTOM_PIPELINES,
     AseMllmSaliencyConfig,
+    IasVisionConfigMixin,
     ImageSpanTokenIds,
     SubConfigSpec,
     build_sub_configs,
-    check_ias_layers,
-    ias_layer_indices,
     sub_config_specs,
 )
 
@@ -69,7 +69,7 @@ QWEN_7B_AS_QWEN2 = {
 
 
 @strict
-class AseMllmQwenVLVisionConfig(CLIPVisionConfig):
+class AseMllmQwenVLVisionConfig(IasVisionConfigMixin, CLIPVisionConfig):
     r"""
     IAS-ViT for Qwen-VL-Chat: its ViT-bigG/14 (CLIP's encoder block) with ASE-MLLM's saliency cross-attention after
     the self-attention of each chosen block.
@@ -77,13 +77,9 @@ class AseMllmQwenVLVisionConfig(CLIPVisionConfig):
     num_position_embeddings (`int`, defaults to 256):
         Rows of the learned position table, a square grid (16 × 16) resized bicubically onto the patch grid
         (32 × 32 at 448 px), as Qwen-VL does.
-    ias_layers (`list[int]`, *optional*):
-        Indices of the blocks that carry the saliency cross-attention. `None` means every block (all 48): the paper
-        does not say which blocks of Qwen-VL's ViT it used, so this is a setting.
-    ias_gate_init (`float`, defaults to 0.0):
-        Initial value of the per-channel gate `g`; 0 makes every block compute exactly Qwen-VL's block.
-    saliency_embed_dim (`int`, defaults to 256):
-        Hidden width of the MLP that embeds each patch's saliency value.
+    ias_layers / ias_gate_init / saliency_embed_dim:
+        `IasVisionConfigMixin`'s. `ias_layers=None` means every block (all 48): the paper does not say which blocks
+        of Qwen-VL's ViT it used, so this is a setting.
     attention_bias / use_qk_norm / projection_dropout:
         Of the saliency cross-attention (ASE-MLLM's, built on InternVL's attention): q/k/v biases as the ViT's own
         attention, no qk-norm.
@@ -104,21 +100,12 @@ class AseMllmQwenVLVisionConfig(CLIPVisionConfig):
     attention_bias: bool = True
     use_qk_norm: bool = False
     projection_dropout: float = 0.0
-    ias_layers: list[int] | None = None
-    ias_gate_init: float = 0.0
-    saliency_embed_dim: int = 256
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        self.ias_layers = check_ias_layers(self.ias_layers, self.num_hidden_layers)
         side = round(self.num_position_embeddings**0.5)
         if side * side != self.num_position_embeddings:
             raise ValueError(f"`num_position_embeddings` must be a square (a side × side table), got {self.num_position_embeddings}.")
-
-    @property
-    def ias_layer_indices(self) -> list[int]:
-        """The blocks that carry a saliency cross-attention."""
-        return ias_layer_indices(self.ias_layers, self.num_hidden_layers)
 
 
 @strict
@@ -207,6 +194,8 @@ class AseMllmQwenVLConfig(ImageSpanTokenIds, PreTrainedConfig):
             self.text_config = AutoConfig.for_model(text.pop("model_type", "qwen2"), **text)
         super().__post_init__(**kwargs)
         self.auto_map = {**QWEN_VL_AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
+        # The same task as the InternVL family's: its `impl` resolves through this folder's own auto_map.
+        self.custom_pipelines = {**CUSTOM_PIPELINES, **(getattr(self, "custom_pipelines", None) or {})}
         if self.image_seq_length != self.resampler_config.num_queries:
             raise ValueError(
                 f"`image_seq_length`={self.image_seq_length} must equal the Resampler's `num_queries` "
