@@ -5,6 +5,7 @@ library and (as `from .x import Y`) its sibling modules.
 """
 
 import re
+from dataclasses import dataclass
 
 import transformers
 
@@ -107,31 +108,21 @@ def check_ias_layers(ias_layers: list[int] | None, num_hidden_layers: int) -> li
     return ias_layers
 
 
-def ias_layer_indices(ias_layers: list[int] | None, num_hidden_layers: int) -> list[int]:
-    """The blocks that carry a saliency cross-attention: `ias_layers`, or every block when it is `None`."""
-    return list(range(num_hidden_layers)) if ias_layers is None else list(ias_layers)
-
-
-@strict
-class AseMllmVisionConfig(InternVLVisionConfig):
+@dataclass(kw_only=True, repr=False)
+class IasVisionConfigMixin:
     r"""
-    IAS-ViT: InternViT with a saliency cross-attention after the self-attention of each chosen block.
+    The IAS-ViT fields of a vision config, shared by both families (InternVL's and Qwen-VL's encoder): a dataclass,
+    so that the config class that inherits it (a dataclass through `PreTrainedConfig`) takes its fields.
 
-    drop_path_rate (`float`, defaults to 0.0):
-        Stochastic-depth rate of the last block (linearly increasing from 0 over the blocks, as InternViT).
     ias_layers (`list[int]`, *optional*):
         Indices of the blocks that carry the saliency cross-attention. `None` means every block.
     ias_gate_init (`float`, defaults to 0.0):
         Initial value of the per-channel gate `g`; the cross-attention output is scaled by `tanh(g)`, so 0.0 makes
-        every block compute exactly InternViT's block.
+        every block compute exactly the base encoder's block.
     saliency_embed_dim (`int`, defaults to 256):
         Hidden width of the MLP that embeds each patch's saliency value.
     """
 
-    model_type = "ase_mllm_vision"
-    base_config_key = "vision_config"
-
-    drop_path_rate: float = 0.0
     ias_layers: list[int] | None = None
     ias_gate_init: float = 0.0
     saliency_embed_dim: int = 256
@@ -142,8 +133,24 @@ class AseMllmVisionConfig(InternVLVisionConfig):
 
     @property
     def ias_layer_indices(self) -> list[int]:
-        """The blocks that carry a saliency cross-attention."""
-        return ias_layer_indices(self.ias_layers, self.num_hidden_layers)
+        """The blocks that carry a saliency cross-attention: `ias_layers`, or every block when it is `None`."""
+        return list(range(self.num_hidden_layers)) if self.ias_layers is None else list(self.ias_layers)
+
+
+@strict
+class AseMllmVisionConfig(IasVisionConfigMixin, InternVLVisionConfig):
+    r"""
+    IAS-ViT: InternViT with a saliency cross-attention after the self-attention of each chosen block (the fields of
+    `IasVisionConfigMixin`).
+
+    drop_path_rate (`float`, defaults to 0.0):
+        Stochastic-depth rate of the last block (linearly increasing from 0 over the blocks, as InternViT).
+    """
+
+    model_type = "ase_mllm_vision"
+    base_config_key = "vision_config"
+
+    drop_path_rate: float = 0.0
 
 
 @strict

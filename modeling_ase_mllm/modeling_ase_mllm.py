@@ -239,22 +239,24 @@ class AseMllmVisionEncoder(nn.Module):
         return BaseModelOutput(last_hidden_state=hidden_states)
 
 
-def init_saliency_module(module: nn.Module, ias_gate_init: float) -> bool:
-    """Initialise `module` if it is one of the IAS modules with an init of their own (a `Linear` marked
-    `saliency_init`, a gate) and say so; any other module is left to its ViT's `_init_weights`."""
-    if isinstance(module, nn.Linear) and hasattr(module, "saliency_init"):
-        weight_std, bias_range = module.saliency_init
-        init.normal_(module.weight, std=weight_std)
-        if module.bias is not None:
-            init.uniform_(module.bias, *bias_range)
-        return True
-    if isinstance(module, AseMllmSaliencyGate):
-        init.constant_(module.weight, ias_gate_init)
-        return True
-    return False
+class AseMllmSaliencyInitMixin:
+    """`_init_weights` of an IAS-ViT (either family's): the IAS modules with an init of their own (a `Linear` marked
+    `saliency_init`, a gate at `config.ias_gate_init`) here, every other module by the ViT's own `_init_weights`."""
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear) and hasattr(module, "saliency_init"):
+            weight_std, bias_range = module.saliency_init
+            init.normal_(module.weight, std=weight_std)
+            if module.bias is not None:
+                init.uniform_(module.bias, *bias_range)
+        elif isinstance(module, AseMllmSaliencyGate):
+            init.constant_(module.weight, self.config.ias_gate_init)
+        else:
+            super()._init_weights(module)
 
 
-class AseMllmVisionPreTrainedModel(InternVLVisionPreTrainedModel):
+class AseMllmVisionPreTrainedModel(AseMllmSaliencyInitMixin, InternVLVisionPreTrainedModel):
     config: AseMllmVisionConfig
     _no_split_modules = ["AseMllmVisionLayer"]
     _can_record_outputs = {
@@ -262,11 +264,6 @@ class AseMllmVisionPreTrainedModel(InternVLVisionPreTrainedModel):
         # Only the self-attention: the saliency cross-attention is not a ViT layer's attention map.
         "attentions": OutputRecorder(InternVLVisionAttention, layer_name="attention"),
     }
-
-    @torch.no_grad()
-    def _init_weights(self, module):
-        if not init_saliency_module(module, self.config.ias_gate_init):
-            super()._init_weights(module)
 
 
 class AseMllmVisionModel(AseMllmVisionPreTrainedModel):

@@ -44,7 +44,7 @@ from .modeling_ase_mllm import (
     AseMllmSaliencyBlockMixin,
     AseMllmSaliencyCrossAttention,
     AseMllmSaliencyEmbeddings,
-    init_saliency_module,
+    AseMllmSaliencyInitMixin,
 )
 from .inputs_ase_mllm import check_saliency_maps
 from .packaging_ase_mllm import PARAMETER_GROUPS  # noqa: F401  (imported here too: transformers copies only direct siblings)
@@ -152,7 +152,7 @@ class AseMllmQwenVLVisionEncoder(nn.Module):
         return BaseModelOutput(last_hidden_state=hidden_states)
 
 
-class AseMllmQwenVLVisionPreTrainedModel(CLIPPreTrainedModel):
+class AseMllmQwenVLVisionPreTrainedModel(AseMllmSaliencyInitMixin, CLIPPreTrainedModel):
     config: AseMllmQwenVLVisionConfig
     base_model_prefix = "vision_model"
     main_input_name = "pixel_values"
@@ -166,8 +166,6 @@ class AseMllmQwenVLVisionPreTrainedModel(CLIPPreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        if init_saliency_module(module, self.config.ias_gate_init):
-            return
         super()._init_weights(module)
         if isinstance(module, AseMllmQwenVLVisionEmbeddings):
             # Qwen-VL's own init: unit-variance positions scaled by width^-1/2.
