@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from compat_fixtures import CHILD_ENV, vllm_env  # noqa: E402
 
 from modeling_ase_mllm.processing_ase_mllm import CHAT_TEMPLATE, IMAGE_CONTEXT_TOKEN, IMAGE_PLACEHOLDER  # noqa: E402
+from modeling_ase_mllm.testing.processes import stop_server  # noqa: E402
 from modeling_ase_mllm.testing.tiny import tiny_vllm_config  # noqa: E402
 
 
@@ -199,11 +200,7 @@ def main() -> None:
                 print(f"{system}, concurrency {concurrency}: {json.dumps(results[system, concurrency])}", flush=True)
             print(f"{system}: {startup:.0f} s from the command to the warm-up's answers", flush=True)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_server(process, grace_s=120)
     print(f"\ntiny ASE-MLLM (LLM head dim 64), one 448 px photo per request (each its own), {args.max_tokens} new tokens, "
           f"{args.requests} requests per row, vLLM {'eager' if args.eager else 'compiled'} in float32; "
           f"{os.cpu_count()} cores, load {load_average()} (a shared machine: numbers are noisy)")

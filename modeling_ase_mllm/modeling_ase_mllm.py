@@ -351,8 +351,6 @@ class AseMllmPreTrainedModel(SaveHooksMixin, InternVLPreTrainedModel):
         return loaded
 
 
-
-
 class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
     """IAS-ViT → drop CLS → pixel shuffle → InternVL's MLP projector → the language model."""
 

@@ -26,6 +26,7 @@ openai = pytest.importorskip("openai", reason="the vLLM tests call the server wi
 
 from compat_fixtures import CHILD_ENV, vllm_env  # noqa: E402
 from conftest import free_port, random_image, wait_until_serving  # noqa: E402
+from modeling_ase_mllm.testing.processes import stop_server  # noqa: E402
 from modeling_ase_mllm.testing.tiny import CPU_KERNEL_HEAD_DIM, build_processor, build_tiny_model, tiny_vllm_config  # noqa: E402
 
 
@@ -175,12 +176,7 @@ def vllm_server(folder, log_folder):
         print(f"\nvLLM: {time.perf_counter() - started:.0f} s from the command to the first answer")
         yield client
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(process, grace_s=60)
 
 
 @pytest.fixture(scope="module")
