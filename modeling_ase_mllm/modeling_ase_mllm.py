@@ -62,6 +62,20 @@ INTERNVL_TAKES_ENCODER_OUTPUTS = "mm_encoder_outputs" in inspect.signature(Inter
 # -------------------------------------------------------------------------------------------------------------------
 
 
+def image_maps_onto_tiles(image_maps: torch.Tensor, tile_grids: torch.Tensor, grid_size: int) -> torch.Tensor:
+    """Each whole image's map resampled onto its tiles (and its thumbnail, when it has one), in the image
+    processor's tile order: the maps the IAS-ViT receives (`AseMllmModel` and the vLLM plugin alike).
+
+    Args:
+        image_maps: `(num_images, h, w)` maps in [0, 1] (EAT + LayerCAM's).
+        tile_grids: `(num_images, 2)` each image's `(cols, rows)`.
+    Returns:
+        `(num_tiles, grid_size, grid_size)` maps.
+    """
+    return torch.cat([map_saliency_to_tiles(image_map, (cols, rows), has_thumbnail(cols, rows), grid_size)
+                      for image_map, (cols, rows) in zip(image_maps, tile_grids.tolist(), strict=True)])
+
+
 def set_saliency_gates(model: nn.Module, value: float) -> None:
     """Fill every IAS saliency gate `g` in `model` with `value` (0.0: each block computes exactly InternViT's).
 
@@ -401,10 +415,7 @@ class AseMllmModel(AseMllmPreTrainedModel, InternVLModel):
             return uniform_saliency_maps(pixel_values.shape[0], grid, like=pixel_values)
         if source == "eat_layercam" and saliency_pixel_values is not None and tile_grids is not None:
             check_tile_grids(tile_grids, saliency_pixel_values, pixel_values)
-            image_maps = self.get_image_saliency(saliency_pixel_values)
-            tiles = [map_saliency_to_tiles(m, (c, r), has_thumbnail(c, r), grid)
-                     for m, (c, r) in zip(image_maps, tile_grids.tolist())]
-            return torch.cat(tiles).to(pixel_values.device)
+            return image_maps_onto_tiles(self.get_image_saliency(saliency_pixel_values), tile_grids, grid).to(pixel_values.device)
         needed = "`saliency_pixel_values` and `tile_grids`" if source == "eat_layercam" else "`saliency_maps`"
         raise ValueError(
             f"the {source!r} saliency source needs {needed} (or precomputed `saliency_maps`): pass everything "
@@ -577,6 +588,7 @@ __all__ = [
     "FLOAT_GROUPS",
     "parameter_group",
     "set_saliency_gates",
+    "image_maps_onto_tiles",
     "AseMllmVisionModel",
     "AseMllmVisionLayer",
     "AseMllmPreTrainedModel",

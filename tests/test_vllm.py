@@ -279,23 +279,27 @@ def test_bad_requests_get_a_4xx_and_the_server_goes_on(server, folder, reference
         assert ask(server, folder, [photo])[1] == expected, name
 
 
-def test_eat_maps_are_the_models_and_autograd_works_under_inference_mode(folder, reference):
-    """What the plugin's processor computes, here without vLLM: the EAT read from the folder gives the maps `generate`
-    gives, one image at a time, also when its caller is in inference mode (as vLLM's engine is while it profiles)."""
-    from modeling_ase_mllm.integrations.vllm.saliency import eat_for, tile_saliency_maps
+def test_eat_maps_of_an_encoder_batch_are_the_models_and_autograd_works_under_inference_mode(folder, reference):
+    """What the plugin's engine computes (`AseMllmForVllm._saliency_maps`), here without vLLM: EAT + LayerCAM on all
+    the images of an encoder batch at once, inside `torch.inference_mode()` as vLLM's engine runs, gives the maps
+    `generate` gives each image alone."""
+    from modeling_ase_mllm.modeling_ase_mllm import image_maps_onto_tiles
 
-    photos = [random_image(300, 1000, seed=1), random_image(448, 448, seed=2)]
-    config = reference.model.config
+    photos = [random_image(300, 1000, seed=1), random_image(448, 448, seed=2), random_image(700, 500, seed=3)]
+    saliency = reference.model.config.saliency_config
     pixels = reference.inputs(photos)
+    eat = reference.model.model.saliency_model
     with torch.inference_mode():
         assert not torch.is_grad_enabled()
-        eat = eat_for(str(folder), None, config.saliency_config, torch.float32)
-        maps = tile_saliency_maps(eat, config.saliency_config, pixels["saliency_pixel_values"], pixels["tile_grids"])
-    assert eat_for(str(folder), None, config.saliency_config, torch.float32) is eat  # loaded once per process
-    expected = reference.maps(photos)
+        image_maps = eat.layer_cam(pixels["saliency_pixel_values"], saliency.layercam_layer_name, saliency.layercam_target)
+        maps = image_maps_onto_tiles(image_maps, pixels["tile_grids"], saliency.grid_size)
+    expected = torch.cat([reference.maps([photo]) for photo in photos])  # each image alone
     assert maps.shape == expected.shape == (pixels["pixel_values"].shape[0], 32, 32)
-    torch.testing.assert_close(maps, expected, atol=1e-5, rtol=0)  # EAT is batch-invariant to 1e-5
+    difference = (maps - expected).abs().max().item()
+    print(f"\nEAT + LayerCAM, 3 images in one batch against each alone: largest difference {difference:.1e}")
+    assert difference <= 1e-5  # EAT is batch-invariant to float rounding
     assert maps.std() > 0.05  # a real map, not the uniform fallback
+    assert all(parameter.grad is None for parameter in eat.parameters())  # LayerCAM touches activations only
 
 
 @pytest.mark.slow

@@ -6,9 +6,8 @@ vLLM calls `register` in each of its processes. It adds our architecture (the na
 `ModelRegistry` in the lazy `module:Class` form, so nothing of the model is imported until vLLM builds it, and it
 never replaces an entry that is already there (vLLM's own, or ours from an earlier call). The model
 (`model.AseMllmForVllm`) is vLLM's HF-layout InternVL (`InternS1ForConditionalGeneration`) with our IAS-ViT as its
-vision tower; the saliency maps are computed by its multimodal processor, in the API-server process
-(`saliency`), one image at a time. The package must not import vLLM here: this module is read by every vLLM
-process before any model is chosen.
+vision tower and, for the `eat_layercam` source, EAT + LayerCAM in the engine, on every image of an encoder batch at
+once. The package must not import vLLM here: this module is read by every vLLM process before any model is chosen.
 """
 
 
