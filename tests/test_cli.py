@@ -25,6 +25,13 @@ from modeling_ase_mllm.inference.visualize import saliency_picture_size
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "modeling_ase_mllm.cli"]
+
+
+def interruptible():
+    """`preexec_fn` for a child the test will Ctrl-C: SIGINT back to its default, so that Python in the child turns
+    it into KeyboardInterrupt. A child inherits an ignored SIGINT (a suite started with `&` from a script, or with
+    `nohup`, ignores it), and Python then leaves it ignored: the child would run to its end and exit 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 # Imported only by the commands that use them, never for --help.
 HEAVY = {"torch", "transformers", "datasets", "PIL", "numpy"}
 
@@ -348,7 +355,8 @@ def test_saliency_command_writes_each_picture_and_names_failures(saved_model, fi
 
 def start_caption(model, images, *options):
     return subprocess.Popen([*CLI, "caption", *map(str, images), "--model", str(model), *options], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "0"})
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "0"},
+                            preexec_fn=interruptible)
 
 
 @pytest.mark.slow
@@ -466,7 +474,8 @@ def test_ctrl_c_in_evaluate_exits_130_and_the_same_command_resumes(saved_model, 
     out = tmp_path / "eval"
     command = [*CLI, "evaluate", "--model", str(saved_model), "--dataset", str(tmp_path / "split"), "--output-dir",
                str(out), "--batch-size", "1", "--max-new-tokens", "16", "--max-tiles", "2"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=interruptible)
     predictions = out / "predictions.jsonl"
     deadline = time.time() + 300
     while not (predictions.is_file() and predictions.read_text().count("\n") >= 1) and time.time() < deadline:
