@@ -7,8 +7,8 @@ One tiny random ASE-MLLM (the tiny preset with 64-wide LLM heads, which vLLM's C
 EAT + LayerCAM saliency) is saved once and served three ways, each in its own server process on 127.0.0.1:
 
 - `ase-mllm serve` (transformers' server; `generate()` one request at a time);
-- vLLM with our plugin (`vllm serve FOLDER --trust-remote-code`: continuous batching, EAT + LayerCAM in its
-  multimodal processor), and the same weights saved with the `spectral_residual` source in their config (no EAT:
+- vLLM with our plugin (`vllm serve FOLDER --trust-remote-code`: continuous batching, EAT + LayerCAM in the
+  engine, batched over the images of an encoder step), and the same weights saved with the `spectral_residual` source in their config (no EAT:
   what the saliency source costs);
 - vLLM's own InternVL (`InternVLForConditionalGeneration`) serving the zero-gate InternVL twin of the same weights
   (`convert.twin`: no IAS, no saliency), which gives the plugin's overhead.
