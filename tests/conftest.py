@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny tokenizer/processor trained on the spot, random models, generated images, METEOR."""
+"""Shared fixtures: a tiny tokenizer/processor trained on the spot and random models of both families (the `family`
+fixture runs a test on each), generated images, METEOR."""
 
 import os
 import socket
@@ -9,9 +10,10 @@ import PIL.Image
 import pytest
 import torch
 
+from families import FAMILIES
 from modeling_ase_mllm.data.prompts import AESTHETIC_PROMPT as PROMPT
 from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model, build_tokenizer, tiny_config
-
+from modeling_ase_mllm.testing.tiny_qwen_vl import build_qwen_vl_processor, build_qwen_vl_tokenizer
 
 
 torch.set_num_threads(2)
@@ -88,6 +90,28 @@ def make_model():
         return build_tiny_model(tiny_config(text_model_type, **overrides), seed=seed, gate=gate)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def qwen_vl_tokenizer():
+    return build_qwen_vl_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def qwen_vl_processor(qwen_vl_tokenizer):
+    return build_qwen_vl_processor(qwen_vl_tokenizer)
+
+
+@pytest.fixture
+def make_qwen_vl_model():
+    return FAMILIES["qwen_vl"].make_model
+
+
+@pytest.fixture(params=list(FAMILIES))
+def family(request):
+    """Each model family in turn (test ids `internvl`, `qwen_vl`), with its tiny processor and tokenizer."""
+    family = FAMILIES[request.param]
+    return family.bind(request.getfixturevalue(family.processor_fixture), request.getfixturevalue(family.tokenizer_fixture))
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from modeling_ase_mllm.eat_ase_mllm import eat_parameter_count
 from modeling_ase_mllm.modeling_ase_mllm import parameter_group, set_saliency_gates
 from modeling_ase_mllm.modeling_ase_mllm_qwen_vl import AseMllmQwenVLVisionLayer, logger as qwen_vl_logger
 from modeling_ase_mllm.presets import load_model_preset
-from qwen_vl_fixtures import make_qwen_vl_model, qwen_vl_processor, qwen_vl_tokenizer  # noqa: F401 (fixtures)
 
 
 def messages_with(image, prompt: str = PROMPT) -> list[dict]:

@@ -19,7 +19,7 @@ from modeling_ase_mllm.convert.qwen_vl import (
 )
 from modeling_ase_mllm.data.mini_aic import load_mini_aic
 from modeling_ase_mllm.modeling_ase_mllm import set_saliency_gates
-from qwen_vl_fixtures import make_qwen_vl_model, qwen_vl_processor, qwen_vl_tokenizer, write_qwen_vl_checkpoint  # noqa: F401
+from qwen_vl_fixtures import write_qwen_vl_checkpoint
 
 
 def messages_with(image, prompt: str = PROMPT) -> list[dict]:

@@ -11,7 +11,6 @@ from modeling_ase_mllm.data.conversations import to_conversations
 from modeling_ase_mllm.data.mini_aic import load_mini_aic
 from modeling_ase_mllm.training.recipes import parse_recipe
 from modeling_ase_mllm.training.train import train
-from qwen_vl_fixtures import make_qwen_vl_model, qwen_vl_processor, qwen_vl_tokenizer  # noqa: F401 (fixtures)
 
 
 @pytest.mark.slow
