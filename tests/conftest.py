@@ -59,6 +59,17 @@ def user_turn(n_images: int = 1, prompt: str = PROMPT) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]}]
 
 
+def image_turn(image, prompt: str = PROMPT) -> list[dict]:
+    """One user turn showing `image` (a PIL image or a path) with `prompt`."""
+    return [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": prompt}]}]
+
+
+def chat_inputs(processor, image, prompt: str = PROMPT):
+    """The model inputs (tensors) of `image_turn(image, prompt)` with the generation prompt, as `processor` makes them."""
+    return processor.apply_chat_template(image_turn(image, prompt), add_generation_prompt=True, tokenize=True,
+                                         return_dict=True, return_tensors="pt")
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return build_tokenizer()

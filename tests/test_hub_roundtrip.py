@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import PROMPT, random_image
+from conftest import PROMPT, chat_inputs, random_image
 from families import PHOTO_SIZE
 from modeling_ase_mllm.hub.model_card import BASE_MODELS
 from modeling_ase_mllm.modeling_ase_mllm import remote_code_files
@@ -104,9 +104,7 @@ def test_saved_folder_loads_and_generates_in_a_fresh_process(tmp_path, family):
 
     image_path = tmp_path / "photo.png"
     random_image(*PHOTO_SIZE, seed=3).save(image_path)
-    messages = [{"role": "user", "content": [{"type": "image", "image": str(image_path)}, {"type": "text", "text": PROMPT}]}]
-    inputs = family.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                  return_dict=True, return_tensors="pt")
+    inputs = chat_inputs(family.processor, str(image_path))
     expected = model.generate(**inputs, max_new_tokens=8, do_sample=False)[0, inputs["input_ids"].shape[1] :]
     assert inputs["pixel_values"].shape[0] == family.photo_map_shape[0]  # InternVL: 5x2 tiles + thumbnail; Qwen-VL: 1
 
