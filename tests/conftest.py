@@ -65,7 +65,7 @@ def image_turn(image, prompt: str = PROMPT) -> list[dict]:
 
 
 def chat_inputs(processor, image, prompt: str = PROMPT):
-    """The model inputs (tensors) of `image_turn(image, prompt)` with the generation prompt, as `processor` makes them."""
+    """The tensors `processor` makes of `image_turn(image, prompt)` with the generation prompt."""
     return processor.apply_chat_template(image_turn(image, prompt), add_generation_prompt=True, tokenize=True,
                                          return_dict=True, return_tensors="pt")
 
@@ -122,7 +122,8 @@ def make_qwen_vl_model():
 def family(request):
     """Each model family in turn (test ids `internvl`, `qwen_vl`), with its tiny processor and tokenizer."""
     family = FAMILIES[request.param]
-    return family.bind(request.getfixturevalue(family.processor_fixture), request.getfixturevalue(family.tokenizer_fixture))
+    processor, tokenizer = (request.getfixturevalue(name) for name in (family.processor_fixture, family.tokenizer_fixture))
+    return family.bind(processor, tokenizer)
 
 
 @pytest.fixture(scope="module")

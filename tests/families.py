@@ -54,11 +54,13 @@ class Family:
 FAMILIES = {
     family.name: family
     for family in (
-        Family("internvl", build=build_tiny_model, config=tiny_config, auto_map=AUTO_MAP, vision_layers_attribute="layer",
+        Family("internvl", build=build_tiny_model, config=tiny_config, auto_map=AUTO_MAP,
+               vision_layers_attribute="layer",
                photo_map_shape=(11, 32, 32),  # 5×2 tiles and the thumbnail, each on the 32×32 grid of 14 px patches
                paper_recipe="pccd", processor_fixture="processor", tokenizer_fixture="tokenizer"),
         Family("qwen_vl", build=build_tiny_qwen_vl_model, config=tiny_qwen_vl_config, auto_map=QWEN_VL_AUTO_MAP,
                vision_layers_attribute="layers", photo_map_shape=(1, 32, 32),  # its one 448 px picture
-               paper_recipe="qwen-vl-pccd", processor_fixture="qwen_vl_processor", tokenizer_fixture="qwen_vl_tokenizer"),
+               paper_recipe="qwen-vl-pccd", processor_fixture="qwen_vl_processor",
+               tokenizer_fixture="qwen_vl_tokenizer"),
     )
 }

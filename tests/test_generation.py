@@ -99,7 +99,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(family, two_images):
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
     assert any("saliency_cross_attention" in n for n in grads[0])
-    projector = {n for n, p in model.named_parameters() if n.startswith("model.multi_modal_projector.") and p.requires_grad}
+    projector = {name for name, p in model.named_parameters()
+                 if name.startswith("model.multi_modal_projector.") and p.requires_grad}
     assert projector and projector <= grads[0].keys()  # InternVL's MLP, Qwen-VL's Resampler: every weight
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
