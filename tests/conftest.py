@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny tokenizer/processor trained on the spot, random models, generated images, METEOR."""
+"""Shared fixtures: a tiny tokenizer/processor trained on the spot and random models of both families (the `family`
+fixture runs a test on each), generated images, METEOR."""
 
 import os
 import socket
@@ -9,9 +10,10 @@ import PIL.Image
 import pytest
 import torch
 
+from families import FAMILIES
 from modeling_ase_mllm.data.prompts import AESTHETIC_PROMPT as PROMPT
 from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model, build_tokenizer, tiny_config
-
+from modeling_ase_mllm.testing.tiny_qwen_vl import build_qwen_vl_processor, build_qwen_vl_tokenizer
 
 
 torch.set_num_threads(2)
@@ -57,6 +59,17 @@ def user_turn(n_images: int = 1, prompt: str = PROMPT) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]}]
 
 
+def image_turn(image, prompt: str = PROMPT) -> list[dict]:
+    """One user turn showing `image` (a PIL image or a path) with `prompt`."""
+    return [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": prompt}]}]
+
+
+def chat_inputs(processor, image, prompt: str = PROMPT):
+    """The tensors `processor` makes of `image_turn(image, prompt)` with the generation prompt."""
+    return processor.apply_chat_template(image_turn(image, prompt), add_generation_prompt=True, tokenize=True,
+                                         return_dict=True, return_tensors="pt")
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return build_tokenizer()
@@ -88,6 +101,29 @@ def make_model():
         return build_tiny_model(tiny_config(text_model_type, **overrides), seed=seed, gate=gate)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def qwen_vl_tokenizer():
+    return build_qwen_vl_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def qwen_vl_processor(qwen_vl_tokenizer):
+    return build_qwen_vl_processor(qwen_vl_tokenizer)
+
+
+@pytest.fixture
+def make_qwen_vl_model():
+    return FAMILIES["qwen_vl"].make_model
+
+
+@pytest.fixture(params=list(FAMILIES))
+def family(request):
+    """Each model family in turn (test ids `internvl`, `qwen_vl`), with its tiny processor and tokenizer."""
+    family = FAMILIES[request.param]
+    processor, tokenizer = (request.getfixturevalue(name) for name in (family.processor_fixture, family.tokenizer_fixture))
+    return family.bind(processor, tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""Fixtures of the Qwen-VL-Chat family: a tiny tokenizer, processor and models, and a tiny checkpoint written in
-Qwen-VL-Chat's own format (its parameter names and fused layouts, `qwen.tiktoken`, its `config.json`).
+"""A tiny checkpoint of the Qwen-VL-Chat family written in Qwen-VL-Chat's own format (its parameter names and fused
+layouts, `qwen.tiktoken`, its `config.json`). The family's tiny tokenizer, processor and models are conftest.py's
+fixtures.
 
 The Qwen-format writer is the conversion's inverse, written from Qwen-VL's layouts (not from our converter): the
 LLM's `c_attn` stacks q, k, v; the ViT's `in_proj` interleaves them per head; the Resampler's `in_proj_weight`
@@ -9,36 +10,11 @@ LLM's `c_attn` stacks q, k, v; the ViT's `in_proj` interleaves them per head; th
 import json
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import save_file
 
 from modeling_ase_mllm.convert.twin import is_added_weight
-from modeling_ase_mllm.testing.tiny_qwen_vl import (
-    build_qwen_vl_processor,
-    build_qwen_vl_tokenizer,
-    build_tiny_qwen_vl_model,
-    tiny_qwen_vl_config,
-    write_tiny_tiktoken,
-)
-
-
-@pytest.fixture(scope="session")
-def qwen_vl_tokenizer():
-    return build_qwen_vl_tokenizer()
-
-
-@pytest.fixture(scope="session")
-def qwen_vl_processor(qwen_vl_tokenizer):
-    return build_qwen_vl_processor(qwen_vl_tokenizer)
-
-
-@pytest.fixture
-def make_qwen_vl_model():
-    def make(gate: float | None = 0.0, seed: int = 0, **overrides):
-        return build_tiny_qwen_vl_model(tiny_qwen_vl_config(**overrides), seed=seed, gate=gate)
-
-    return make
+from modeling_ase_mllm.testing.tiny_qwen_vl import write_tiny_tiktoken
 
 
 # Our names -> Qwen-VL's, for the tensors that are only renamed (`{}` is a block index).

@@ -11,7 +11,6 @@ from modeling_ase_mllm import AUTO_MAP, QWEN_VL_AUTO_MAP, AseMllmConfig
 from modeling_ase_mllm.configuration_ase_mllm import CUSTOM_PIPELINES
 from modeling_ase_mllm.presets import list_model_presets, load_model_preset
 from modeling_ase_mllm.testing.tiny import SPECIAL_TOKENS
-from qwen_vl_fixtures import make_qwen_vl_model, qwen_vl_processor, qwen_vl_tokenizer  # noqa: F401 (fixtures)
 
 
 def test_config_round_trip_keeps_sub_configs(tmp_path):

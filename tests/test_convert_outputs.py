@@ -72,13 +72,12 @@ def qwen_vl_source(root: Path) -> Path:
 # ------------------------------------------------------------------------------------------------ an existing folder
 
 
-@pytest.mark.parametrize("family", ["internvl", "qwen-vl"])
 def test_a_folder_that_is_not_empty_is_refused_and_replaced_whole_with_overwrite(family, internvl_source, tmp_path,
                                                                                   capsys):
     """Row 1: OUT holds a model saved by `save_pretrained` (one `model.safetensors`, other shapes). Without
     `--overwrite` nothing happens (exit 2, the folder named, its bytes unchanged); with it, OUT holds exactly a fresh
     conversion's files and loads its weights, nothing of the old model left beside them."""
-    source = internvl_source[0] if family == "internvl" else qwen_vl_source(tmp_path)
+    source = internvl_source[0] if family.name == "internvl" else qwen_vl_source(tmp_path)
     output, fresh = tmp_path / "out", tmp_path / "fresh"
     build_tiny_model(seed=9).save_pretrained(output)
     before = digest(output)

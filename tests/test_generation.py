@@ -1,5 +1,5 @@
-"""generate(): images encoded once, batched left-padded output equals one-by-one output, decoding steps that do
-exactly what InternVL's do."""
+"""generate(): images encoded once, batched left-padded output equals one-by-one output (both families), decoding
+steps that do exactly what InternVL's do."""
 
 import cProfile
 import inspect
@@ -9,7 +9,8 @@ from collections import Counter
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import PROMPT, random_image, user_turn
+from conftest import PROMPT, chat_inputs, random_image, user_turn
+from families import PHOTO_SIZE
 from modeling_ase_mllm import modeling_ase_mllm, packaging_ase_mllm
 from modeling_ase_mllm.convert.twin import build_internvl_twin
 
@@ -20,31 +21,43 @@ def _encode_calls(model):
     return calls, handle
 
 
-def test_generate_encodes_images_once_with_kv_cache(make_model, processor, two_images):
-    model = make_model(gate=0.5)
+def test_generate_encodes_images_once_with_kv_cache_and_eat_saliency_steers_the_vit(family, two_images):
+    """generate() runs the ViT once, at prefill, and cached decoding gives the tokens of a full re-run without cache;
+    the default source (EAT + LayerCAM, one map per picture the ViT sees) reaches the IAS blocks: another map changes
+    the logits once the gates are open."""
+    model, processor = family.make_model(gate=0.5), family.processor
     text = [processor.apply_chat_template(user_turn(), add_generation_prompt=True)] * 2
     inputs = processor(images=two_images, text=text, return_tensors="pt", padding=True)
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=family.tokenizer.pad_token_id)
     calls, handle = _encode_calls(model)
-    out = model.generate(**inputs, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    out = model.generate(**inputs, **kwargs)
     handle.remove()
     assert out.shape == (2, inputs["input_ids"].shape[1] + 6)
     assert len(calls) == 1  # pre-encoded into `mm_encoder_outputs`, dropped after prefill
 
     # Cached decoding gives the tokens of a full re-run without cache.
-    no_cache = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=False, pad_token_id=0)
+    no_cache = model.generate(**inputs, **kwargs, use_cache=False)
     assert torch.equal(out, no_cache)
 
+    photo = chat_inputs(processor, random_image(*PHOTO_SIZE, seed=3))
+    eat_maps = model.get_saliency_maps(**photo)
+    assert eat_maps.shape == family.photo_map_shape and eat_maps.min() >= 0 and eat_maps.max() <= 1
+    with torch.no_grad():
+        from_eat = model(**photo).logits
+        inverted = model(**{**photo, "saliency_maps": 1 - eat_maps}).logits
+    assert (from_eat - inverted).abs().max().item() > 1e-4
 
-def test_batched_left_padded_generation_equals_one_by_one(make_model, processor):
+
+def test_batched_left_padded_generation_equals_one_by_one(family):
     """A batch mixing image sizes, a two-image sample and a text-only sample, vs each sample alone."""
-    model = make_model(gate=0.5, seed=7)
+    model, processor = family.make_model(gate=0.5, seed=7), family.processor
     samples = [
         ([random_image(300, 1000, seed=1)], user_turn(1)),
         ([random_image(500, 400, seed=2), random_image(120, 90, seed=3)], user_turn(2, "Compare these two photos.")),
         ([], [{"role": "user", "content": [{"type": "text", "text": "What makes a photo pleasing?"}]}]),
         ([random_image(448, 448, seed=4)], user_turn(1, "Comment on the composition of this image.")),
     ]
-    kwargs = dict(max_new_tokens=7, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
+    kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
     texts = [processor.apply_chat_template(turn, add_generation_prompt=True) for _, turn in samples]
     batch = processor(images=[images for images, _ in samples], text=texts, return_tensors="pt", padding=True)
     assert processor.tokenizer.padding_side == "left"
@@ -72,20 +85,23 @@ def test_sdpa_is_default_and_matches_eager(make_model, processor, two_images):
     assert (sdpa - eager)[attended].abs().max().item() < 1e-5
 
 
-def test_gradient_checkpointing_gives_the_same_gradients(make_model, processor, two_images):
-    inputs = processor(images=two_images, text=["<image>\n" + PROMPT] * 2, return_tensors="pt", padding=True)
+def test_gradient_checkpointing_gives_the_same_gradients(family, two_images):
+    inputs = family.processor(images=two_images, text=["<image>\n" + PROMPT] * 2, return_tensors="pt", padding=True)
     labels = inputs["input_ids"].clone()
     grads = []
     for checkpointing in (False, True):
-        model = make_model(gate=0.5).train()
+        model = family.make_model(gate=0.5).train()
         if checkpointing:
             model.activation_checkpointing_enable()
-            assert model.model.vision_tower.encoder.layer[0].gradient_checkpointing
+            assert family.vision_layers(model)[0].gradient_checkpointing
             assert model.model.language_model.layers[0].gradient_checkpointing
         model(**inputs, labels=labels).loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
     assert any("saliency_cross_attention" in n for n in grads[0])
+    projector = {name for name, p in model.named_parameters()
+                 if name.startswith("model.multi_modal_projector.") and p.requires_grad}
+    assert projector and projector <= grads[0].keys()  # InternVL's MLP, Qwen-VL's Resampler: every weight
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
 

@@ -1,4 +1,5 @@
-"""A saved folder loads in a fresh process that cannot import our package, offline, with trust_remote_code."""
+"""A saved folder of either family loads in a fresh process that cannot import our package, offline, with
+trust_remote_code, and generates the tokens it generates here (also through both pipelines)."""
 
 import json
 import os
@@ -9,8 +10,9 @@ import textwrap
 import pytest
 import torch
 
-from conftest import PROMPT, random_image
-from modeling_ase_mllm import AUTO_MAP
+from conftest import PROMPT, chat_inputs, random_image
+from families import PHOTO_SIZE
+from modeling_ase_mllm.hub.model_card import BASE_MODELS
 from modeling_ase_mllm.modeling_ase_mllm import remote_code_files
 
 
@@ -82,43 +84,54 @@ def load_in_fresh_process(folder, image_path, tmp_path) -> dict:
 
 
 @pytest.mark.slow
-def test_saved_folder_loads_and_generates_in_a_fresh_process(tmp_path, make_model, processor):
-    model = make_model(gate=0.5, seed=11)
+def test_saved_folder_loads_and_generates_in_a_fresh_process(tmp_path, family):
+    model = family.make_model(gate=0.5, seed=11)
     folder = tmp_path / "ase-mllm-tiny"
     model.save_pretrained(folder)
-    processor.save_pretrained(folder)
+    family.processor.save_pretrained(folder)
 
     config = json.loads((folder / "config.json").read_text())
-    assert config["auto_map"] == AUTO_MAP
+    assert config["auto_map"] == family.auto_map
     processor_map = json.loads((folder / "processor_config.json").read_text())["auto_map"]
-    assert set(processor_map) == {"AutoProcessor", "AutoImageProcessor"}
-    for module in {entry.split(".")[0] for entry in AUTO_MAP.values()}:
+    assert processor_map == {key: family.auto_map[key] for key in ("AutoProcessor", "AutoImageProcessor")}
+    for module in {entry.split(".")[0] for entry in family.auto_map.values()}:
         assert (folder / f"{module}.py").is_file(), module
+    # The model card names the family's base and Hub tag, and no other family's.
+    card = (folder / "README.md").read_text()
+    base, _, tag = BASE_MODELS[model.config.model_type]
+    assert f"{base} whose vision encoder" in card and f"\n- {tag}\n" in card
+    assert not [other for other in BASE_MODELS.values() if other[2] != tag and other[2] in card.lower()]
 
     image_path = tmp_path / "photo.png"
-    random_image(300, 700, seed=3).save(image_path)
-    messages = [{"role": "user", "content": [{"type": "image", "image": str(image_path)}, {"type": "text", "text": PROMPT}]}]
-    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    random_image(*PHOTO_SIZE, seed=3).save(image_path)
+    inputs = chat_inputs(family.processor, str(image_path))
     expected = model.generate(**inputs, max_new_tokens=8, do_sample=False)[0, inputs["input_ids"].shape[1] :]
-    assert inputs["pixel_values"].shape[0] == 11  # 5x2 tiles + thumbnail
+    assert inputs["pixel_values"].shape[0] == family.photo_map_shape[0]  # InternVL: 5x2 tiles + thumbnail; Qwen-VL: 1
 
     result = load_in_fresh_process(folder, image_path, tmp_path)
-    assert result["classes"] == [
-        "AseMllmForConditionalGeneration", "AseMllmProcessor", "AseMllmImageProcessor", "AseMllmConfig",
-        "AseMllmModel", "AseMllmImageProcessor",
-    ]
+    # The classes `auto_map` names, and they are the ones that saved the folder here.
+    classes = family.classes
+    assert result["classes"] == [classes[auto] for auto in (
+        "AutoModelForImageTextToText", "AutoProcessor", "AutoImageProcessor", "AutoConfig", "AutoModel",
+        "AutoImageProcessor")]
+    assert result["classes"][:5] == [type(model).__name__, type(family.processor).__name__,
+                                     type(family.processor.image_processor).__name__, type(model.config).__name__,
+                                     type(model.model).__name__]
     assert result["module"].startswith("transformers_modules.")
     assert result["tokens"] == expected.tolist()
-    decoded = processor.decode(expected, skip_special_tokens=True)
+    decoded = family.processor.decode(expected, skip_special_tokens=True)
     assert result["decoded"] == decoded
     assert result["pipelines"] == {"image-text-to-text": decoded, "image-to-text": decoded}
-    # Saved from remote code: the modules transformers loaded with the model, and no model card (that is the installed
-    # package's, through SAVE_HOOKS, which is empty in remote code).
+    # Saved from remote code: the modules transformers loaded with the model (the family's, and the InternVL family's
+    # the Qwen-VL family is built on), and no model card (that is the installed package's, through SAVE_HOOKS, which is
+    # empty in remote code).
     modules = {path.name for path in folder.glob("*.py")}
     resaved = {name for name in result["resaved"] if name.endswith(".py")}
-    assert {"configuration_ase_mllm.py", "eat_ase_mllm.py", "saliency_ase_mllm.py", "modeling_ase_mllm.py"} <= resaved
+    loaded_with_the_model = {f"{family.auto_map[auto].split('.')[0]}.py" for auto in ("AutoConfig", "AutoModel")}
+    assert loaded_with_the_model | {"configuration_ase_mllm.py", "eat_ase_mllm.py", "saliency_ase_mllm.py",
+                                    "modeling_ase_mllm.py"} <= resaved
     assert resaved <= modules and modules == {path.name for path in remote_code_files()}
-    assert (folder / "README.md").is_file() and "README.md" not in result["resaved"]
+    assert "README.md" not in result["resaved"]
 
 
 def test_save_load_roundtrip_in_process(tmp_path, make_model, processor, two_images):

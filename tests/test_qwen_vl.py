@@ -1,5 +1,7 @@
-"""The Qwen-VL-Chat family (paper Table III): gate 0 is Qwen-VL without the IAS blocks, batched = one by one,
-Qwen-VL's preprocessing and prompt, the context-length warning, and the full-size parameter count.
+"""The Qwen-VL-Chat family (paper Table III): its config, Qwen-VL's preprocessing and prompt, the context-length
+warning, and the full-size parameter count. What it shares with the InternVL family (gate 0 is the model without the
+IAS blocks, batched = one by one, images encoded once, EAT steering the ViT, gradient checkpointing) is tested for both
+families through the `family` fixture (test_saliency.py, test_generation.py).
 
 Parity with Qwen-VL-Chat's own remote code (logits within 1e-5, the same greedy tokens) is checked outside the
 repository, its code not being ours to commit: see README "ASE-MLLM on Qwen-VL-Chat".
@@ -13,63 +15,20 @@ import pytest
 import torch
 from transformers.testing_utils import CaptureLogger
 
-from conftest import PROMPT, random_image, user_turn
+from conftest import chat_inputs, random_image
 from modeling_ase_mllm import AseMllmQwenVLConfig, AseMllmQwenVLForConditionalGeneration
 from modeling_ase_mllm.eat_ase_mllm import eat_parameter_count
-from modeling_ase_mllm.modeling_ase_mllm import parameter_group, set_saliency_gates
+from modeling_ase_mllm.modeling_ase_mllm import parameter_group
 from modeling_ase_mllm.modeling_ase_mllm_qwen_vl import AseMllmQwenVLVisionLayer, logger as qwen_vl_logger
 from modeling_ase_mllm.presets import load_model_preset
-from qwen_vl_fixtures import make_qwen_vl_model, qwen_vl_processor, qwen_vl_tokenizer  # noqa: F401 (fixtures)
-
-
-def messages_with(image, prompt: str = PROMPT) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": prompt}]}]
 
 
 @pytest.fixture
 def inputs(qwen_vl_processor):
-    return qwen_vl_processor.apply_chat_template(
-        messages_with(random_image(300, 700, seed=3)), add_generation_prompt=True, tokenize=True, return_dict=True,
-        return_tensors="pt",
-    )
+    return chat_inputs(qwen_vl_processor, random_image(300, 700, seed=3))
 
 
 # ------------------------------------------------------------------------------------------------ model
-
-
-def test_gate_zero_equals_the_model_without_ias_blocks(make_qwen_vl_model, inputs):
-    """At gate 0 every IAS block computes exactly its ViT block: the same weights without any IAS block (Qwen-VL's
-    model, built of CLIP's encoder layers) give bit-equal logits and the same greedy tokens."""
-    ours = make_qwen_vl_model(gate=0.0, seed=1)
-    vision = {**ours.config.vision_config.to_dict(), "ias_layers": []}
-    plain = make_qwen_vl_model(vision_config=vision)
-    assert not any(layer.has_saliency_cross_attention for layer in plain.model.vision_tower.encoder.layers)
-    missing, unexpected = plain.load_state_dict(ours.state_dict(), strict=False)
-    assert not missing and unexpected and all(".saliency_" in key for key in unexpected)
-    with torch.no_grad():
-        ours_logits, plain_logits = ours(**inputs).logits, plain(**inputs).logits
-    assert torch.equal(ours_logits, plain_logits)
-    kwargs = dict(max_new_tokens=8, do_sample=False)
-    assert torch.equal(ours.generate(**inputs, **kwargs), plain.generate(**inputs, **kwargs))
-
-    # The comparison is sharp: opening the gates moves the logits.
-    set_saliency_gates(ours, 0.5)
-    with torch.no_grad():
-        assert (ours(**inputs).logits - plain_logits).abs().max().item() > 1e-4
-
-
-def test_ias_blocks_are_configurable_and_documented_in_size(make_qwen_vl_model):
-    """`ias_layers` picks the blocks (default: all); per IAS block 4C² + 9C parameters, once 2D + DC + C."""
-    every = make_qwen_vl_model()
-    assert [layer.has_saliency_cross_attention for layer in every.model.vision_tower.encoder.layers] == [True, True]
-    one = make_qwen_vl_model(vision_config={**every.config.vision_config.to_dict(), "ias_layers": [1]})
-    assert [layer.has_saliency_cross_attention for layer in one.model.vision_tower.encoder.layers] == [False, True]
-    c, d = every.config.vision_config.hidden_size, every.config.vision_config.saliency_embed_dim
-    ias = lambda model: sum(p.numel() for n, p in model.named_parameters() if parameter_group(n) == "ias")
-    assert ias(every) - ias(one) == 4 * c * c + 9 * c
-    assert ias(one) == 4 * c * c + 9 * c + 2 * d + d * c + c
-    with pytest.raises(ValueError, match="ias_layers"):
-        AseMllmQwenVLConfig(vision_config={"num_hidden_layers": 2, "ias_layers": [2]})
 
 
 def test_config_validation_names_the_field():
@@ -90,41 +49,6 @@ def test_config_round_trip(tmp_path):
     assert loaded.image_special_token_ids == [616, 614, 615] and loaded.seq_length == 300
 
 
-def test_batch_of_two_prompts_gives_the_tokens_of_one_at_a_time(make_qwen_vl_model, qwen_vl_processor):
-    """Left-padded: a two-image prompt and a shorter one-image prompt, batched, vs each alone."""
-    model = make_qwen_vl_model(gate=0.5, seed=7)
-    samples = [
-        ([random_image(500, 400, seed=2), random_image(120, 90, seed=3)], user_turn(2, "Compare these two photos.")),
-        ([random_image(448, 448, seed=4)], user_turn(1, "Comment.")),
-    ]
-    kwargs = dict(max_new_tokens=8, do_sample=False)
-    texts = [qwen_vl_processor.apply_chat_template(turn, add_generation_prompt=True) for _, turn in samples]
-    batch = qwen_vl_processor(images=[images for images, _ in samples], text=texts, return_tensors="pt", padding=True)
-    assert batch["attention_mask"][1, 0] == 0  # the second prompt is padded on the left
-    batched = model.generate(**batch, **kwargs)[:, batch["input_ids"].shape[1]:]
-    for index, (images, _) in enumerate(samples):
-        single = qwen_vl_processor(images=images, text=[texts[index]], return_tensors="pt")
-        alone = model.generate(**single, **kwargs)[0, single["input_ids"].shape[1]:]
-        assert torch.equal(alone, batched[index, : alone.shape[0]]), f"sample {index}"
-
-
-def test_images_are_encoded_once_and_eat_saliency_steers_the_vit(make_qwen_vl_model, inputs):
-    """The default source (EAT + LayerCAM, one map per image) reaches the IAS blocks: another map changes the
-    logits once the gates are open; and generate() runs the ViT once, at prefill."""
-    model = make_qwen_vl_model(gate=0.5)
-    calls = []
-    handle = model.model.vision_tower.register_forward_hook(lambda *args: calls.append(1))
-    model.generate(**inputs, max_new_tokens=4, do_sample=False)
-    handle.remove()
-    assert calls == [1]
-    eat_maps = model.get_saliency_maps(**inputs)
-    assert eat_maps.shape == (1, 32, 32) and eat_maps.min() >= 0 and eat_maps.max() <= 1
-    with torch.no_grad():
-        from_eat = model(**inputs).logits
-        inverted = model(**{**inputs, "saliency_maps": 1 - eat_maps}).logits
-    assert (from_eat - inverted).abs().max().item() > 1e-4
-
-
 def test_contexts_past_seq_length_warn_that_qwen_vl_would_differ(make_qwen_vl_model, inputs):
     length = inputs["input_ids"].shape[1]
     model = make_qwen_vl_model(seq_length=length + 2)
@@ -139,21 +63,6 @@ def test_contexts_past_seq_length_warn_that_qwen_vl_would_differ(make_qwen_vl_mo
     with CaptureLogger(qwen_vl_logger) as training:
         short(**inputs)
     assert training.out == ""
-
-
-def test_gradient_checkpointing_gives_the_same_gradients(make_qwen_vl_model, inputs):
-    grads = []
-    for checkpointing in (False, True):
-        model = make_qwen_vl_model(gate=0.5).train()
-        if checkpointing:
-            model.activation_checkpointing_enable()
-            assert model.model.vision_tower.encoder.layers[0].gradient_checkpointing
-        model(**inputs, labels=inputs["input_ids"]).loss.backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-    assert grads[0].keys() == grads[1].keys() and any("saliency_cross_attention" in n for n in grads[0])
-    assert any("multi_modal_projector.attention" in n for n in grads[0])
-    for name in grads[0]:
-        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
 
 
 # ------------------------------------------------------------------------------------------------ processor

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
 
-from conftest import PROMPT, random_image
+from conftest import chat_inputs, image_turn, random_image
 from modeling_ase_mllm.cli import main
 from modeling_ase_mllm.convert.qwen_vl import (
     QWEN_VL_SPECIAL_TOKENS,
@@ -19,11 +19,7 @@ from modeling_ase_mllm.convert.qwen_vl import (
 )
 from modeling_ase_mllm.data.mini_aic import load_mini_aic
 from modeling_ase_mllm.modeling_ase_mllm import set_saliency_gates
-from qwen_vl_fixtures import make_qwen_vl_model, qwen_vl_processor, qwen_vl_tokenizer, write_qwen_vl_checkpoint  # noqa: F401
-
-
-def messages_with(image, prompt: str = PROMPT) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": prompt}]}]
+from qwen_vl_fixtures import write_qwen_vl_checkpoint
 
 
 # ------------------------------------------------------------------------------------------------ tokenizer
@@ -68,7 +64,7 @@ def test_tiktoken_tokenizer_converts_token_for_token(trained_tiktoken, critiques
     tiktoken_file, ranks = trained_tiktoken
     processor = convert_qwen_tokenizer(tiktoken_file)
     tokenizer = processor.tokenizer
-    chats = [processor.apply_chat_template(messages_with(None, text), add_generation_prompt=True)
+    chats = [processor.apply_chat_template(image_turn(None, text), add_generation_prompt=True)
              .replace("<image>", "<img>" + "<imgpad>" * 4 + "</img>") for text in critiques]
     corpus = [
         *critiques, *chats,
@@ -138,9 +134,8 @@ def test_qwen_vl_checkpoint_converts_to_identical_weights_and_logits(tmp_path, m
         assert torch.equal(tensor, ours[name]), name
 
     processor = AutoProcessor.from_pretrained(output)
-    inputs = processor.apply_chat_template(messages_with(random_image(300, 700, seed=3)), add_generation_prompt=True,
-                                           tokenize=True, return_dict=True, return_tensors="pt")
-    assert processor.apply_chat_template(messages_with(None)).startswith(
+    inputs = chat_inputs(processor, random_image(300, 700, seed=3))
+    assert processor.apply_chat_template(image_turn(None)).startswith(
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nPicture 1: <image>\n")
     set_saliency_gates(original, 0.0)
     # The original's source is EAT, the converted one's spectral residual: at gate 0 the maps do not count, so the

@@ -1,12 +1,14 @@
-"""Saliency sources, their mapping onto tiles, and the gate that lets them reach the image features."""
+"""Saliency sources, their mapping onto tiles, the gate that lets them reach the image features, and the IAS blocks
+that carry the gate (in both families)."""
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 
-from conftest import random_image
+from conftest import chat_inputs, random_image
 from modeling_ase_mllm.image_processing_ase_mllm import has_thumbnail
+from modeling_ase_mllm.modeling_ase_mllm import parameter_group, set_saliency_gates
 from modeling_ase_mllm.saliency_ase_mllm import map_saliency_to_tiles, normalize_saliency, spectral_residual_saliency
 
 
@@ -91,3 +93,40 @@ def test_uniform_source_needs_no_maps_and_others_do(make_model, processor):
         make_model(gate=0.5).get_image_features(pixel_values=pixel_values)
     with pytest.raises(ValueError, match="'spectral_residual' saliency source needs `saliency_maps`"):
         make_model(gate=0.5, saliency_config={"source": "spectral_residual"}).get_image_features(pixel_values=pixel_values)
+
+
+def test_gate_zero_equals_the_model_without_ias_blocks(family):
+    """At gate 0 every IAS block computes exactly its ViT block: the same weights without any IAS block (the family's
+    base model's ViT) give bit-equal logits and the same greedy tokens. (InternVL: also transformers' own InternVL,
+    test_parity_internvl.py.) A square photo: one picture in both families."""
+    inputs = chat_inputs(family.processor, random_image(448, 448, seed=3))
+    ours = family.make_model(gate=0.0, seed=1)
+    vision = {**ours.config.vision_config.to_dict(), "ias_layers": []}
+    plain = family.make_model(vision_config=vision)
+    assert not any(layer.has_saliency_cross_attention for layer in family.vision_layers(plain))
+    missing, unexpected = plain.load_state_dict(ours.state_dict(), strict=False)
+    assert not missing and unexpected and all(".saliency_" in key for key in unexpected)
+    with torch.no_grad():
+        ours_logits, plain_logits = ours(**inputs).logits, plain(**inputs).logits
+    assert torch.equal(ours_logits, plain_logits)
+    kwargs = dict(max_new_tokens=8, do_sample=False)
+    assert torch.equal(ours.generate(**inputs, **kwargs), plain.generate(**inputs, **kwargs))
+
+    # The comparison is sharp: opening the gates moves the logits.
+    set_saliency_gates(ours, 0.5)
+    with torch.no_grad():
+        assert (ours(**inputs).logits - plain_logits).abs().max().item() > 1e-4
+
+
+def test_ias_blocks_are_configurable_and_documented_in_size(family):
+    """`ias_layers` picks the blocks (default: all); per IAS block 4C² + 9C parameters, once 2D + DC + C."""
+    every = family.make_model()
+    assert [layer.has_saliency_cross_attention for layer in family.vision_layers(every)] == [True, True]
+    one = family.make_model(vision_config={**every.config.vision_config.to_dict(), "ias_layers": [1]})
+    assert [layer.has_saliency_cross_attention for layer in family.vision_layers(one)] == [False, True]
+    c, d = every.config.vision_config.hidden_size, every.config.vision_config.saliency_embed_dim
+    ias = lambda model: sum(p.numel() for n, p in model.named_parameters() if parameter_group(n) == "ias")
+    assert ias(every) - ias(one) == 4 * c * c + 9 * c
+    assert ias(one) == 4 * c * c + 9 * c + 2 * d + d * c + c
+    with pytest.raises(ValueError, match="ias_layers"):
+        type(every.config)(vision_config={"num_hidden_layers": 2, "ias_layers": [2]})

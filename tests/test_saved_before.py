@@ -28,17 +28,16 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("family", ["internvl", "qwen_vl"])
 def test_folder_saved_before_issue26_gives_identical_tokens_and_logits(family, one_thread):
     import PIL.Image
 
     expected = json.loads((BEFORE / "expected.json").read_text(encoding="utf-8"))
     with PIL.Image.open(BEFORE / "photos" / expected["photo"]) as image:
-        got = load_make().outputs(BEFORE / family, family, image.convert("RGB"))
-    assert got["tokens"] == expected[family]["tokens"]
-    diff = (torch.tensor(got["last_logits"]) - torch.tensor(expected[family]["last_logits"])).abs().max().item()
+        got = load_make().outputs(BEFORE / family.name, family.name, image.convert("RGB"))
+    assert got["tokens"] == expected[family.name]["tokens"]
+    diff = (torch.tensor(got["last_logits"]) - torch.tensor(expected[family.name]["last_logits"])).abs().max().item()
     assert diff == 0.0
-    assert got["logits_sha256"] == expected[family]["logits_sha256"]
+    assert got["logits_sha256"] == expected[family.name]["logits_sha256"]
 
 
 # --- the model's saliency_config owns the saliency settings --------------------------------------------------------
@@ -55,14 +54,13 @@ def saved_with_other_source(tmp_path, family: str, source: str = "spectral_resid
     return folder
 
 
-@pytest.mark.parametrize("family", ["internvl", "qwen_vl"])
 def test_maps_of_another_source_are_an_error_naming_both_never_a_silent_run(family, tmp_path):
     import PIL.Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from modeling_ase_mllm.inference.captioning import load_model_and_processor
 
-    folder = saved_with_other_source(tmp_path, family)
+    folder = saved_with_other_source(tmp_path, family.name)
     model = AutoModelForImageTextToText.from_pretrained(folder).eval()
     processor = AutoProcessor.from_pretrained(folder)
     assert (model.config.saliency_config.source, processor.image_processor.saliency_source) == (

@@ -13,7 +13,7 @@ import torch
 from test_hub_roundtrip import BLOCK_OUR_PACKAGE
 
 from conftest import PROMPT, random_image
-from qwen_vl_fixtures import make_qwen_vl_model, qwen_vl_processor, qwen_vl_tokenizer  # noqa: F401 (fixtures)
+from families import PHOTO_SIZE
 from modeling_ase_mllm.inference.chat import batch_chat
 from modeling_ase_mllm.scoring_ase_mllm import CRITIQUE_PROMPT, rating_distribution, rating_spread
 
@@ -144,25 +144,14 @@ PIPELINE_IN_FRESH_PROCESS = BLOCK_OUR_PACKAGE + textwrap.dedent(
 )
 
 
-# Per family: its model and processor fixtures, and the maps one 300×700 photo gives (InternVL: 5×2 tiles and the
-# thumbnail; Qwen-VL: its one 448 px picture; both on the 32×32 grid of 14 px patches).
-FAMILIES = {
-    "internvl": ("make_model", "processor", [11, 32, 32]),
-    "qwen_vl": ("make_qwen_vl_model", "qwen_vl_processor", [1, 32, 32]),
-}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("family", FAMILIES)
-def test_pipeline_of_a_saved_folder_gives_critique_score_and_map_without_our_package(tmp_path, request, family):
-    make, processor_fixture, map_shape = FAMILIES[family]
-    processor = request.getfixturevalue(processor_fixture)
+def test_pipeline_of_a_saved_folder_gives_critique_score_and_map_without_our_package(tmp_path, family):
     folder = tmp_path / "ase-mllm-tiny"
-    request.getfixturevalue(make)(gate=0.5, seed=9).save_pretrained(folder)
-    processor.save_pretrained(folder)
+    family.make_model(gate=0.5, seed=9).save_pretrained(folder)
+    family.processor.save_pretrained(folder)
     assert "aesthetic-critique" in json.loads((folder / "config.json").read_text())["custom_pipelines"]
     image_path = tmp_path / "photo.png"
-    random_image(300, 700, seed=3).save(image_path)
+    random_image(*PHOTO_SIZE, seed=3).save(image_path)
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
@@ -174,5 +163,5 @@ def test_pipeline_of_a_saved_folder_gives_critique_score_and_map_without_our_pac
     assert result["critique"] == result["generated"] and result["critique"]
     assert result["score"] == pytest.approx(result["get_score"], abs=1e-5)
     assert result["rating_outputs_equal"] and result["maps_equal"]
-    assert result["map_shape"] == map_shape
+    assert result["map_shape"] == list(family.photo_map_shape)
     assert result["score_trained"] is False

@@ -1,5 +1,5 @@
-"""Fine-tuning: collator labels, Trainer / SFTTrainer / LoRA training and reloading, resume, DDP, freezing (recipes:
-test_recipes.py).
+"""Fine-tuning: collator labels, Trainer / SFTTrainer / LoRA training and reloading, resume, DDP, the paper's recipe in
+both families, freezing (recipes: test_recipes.py).
 
 Everything runs on CPU with the tiny config and four photos of the bundled mini set, each tiled as one 448 px tile.
 """
@@ -29,6 +29,7 @@ from modeling_ase_mllm.modeling_ase_mllm import (
 from modeling_ase_mllm.testing.tiny import build_processor, build_tiny_model, build_tokenizer
 from modeling_ase_mllm.training.collator import AseMllmDataCollator
 from modeling_ase_mllm.training.freezing import LLM_LORA_TARGET_MODULES, FreezingPreset, apply_freezing, lora_config_for
+from modeling_ase_mllm.training.recipes import parse_recipe
 from modeling_ase_mllm.training.train import assistant_texts, train
 
 
@@ -367,6 +368,45 @@ def test_no_ias_recipe_trains_plain_internvl(conversations, saved_conversations,
     assert vision and all(torch.equal(after[name], before[name]) for name in vision)
     assert not torch.equal(after["model.multi_modal_projector.linear_1.weight"],
                            before["model.multi_modal_projector.linear_1.weight"])
+
+
+@pytest.mark.slow
+def test_three_steps_of_the_paper_recipe(family, conversations, saved_conversations, tmp_path):
+    """The family's bundled "FT + IASC" recipe on PCCD (Table II / III: SFT, LoRA on the LLM, projector and IAS
+    trained, ViT frozen, lr 4e-5, cosine, warmup 3 %), only scaled down: a tiny model converted-style (gates at 0),
+    one picture per photo, and one batch of the four critiques, the same batch every step, so that the loss can only
+    fall by learning."""
+    start = tmp_path / "start"
+    family.make_model(gate=0.0).save_pretrained(start)
+    family.processor.save_pretrained(start)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(f"base_recipe: {family.paper_recipe}\neffective_batch_size: 4\nper_device_train_batch_size: 4\n"
+                      "max_patches: 1\nlogging_steps: 1\ndataloader_num_workers: 0\ndisable_tqdm: true\n",
+                      encoding="utf-8")
+    bundled, _ = parse_recipe(recipe=family.paper_recipe, accelerator=False)
+    assert (bundled.vision, bundled.projector, bundled.llm, bundled.ias) == ("frozen", "train", "lora", True)
+
+    trainer = train(str(recipe), str(saved_conversations), model=str(start), output_dir=str(tmp_path / "out"),
+                    max_steps=3)
+    curve = loss_curve(tmp_path / "out")
+    print(f"\n{family.paper_recipe} at tiny size, 3 steps: losses {curve}")
+    assert len(curve) == 3 and curve[-1] < curve[0]
+
+    # Only the answer and its <|im_end|> carry labels (the chat template's {% generation %} block).
+    batch = trainer.data_collator([trainer.train_dataset[index] for index in range(2)])
+    for row, example in enumerate(conversations.select(range(2))):
+        labelled = batch["labels"][row][batch["labels"][row] != -100]
+        assert family.tokenizer.decode(labelled) == answer(example) + "<|im_end|>"
+
+    # What trained: the IAS weights (gates opened) and the projector in full, LoRA on the LLM; the ViT did not.
+    before, adapter = saved_weights(start), load_file(tmp_path / "out" / "adapter_model.safetensors")
+    gates = [name for name in adapter if name.endswith("saliency_gate.weight")]
+    assert len(gates) == 2 and all(adapter[name].abs().max() > 0 for name in gates)
+    assert any("multi_modal_projector" in name for name in adapter) and any("lora_" in name for name in adapter)
+    first_block = f"model.vision_tower.encoder.{family.vision_layers_attribute}.0"
+    assert not any(f"{first_block}.mlp." in name for name in adapter)
+    trained_block = family.vision_layers(trainer.model.get_base_model())[0]
+    assert torch.equal(before[f"{first_block}.mlp.fc1.weight"], trained_block.mlp.fc1.weight.detach())
 
 
 # ------------------------------------------------------------------------------------------------ freezing and LoRA
