@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ..evaluation.run import PREDICTIONS_FILE
+from ..evaluation.predictions import METRICS_FILE, METRICS_TABLE_FILE, PREDICTIONS_FILE
 from ..inference.photos import DEFAULT_MAX_FILE_MB
 from .arguments import (
     check_device, check_existing, check_model, check_output_folder, photo_limits, positive_float, positive_int,
@@ -82,6 +82,6 @@ def main(args) -> int:
         from ..hub.model_card import write_model_card
 
         write_model_card(args.model, score_metrics=metrics)
-    print(f"[evaluate-score] wrote {Path(args.output_dir) / 'metrics.json'} and metrics.md"
+    print(f"[evaluate-score] wrote {Path(args.output_dir) / METRICS_FILE} and {METRICS_TABLE_FILE}"
           + (f"; the results are in {Path(args.model) / 'README.md'}" if args.update_model_card else ""))
     return 0

@@ -11,6 +11,8 @@ import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ..utils.files import write_atomically
+
 
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
@@ -127,10 +129,8 @@ def write_metrics_files(metrics: dict, table: str, output_dir) -> None:
     (a temporary name, then a rename)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in ((METRICS_FILE, json.dumps(metrics, indent=2) + "\n"), (METRICS_TABLE_FILE, table + "\n")):
-        temporary = output_dir / f".{name}.{os.getpid()}.tmp"
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, output_dir / name)
+    write_atomically(output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+    write_atomically(output_dir / METRICS_TABLE_FILE, table + "\n")
 
 
 def read_metrics(output_dir) -> dict:

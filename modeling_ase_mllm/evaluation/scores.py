@@ -20,7 +20,6 @@ The run is `run.predict_split`'s: one line per image in `predictions.jsonl` (`{"
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,7 +169,7 @@ def evaluate_scores(model: str, rated: list[RatedImage], output_dir, dataset: st
     from ..faithfulness.loading import load_model_eat
     from ..inference.photos import read_photo
     from ..scoring_ase_mllm import eat_inputs, eat_is_trained, score_with_eat
-    from .predictions import read_finished
+    from .predictions import read_finished, write_metrics_files
     from .run import predict_split
     from .sharding import current_shards
 
@@ -202,20 +201,8 @@ def evaluate_scores(model: str, rated: list[RatedImage], output_dir, dataset: st
                             [ratings[i]["rating_outputs"] for i in ids] if has_votes else None,
                             [image.votes for image in rated] if has_votes else None)
     metrics.update(task="score", dataset=dataset, split=split, trained=eat_is_trained(loaded.eat.config))
-    write_score_metrics(metrics, output_dir)
+    write_metrics_files(metrics, format_score_table(metrics), output_dir)
     return metrics
-
-
-def write_score_metrics(metrics: dict, output_dir) -> None:
-    """`metrics.json` and `metrics.md` of a score evaluation, each written whole (temporary name, then rename)."""
-    import os
-
-    output_dir = Path(output_dir)
-    for name, text in (("metrics.json", json.dumps(metrics, indent=2) + "\n"),
-                       ("metrics.md", format_score_table(metrics) + "\n")):
-        partial = output_dir / f".{name}.partial"
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, output_dir / name)
 
 
 __all__ = ["RatedImage", "load_ava", "load_scored_folder", "read_ava_txt", "read_split_ids", "emd", "score_metrics",

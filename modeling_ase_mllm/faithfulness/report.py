@@ -19,6 +19,7 @@ import torch
 
 from ..evaluation.predictions import complete_lines
 from ..evaluation.run import StaleRunError
+from ..utils.files import write_atomically
 from .metrics import (
     RANDOMISATION_CASCADE, CascadingRandomisation, area_under_curve, blur_substrate, eat_score, mean_and_interval,
     perturbation_curves, pointing_hit, rank_correlation, relevance_order, road_changes, structural_similarity,
@@ -82,16 +83,6 @@ def check_or_start_run(output_dir: Path, settings: dict, overwrite: bool) -> Non
         raise StaleRunError(f"{results} has no {RUN_FILE} saying what produced it; pass --overwrite to start afresh")
     output_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(run_file, json.dumps(settings, indent=1, sort_keys=True) + "\n")
-
-
-def write_atomically(path: Path, data: str | bytes) -> None:
-    """`path` complete or absent: written under a temporary name, flushed, then renamed."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(partial, "wb") as handle:
-        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
 
 
 def append_record(path: Path, record: dict) -> None:

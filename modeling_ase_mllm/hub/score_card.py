@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..evaluation.scores import SCORE_METRICS, format_score_table
 from ..scoring_ase_mllm import UNTRAINED_NOTE, eat_is_trained
+from ..utils.files import write_atomically
 
 
 # Where a model folder keeps its score evaluation, for every later card.
@@ -29,9 +30,7 @@ def card_score_metrics(folder: Path, score_metrics) -> dict | None:
     the one the folder keeps."""
     kept = Path(folder) / SCORE_METRICS_FILE
     if isinstance(score_metrics, dict):
-        partial = kept.with_name(f".{kept.name}.partial")
-        partial.write_text(json.dumps(score_metrics, indent=2) + "\n", encoding="utf-8")
-        partial.replace(kept)
+        write_atomically(kept, json.dumps(score_metrics, indent=2) + "\n")
         return score_metrics
     path = Path(score_metrics) if score_metrics is not None else kept
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

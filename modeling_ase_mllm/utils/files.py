@@ -1,7 +1,7 @@
 """Files checked and folders written whole or not at all.
 
 `sha256_of` is the digest every recorded file carries (the CoreNLP jars SPICE checks, the EAT checkpoint a
-conversion records). Folders are built beside their place under a temporary name, then swapped in.
+conversion records); `write_atomically` writes one file complete or not at all. Folders are built beside their place under a temporary name, then swapped in.
 
 A folder being written lives at `.<name>.partial-<pid>-<random>` beside its target, so a process killed at any
 point leaves either no folder at the target or the complete one that was there before. The swap is one
@@ -27,6 +27,16 @@ def sha256_of(path: Path) -> str:
     """The hex SHA-256 of the file at `path`, read in blocks (a checkpoint may be larger than memory allows)."""
     with Path(path).open("rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def write_atomically(path: Path, data: str | bytes) -> None:
+    """`path` complete or absent: written under a temporary name, flushed, then renamed."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(partial, "wb") as handle:
+        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
 
 
 _AT_FDCWD = -100
